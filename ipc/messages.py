@@ -1,0 +1,306 @@
+"""Every cross-process message: tagged msgspec Structs, one union per channel direction.
+
+Imports only msgspec and the standard library, so the supervisor and the telephony process
+never pull in a model library through the wire types.
+
+Channels (see DESIGN.md §3)::
+
+    supervisor  --ToChild-->    every child      (Pipe, msgpack)
+    every child --FromChild-->  supervisor       (Pipe, msgpack)
+    telephony   --SttRequest--> stt   (ring: AUDIO records of mulaw + MESSAGE records)
+    stt         --SttEvent-->   telephony (ring: MESSAGE records)
+    telephony   --LlmRequest--> llm   (ring: MESSAGE records)
+    llm         --LlmEvent-->   telephony (ring: TEXT records of token text + MESSAGE records)
+    telephony   --TtsRequest--> tts   (ring: MESSAGE records)
+    tts         --TtsEvent-->   telephony (ring: AUDIO records of mulaw 8 kHz + MESSAGE records)
+
+Data and the messages that close it travel on the *same* ring so they can never overtake each
+other (a `GenerationDone` never arrives before the last token it counts).
+
+Every per-call message names its call and turn (`call_id`, `turn_id`); a consumer drops
+anything for a turn older than the call's current one. Timestamps are `time.monotonic_ns()`,
+comparable across processes on one host. Schema evolution: new fields get defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+# Ring record kinds (the `kind` field of a ring record header).
+KIND_MESSAGE = 1  # payload: msgpack of the ring's message union
+KIND_AUDIO = 2  # payload: mulaw 8 kHz mono bytes
+KIND_TEXT = 3  # payload: UTF-8 text (LLM token deltas)
+
+WorkerName = Literal["stt", "llm", "tts", "telephony"]
+
+
+class _Msg(msgspec.Struct, tag=True, forbid_unknown_fields=True, kw_only=True):
+    """Base: tagged by class name, unknown fields rejected."""
+
+
+# ---------------------------------------------------------------- lifecycle: supervisor -> child
+
+
+class Stop(_Msg):
+    """Finish (or abandon) in-flight work within `deadline_s`, then exit 0."""
+
+    deadline_s: float = 5.0
+
+
+class HealthCheck(_Msg):
+    """Answer with a `HealthReply` carrying the same nonce; silence means hung."""
+
+    nonce: int
+    sent_ns: int
+
+
+class Drain(_Msg):
+    """Telephony only: refuse new calls politely, let live ones end within `deadline_s`."""
+
+    deadline_s: float
+
+
+class WorkerStatus(_Msg):
+    """Telephony only: a worker changed state (so live calls can apologise or fall back)."""
+
+    worker: str
+    state: Literal["starting", "loading", "ready", "failed", "restarting", "stopped"]
+    detail: str = ""
+    restarts: int = 0
+
+
+ToChild = Stop | HealthCheck | Drain | WorkerStatus
+
+
+# ---------------------------------------------------------------- lifecycle: child -> supervisor
+
+
+class LoadProgress(_Msg):
+    """A step of model loading; `total` 0 means the step's size is unknown."""
+
+    worker: str
+    stage: str
+    done: float = 0.0
+    total: float = 0.0
+    detail: str = ""
+
+
+class Ready(_Msg):
+    """The child can serve (its warm-up inference has run)."""
+
+    worker: str
+    load_s: float
+    detail: str = ""
+
+
+class HealthReply(_Msg):
+    nonce: int
+    worker: str
+    busy_calls: int = 0
+    detail: str = ""
+
+
+class Failed(_Msg):
+    """The child cannot continue; `recoverable` says whether a restart may help."""
+
+    worker: str
+    reason: str
+    recoverable: bool = True
+
+
+class Drained(_Msg):
+    """Telephony: every live call has ended (or the drain deadline ended them)."""
+
+    calls_ended: int = 0
+    calls_cut: int = 0
+
+
+FromChild = LoadProgress | Ready | HealthReply | Failed | Drained
+
+
+# ---------------------------------------------------------------- per-call messages shared by workers
+
+
+class CallOpened(_Msg, array_like=True, gc=False):
+    """A call started: the worker may allocate per-call state."""
+
+    call_id: int
+    opened_ns: int = 0
+
+
+class CallClosed(_Msg, array_like=True, gc=False):
+    """A call ended: the worker drops all per-call state and in-flight work."""
+
+    call_id: int
+
+
+class Cancel(_Msg, array_like=True, gc=False):
+    """Stop everything for this call's turn `turn_id` (and anything older)."""
+
+    call_id: int
+    turn_id: int
+
+
+# ---------------------------------------------------------------- stt
+
+
+class PlaybackState(_Msg, array_like=True, gc=False):
+    """Telephony tells STT whether the agent is audible, for echo-aware barge-in."""
+
+    call_id: int
+    turn_id: int
+    playing: bool
+    ts_ns: int = 0
+
+
+SttRequest = CallOpened | CallClosed | PlaybackState
+
+
+class SpeechStarted(_Msg, array_like=True, gc=False):
+    """Caller speech passed `min_speech_ms` (barge-in trigger); `media_ms` = its onset."""
+
+    call_id: int
+    turn_id: int
+    media_ms: int
+    detected_ns: int
+
+
+class Partial(_Msg):
+    """An interim transcript of the caller's speech so far (may change)."""
+
+    call_id: int
+    turn_id: int
+    text: str
+    ts_ns: int
+
+
+class TurnEnded(_Msg):
+    """The caller's turn ended; `text` is the final transcript, with the stamps of DESIGN §7."""
+
+    call_id: int
+    turn_id: int
+    text: str
+    speech_start_media_ms: int
+    speech_end_media_ms: int
+    speech_end_ns: int  # wall stamp of the last voiced inbound frame's arrival
+    turn_end_ns: int  # endpoint decided
+    stt_final_ns: int  # final transcript ready
+    audio_ms: int = 0
+    no_speech_prob: float = 0.0
+
+
+SttEvent = SpeechStarted | Partial | TurnEnded
+
+
+# ---------------------------------------------------------------- llm
+
+
+class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One entry of the conversation history, as the caller heard it."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    interrupted: bool = False
+
+
+class Generate(_Msg):
+    """Stream a reply to `messages` (the history lives on the telephony side)."""
+
+    call_id: int
+    turn_id: int
+    messages: list[ChatMessage]
+    max_tokens: int = 200
+    temperature: float = 0.7
+    sent_ns: int = 0
+
+
+LlmRequest = Generate | Cancel | CallClosed
+
+
+class GenerationDone(_Msg):
+    """The reply for this turn is complete (after its last TEXT record on the same ring)."""
+
+    call_id: int
+    turn_id: int
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    end_call: bool = False
+    backend: str = ""
+    fallback: bool = False
+    first_token_ns: int = 0
+    done_ns: int = 0
+
+
+class GenerationFailed(_Msg):
+    """No reply could be produced; telephony speaks its apology."""
+
+    call_id: int
+    turn_id: int
+    reason: str
+    backend: str = ""
+
+
+LlmEvent = GenerationDone | GenerationFailed
+
+
+# ---------------------------------------------------------------- tts
+
+
+class Synthesize(_Msg):
+    """Speak one sentence of a turn; `seq` orders sentences within the turn."""
+
+    call_id: int
+    turn_id: int
+    seq: int
+    text: str
+    sent_ns: int = 0
+
+
+class ContextTurn(_Msg):
+    """A turn of the conversation for context-aware voices (CSM); others ignore it."""
+
+    call_id: int
+    turn_id: int
+    speaker: Literal["caller", "agent"]
+    text: str
+
+
+TtsRequest = Synthesize | Cancel | CallClosed | CallOpened | ContextTurn
+
+
+class SentenceDone(_Msg):
+    """All audio of sentence `seq` is in the ring; `duration_ms` is exactly frames * 20."""
+
+    call_id: int
+    turn_id: int
+    seq: int
+    frames: int
+    duration_ms: int
+    first_audio_ns: int
+    text: str = ""
+
+
+class SynthesisFailed(_Msg):
+    call_id: int
+    turn_id: int
+    seq: int
+    reason: str
+
+
+TtsEvent = SentenceDone | SynthesisFailed
+
+
+# ---------------------------------------------------------------- codecs
+
+
+class Codec:
+    """A msgpack encoder and a decoder for one union, built once per channel."""
+
+    __slots__ = ("decode", "encode")
+
+    def __init__(self, union: object) -> None:
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode = msgspec.msgpack.Decoder(union).decode  # type: ignore[arg-type]

@@ -1,0 +1,48 @@
+"""Config: every shipped file validates; bad input names the file, the key and the expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voicecall.config import Config, ConfigError, config_from_toml, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.toml")))
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(ROOT / "configs" / name)
+    assert isinstance(cfg, Config)
+
+
+def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[stt.vad]\nthreshhold = 0.4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text and "$.stt.vad" in text and "threshhold" in text
+
+
+def test_all_problems_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_toml('[server]\nport = "eighty"\n[tts]\nbackend = "espeak"\n[nonsense]\nx = 1\n')
+    problems = err.value.problems
+    assert len(problems) == 3
+    assert any("$.server.port" in p and "int" in p for p in problems)
+    assert any("$.tts.backend" in p for p in problems)
+    assert any("$.nonsense" in p for p in problems)
+
+
+def test_semantic_checks() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_toml('[ipc]\naudio_in_ring_bytes = 100000\n[llm]\nbackend = "vllm"\n')
+    assert any("audio_in_ring_bytes" in p for p in err.value.problems)
+    assert any("$.llm.model" in p for p in err.value.problems)
+
+
+def test_not_toml() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config_from_toml("[server\nport=1")

@@ -1,0 +1,199 @@
+"""Typed configuration: `configs/*.toml` decoded straight into msgspec Structs.
+
+Unknown keys are errors. `load_config` reports every problem it finds at once, each naming
+the file, the key path and what was expected, e.g.::
+
+    configs/cpu.toml: $.stt.vad.threshold: Expected `float`, got `str`
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from workers.config import LlmConfig, SttConfig, TtsConfig
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    """The telephony process's HTTP/WebSocket server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Public base URL Twilio reaches us at (e.g. "https://agent.example.com"); signatures are
+    #: computed over it, and the TwiML stream URL is derived from it. Empty: derived from Host.
+    public_url: str = ""
+    #: Environment variable holding the Twilio auth token (the token never appears in config).
+    auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    #: Environment variable holding the Twilio account SID (for hanging up via the REST API).
+    account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    #: Serve unsigned traffic on a non-loopback address (only for tunnels you trust).
+    allow_unsigned: bool = False
+    #: Live calls beyond this get a polite "busy" TwiML and are hung up. Count.
+    max_calls: int = 32
+    #: Largest WebSocket message accepted, bytes (a 20 ms media frame is ~300 B of JSON).
+    max_ws_message_bytes: int = 65536
+    #: Outbound audio is sent at most this far ahead of real time, ms (bounds what `clear` drops).
+    playout_lead_ms: int = 200
+    #: Seconds without any inbound message before a media stream is considered dead.
+    idle_timeout_s: float = 30.0
+    #: Serve the browser softphone at "/" (loopback clients only unless softphone_token is set).
+    softphone: bool = True
+    #: Shared token that lets non-loopback clients use the softphone; empty = loopback only.
+    softphone_token_env: str = "VOICECALL_SOFTPHONE_TOKEN"
+
+
+class SupervisorConfig(_Section):
+    """Process supervision."""
+
+    #: Seconds between health checks of each child.
+    health_interval_s: float = 2.0
+    #: A child that does not answer a health check within this many seconds counts as hung.
+    health_timeout_s: float = 10.0
+    #: First restart delay after a crash, seconds; doubles per consecutive crash.
+    restart_backoff_s: float = 0.5
+    #: Longest restart delay, seconds.
+    restart_backoff_max_s: float = 10.0
+    #: On SIGTERM/SIGINT, seconds live calls may continue before they are ended.
+    drain_deadline_s: float = 10.0
+    #: Seconds a child gets to exit after `Stop` before SIGTERM, then again before SIGKILL.
+    stop_grace_s: float = 3.0
+
+
+class IpcConfig(_Section):
+    """Shared-memory ring sizes (bytes, powers of two)."""
+
+    audio_in_ring_bytes: int = 1 << 21
+    audio_out_ring_bytes: int = 1 << 22
+    events_ring_bytes: int = 1 << 20
+    requests_ring_bytes: int = 1 << 20
+
+
+class CallConfig(_Section):
+    """Conversation behaviour."""
+
+    greeting: str = "Hello, thanks for calling. How can I help you today?"
+    #: Spoken when a worker fails mid-turn and no fallback answer is available.
+    apology: str = "Sorry, I had a problem just now. Could you say that again?"
+    #: Spoken to callers when the system is full, starting up or shutting down.
+    busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
+    #: Caller speech (ms) needed to interrupt the agent; shorter sounds ("mm-hm") do not.
+    barge_in_min_ms: int = 240
+    #: Characters a first clause needs before it may be spoken early (shorter waits for more).
+    first_clause_min_chars: int = 12
+    #: History turns sent to the LLM (older ones are dropped). Count.
+    max_history_turns: int = 20
+    #: Seconds any single wait on a worker may take before the turn falls back.
+    worker_deadline_s: float = 5.0
+
+
+class RecordsConfig(_Section):
+    """Call records."""
+
+    #: SQLite database (WAL mode); relative paths are relative to the working directory.
+    db_path: str = "data/calls.db"
+
+
+class Config(_Section):
+    """The whole voicecall configuration."""
+
+    name: str = "voicecall"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    ipc: IpcConfig = msgspec.field(default_factory=IpcConfig)
+    call: CallConfig = msgspec.field(default_factory=CallConfig)
+    records: RecordsConfig = msgspec.field(default_factory=RecordsConfig)
+    stt: SttConfig = msgspec.field(default_factory=SttConfig)
+    llm: LlmConfig = msgspec.field(default_factory=LlmConfig)
+    tts: TtsConfig = msgspec.field(default_factory=TtsConfig)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every one found (not recoverable)."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {p}" for p in problems)
+        super().__init__(f"invalid config ({len(problems)} problem(s)):\n{lines}")
+
+
+def _section_problems(data: dict[str, Any]) -> list[str]:
+    """Validate each top-level section on its own so one run reports them all."""
+    problems: list[str] = []
+    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
+    for key, value in data.items():
+        if key not in fields:
+            problems.append(f"$.{key}: unknown key (expected one of {', '.join(sorted(fields))})")
+            continue
+        try:
+            msgspec.convert(value, fields[key])
+        except msgspec.ValidationError as exc:
+            problems.append(_relocate(str(exc), key))
+    return problems
+
+
+def _relocate(message: str, section: str) -> str:
+    # msgspec says "... - at `$.vad.threshold`"; put the section in the path and lead with it.
+    if " - at `$" in message:
+        text, _, where = message.rpartition(" - at `$")
+        return f"$.{section}{where.rstrip('`')}: {text}"
+    return f"$.{section}: {message}"
+
+
+def _semantic_problems(cfg: Config) -> list[str]:
+    problems = []
+    for key in ("audio_in_ring_bytes", "audio_out_ring_bytes", "events_ring_bytes", "requests_ring_bytes"):
+        v = getattr(cfg.ipc, key)
+        if v < 65536 or v & (v - 1):
+            problems.append(f"$.ipc.{key}: expected a power of two >= 65536, got {v}")
+    if not 0.0 < cfg.stt.vad.threshold < 1.0:
+        problems.append(f"$.stt.vad.threshold: expected a probability in (0, 1), got {cfg.stt.vad.threshold}")
+    if not 0 < cfg.server.port < 65536:
+        problems.append(f"$.server.port: expected 1..65535, got {cfg.server.port}")
+    if cfg.server.playout_lead_ms < 20:
+        problems.append(f"$.server.playout_lead_ms: expected >= 20 (one frame), got {cfg.server.playout_lead_ms}")
+    if cfg.llm.backend == "vllm" and not cfg.llm.model:
+        problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
+    if cfg.llm.backend == "openai" and not cfg.llm.base_url:
+        problems.append("$.llm.base_url: the openai backend needs a base URL")
+    if cfg.tts.backend == "csm" and not cfg.tts.model:
+        problems.append("$.tts.model: the csm backend needs a model directory or hub id")
+    return problems
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config; raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8: {exc}"]) from exc
+    return config_from_toml(text, str(path))
+
+
+def config_from_toml(text: str, path: str = "<string>") -> Config:
+    """Validate a config given as TOML text (tests, `--check` on stdin)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
+    problems = _section_problems(data)
+    if problems:
+        raise ConfigError(path, problems)
+    cfg = msgspec.convert(data, Config)
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(path, problems)
+    return cfg

