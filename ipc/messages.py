@@ -17,6 +17,9 @@ Channels (see DESIGN.md §3)::
 Data and the messages that close it travel on the *same* ring so they can never overtake each
 other (a `GenerationDone` never arrives before the last token it counts).
 
+Hot per-chunk structs skip GC tracking (`gc=False`); `array_like` is not used because msgspec
+unions cannot mix array-like and map-like structs.
+
 Every per-call message names its call and turn (`call_id`, `turn_id`); a consumer drops
 anything for a turn older than the call's current one. Timestamps are `time.monotonic_ns()`,
 comparable across processes on one host. Schema evolution: new fields get defaults.
@@ -96,8 +99,11 @@ class Ready(_Msg):
 
 
 class HealthReply(_Msg):
+    """Answer to `HealthCheck`; `ok` False (with `detail`) means stuck, treated as hung."""
+
     nonce: int
     worker: str
+    ok: bool = True
     busy_calls: int = 0
     detail: str = ""
 
@@ -123,20 +129,20 @@ FromChild = LoadProgress | Ready | HealthReply | Failed | Drained
 # ---------------------------------------------------------------- per-call messages shared by workers
 
 
-class CallOpened(_Msg, array_like=True, gc=False):
+class CallOpened(_Msg, gc=False):
     """A call started: the worker may allocate per-call state."""
 
     call_id: int
     opened_ns: int = 0
 
 
-class CallClosed(_Msg, array_like=True, gc=False):
+class CallClosed(_Msg, gc=False):
     """A call ended: the worker drops all per-call state and in-flight work."""
 
     call_id: int
 
 
-class Cancel(_Msg, array_like=True, gc=False):
+class Cancel(_Msg, gc=False):
     """Stop everything for this call's turn `turn_id` (and anything older)."""
 
     call_id: int
@@ -146,7 +152,7 @@ class Cancel(_Msg, array_like=True, gc=False):
 # ---------------------------------------------------------------- stt
 
 
-class PlaybackState(_Msg, array_like=True, gc=False):
+class PlaybackState(_Msg, gc=False):
     """Telephony tells STT whether the agent is audible, for echo-aware barge-in."""
 
     call_id: int
@@ -158,7 +164,7 @@ class PlaybackState(_Msg, array_like=True, gc=False):
 SttRequest = CallOpened | CallClosed | PlaybackState
 
 
-class SpeechStarted(_Msg, array_like=True, gc=False):
+class SpeechStarted(_Msg, gc=False):
     """Caller speech passed `min_speech_ms` (barge-in trigger); `media_ms` = its onset."""
 
     call_id: int
