@@ -32,9 +32,9 @@ def _build_encode_table() -> np.ndarray:
     exponent = np.zeros_like(mag)
     for seg in range(8):
         exponent = np.where(mag >= (0x40 << seg), seg + 1, exponent)
-    exponent = np.minimum(exponent, 7)
     mantissa = (mag >> (exponent + 1)) & 0x0F
-    code = ((exponent << 4) | mantissa) ^ sign
+    # Past the last segment (only -32768..-32765 after the clip and bias) audioop emits 0x7F ^ sign.
+    code = np.where(exponent >= 8, 0x7F, (exponent << 4) | mantissa) ^ sign
     table = np.empty(65536, dtype=np.uint8)
     table[np.arange(-32768, 32768, dtype=np.int32).astype(np.uint16)] = code.astype(np.uint8)
     return table
