@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from ipc.messages import Cancel, CallClosed, CallOpened, Partial
+from ipc.messages import CallClosed, CallOpened, Cancel, Partial
 from ipc.ring import Record
 from workers.base import Progress, Worker
 

@@ -193,6 +193,11 @@ def _apply_device_env(spec: WorkerSpec) -> None:
     os.environ.update(spec.env)
 
 
+def start_death_watch(name: str, death: Connection) -> None:
+    """Exit (with our whole process group) as soon as the supervisor vanishes."""
+    threading.Thread(target=_watch_death, args=(death,), name=f"{name}-death-watch", daemon=True).start()
+
+
 def _watch_death(death: Connection) -> None:
     # The supervisor holds the only write end; EOF means it is gone, so we must go too,
     # taking our process group (vLLM's engine process, for one) with us.
@@ -233,7 +238,7 @@ def worker_main(spec: WorkerSpec) -> None:
     configure_child_logging(spec.name, spec.log_level)
     assert spec.control is not None and spec.inbound is not None and spec.outbound is not None
     if spec.death is not None:
-        threading.Thread(target=_watch_death, args=(spec.death,), name=f"{spec.name}-death-watch", daemon=True).start()
+        start_death_watch(spec.name, spec.death)
     control = ControlChannel(spec.control, ToChild)
     code = 1
     try:

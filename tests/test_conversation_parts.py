@@ -1,0 +1,75 @@
+"""Pure pieces of the conversation: sentence aggregation, heard-text history, call records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voicecall.records import CallRecords, call_turns, connect, find_call
+from voicecall.telephony.history import AgentReply, Conversation
+from voicecall.telephony.sentences import SentenceAggregator
+
+
+def _stream(text: str, step: int, **kw) -> list[str]:
+    agg = SentenceAggregator(**kw)
+    out: list[str] = []
+    for i in range(0, len(text), step):
+        out += agg.push(text[i : i + step])
+    return out + agg.flush()
+
+
+def test_first_clause_released_early_then_whole_sentences() -> None:
+    text = "We are open from eight to five, Monday to Friday, and on Saturday mornings. Anything else?"
+    assert _stream(text, 3) == ["We are open from eight to five,", "Monday to Friday, and on Saturday mornings.", "Anything else?"]
+
+
+def test_abbreviations_decimals_and_times_do_not_end_sentences() -> None:
+    text = "Dr. Smith sees patients at 8.30 a.m. on Mondays. The fee is $12.50 per visit."
+    assert _stream(text, 4) == ["Dr. Smith sees patients at 8.30 a.m. on Mondays.", "The fee is $12.50 per visit."]
+
+
+def test_short_first_sentence_goes_alone() -> None:
+    assert _stream("Sure. Our address is 12 Maple Street.", 2) == ["Sure.", "Our address is 12 Maple Street."]
+
+
+@given(st.text(alphabet=st.sampled_from("abc ,.!?'\n"), max_size=300), st.integers(1, 9))
+def test_nothing_lost_or_reordered(text: str, step: int) -> None:
+    pieces = _stream(text, step)
+    words = lambda s: "".join(c for c in s if c.isalnum())  # noqa: E731 - punctuation-only tails are dropped
+    assert words("".join(pieces)) == words(text)
+
+
+def test_interrupted_reply_keeps_only_played_sentences() -> None:
+    conv = Conversation()
+    conv.add_caller("What are your hours?")
+    reply = AgentReply(turn_id=1)
+    for seq, text in enumerate(["We open at eight.", "We close at five.", "Weekends we are closed."]):
+        reply.add(seq, text).mark = f"m{seq}"
+    reply.by_mark("m0").played = True  # type: ignore[union-attr]
+    reply.interrupted = True
+    msg = conv.add_agent(reply)
+    assert msg is not None and msg.content == "We open at eight." and msg.interrupted
+    conv.add_caller("Sorry, on Saturday?")
+    assert [m.role for m in conv.messages()] == ["user", "assistant", "user"]
+
+
+def test_records_written_in_order_and_survive_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "calls.db"
+    rec = CallRecords(db)
+    ids: list[int] = []
+    rec.call_started(ids.append, call_sid="CA1", stream_sid="MZ1", from_number="+15550100")
+    row = lambda: ids[0] if ids else None  # noqa: E731
+    rec.turn(row, 1, "caller", "What are your hours?", stamps={"speech_end_ns": 1, "turn_end_ns": 2})
+    rec.turn(row, 1, "agent", "We open at eight. We close at five.", heard_text="We open at eight.", interrupted=True)
+    rec.call_ended(row, "caller hung up", barge_ins=1)
+    rec.flush()
+    rec.close()
+    conn = connect(db, readonly=True)
+    call = find_call(conn, "CA1")
+    assert call is not None and call["end_reason"] == "caller hung up" and call["barge_ins"] == 1
+    turns = call_turns(conn, call["id"])
+    assert [t["role"] for t in turns] == ["caller", "agent"]
+    assert turns[1]["interrupted"] == 1 and turns[1]["heard_text"] == "We open at eight."
+    assert turns[0]["turn_end_ns"] == 2
