@@ -75,7 +75,7 @@ class ChildHandle:
         self.process = proc
         self.channel = ControlChannel(parent_ctl, FromChild)
         self._death_writer = death_writer
-        log.debug("%s: spawned pid %d (incarnation %d)", self.name, proc.pid, self.incarnation)
+        log.info("%s: spawned pid %d (incarnation %d)", self.name, proc.pid, self.incarnation)
 
     def wait_ready(self, timeout_s: float, on_progress: Callable[[LoadProgress], None] | None = None) -> Ready:
         """Block until `Ready`; raise ChildFailed on `Failed`, death, or after `timeout_s`."""

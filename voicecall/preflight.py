@@ -1,0 +1,65 @@
+"""Pre-flight checks behind `run.py --check`: every model and file the config names is present.
+
+Nothing here imports a model library: a model counts as present when its files are found
+(an installed package's directory, a local path, or a Hugging Face hub cache entry).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from voicecall.config import Config
+
+
+def _hub_cache_dirs(repo_id: str) -> list[Path]:
+    root = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub")
+    return [root / f"models--{repo_id.replace('/', '--')}"]
+
+
+def locate_model(ref: str) -> tuple[Path | None, str]:
+    """Where a model reference resolves to, or (None, why not)."""
+    if ref.startswith("package:"):
+        name, _, rel = ref.removeprefix("package:").partition("/")
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            return None, f"package {name!r} is not installed (pip install {name.replace('_', '-')})"
+        return Path(next(iter(spec.submodule_search_locations))), f"package {name}" + (f" ({rel})" if rel else "")
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path, "local path"
+    if "/" in ref and not ref.startswith((".", "/")):
+        for d in _hub_cache_dirs(ref):
+            if d.exists():
+                return d, "hub cache"
+        return None, f"{ref!r} is neither a local path nor in the Hugging Face cache (download it first)"
+    for d in _hub_cache_dirs(f"Systran/faster-whisper-{ref}"):  # faster-whisper's short names
+        if d.exists():
+            return d, "hub cache"
+    return None, f"{ref!r} not found: not a path, an installed package, or a cached hub model"
+
+
+def check_models(cfg: Config, config_path: str) -> tuple[list[str], list[str]]:
+    """Return (found lines, problems) for every model and data file the config uses."""
+    wanted: list[tuple[str, str]] = [("stt.model", cfg.stt.model)]
+    if cfg.tts.backend == "piper":
+        wanted.append(("tts.voice", cfg.tts.voice))
+    else:
+        wanted.append(("tts.model", cfg.tts.model))
+    if cfg.llm.backend == "vllm":
+        wanted.append(("llm.model", cfg.llm.model))
+    wanted.append(("llm.embedding_model", cfg.llm.embedding_model))
+    found, problems = [], []
+    for key, ref in wanted:
+        path, how = locate_model(ref)
+        if path is None:
+            problems.append(f"{config_path}: $.{key}: {how}")
+        else:
+            found.append(f"{key:<22} {ref}  ->  {path} [{how}]")
+    knowledge = Path(cfg.llm.knowledge)
+    if knowledge.exists():
+        found.append(f"{'llm.knowledge':<22} {knowledge}")
+    else:
+        problems.append(f"{config_path}: $.llm.knowledge: file {knowledge} not found")
+    return found, problems
