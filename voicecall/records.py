@@ -19,9 +19,12 @@ from typing import Any
 log = logging.getLogger("voicecall.records")
 
 SCHEMA_VERSION = 1
+#: Per-turn monotonic stamps (DESIGN §7), plus when telephony *received* each worker's stamped
+#: result, so the IPC hop of every stage is visible (`tools/trace.py`).
 STAMPS = (
-    "speech_end_ns", "turn_end_ns", "stt_final_ns", "llm_first_token_ns", "first_clause_ns",
-    "tts_first_audio_ns", "first_media_sent_ns", "first_mark_echoed_ns",
+    "speech_start_ns", "speech_end_ns", "turn_end_ns", "stt_final_ns", "stt_final_recv_ns",
+    "llm_first_token_ns", "llm_first_token_recv_ns", "first_clause_ns", "tts_first_audio_ns",
+    "tts_first_audio_recv_ns", "first_media_sent_ns", "first_mark_echoed_ns",
 )
 _MIGRATIONS = {
     1: f"""
