@@ -1,0 +1,225 @@
+"""CallSession's state machine over real rings, with the test speaking the workers' protocol.
+
+The workers themselves are exercised by their own tests and end to end; here the test stands on
+the far end of each ring so it can place events at exact moments (a barge-in between two
+sentences, a stale record after a cancel, a worker dying mid-turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+from ipc.messages import (
+    KIND_AUDIO,
+    KIND_MESSAGE,
+    KIND_TEXT,
+    Cancel,
+    Codec,
+    Generate,
+    GenerationDone,
+    LlmRequest,
+    SentenceDone,
+    SpeechStarted,
+    SttRequest,
+    Synthesize,
+    TtsRequest,
+    TurnEnded,
+)
+from ipc.ring import OwnedRing
+from voicecall.config import Config
+from voicecall.telephony.canned import CannedAudio
+from voicecall.telephony.links import WorkerLinks
+from voicecall.telephony.metrics import CallMetrics
+from voicecall.telephony.session import CallInfo, CallSession, CallState, SessionDeps
+
+FRAME = b"\x7f" * 160
+
+
+class FakePort:
+    """Stands in for the Twilio media stream: records what the session asked it to do."""
+
+    def __init__(self) -> None:
+        self.played: list[bytes] = []
+        self.marks: list[str] = []
+        self.clears = 0
+        self.hung_up: str | None = None
+
+    def play(self, mulaw: bytes) -> None:
+        self.played.append(mulaw)
+
+    def mark(self, name: str) -> None:
+        self.marks.append(name)
+
+    def clear(self) -> None:
+        self.clears += 1
+
+    async def hang_up(self, reason: str) -> None:
+        self.hung_up = reason
+
+
+class FarEnd:
+    """The workers' ends of the six rings."""
+
+    def __init__(self, rings: dict[str, OwnedRing]) -> None:
+        self.out = {w: rings[f"{w}_out"].spec.producer() for w in ("stt", "llm", "tts")}
+        self.inbox = {w: rings[f"{w}_in"].spec.consumer() for w in ("stt", "llm", "tts")}
+        self.codecs = {"stt": Codec(SttRequest), "llm": Codec(LlmRequest), "tts": Codec(TtsRequest)}
+        self.enc = msgspec.msgpack.Encoder().encode
+
+    def emit(self, worker: str, msg: msgspec.Struct, call_id: int, turn_id: int, seq: int = 0) -> None:
+        assert self.out[worker].write(KIND_MESSAGE, self.enc(msg), call_id, turn_id, seq)
+
+    def audio(self, call_id: int, turn_id: int, seq: int, frames: int = 2) -> None:
+        assert self.out["tts"].write(KIND_AUDIO, FRAME * frames, call_id, turn_id, seq)
+
+    def tokens(self, call_id: int, turn_id: int, text: str) -> None:
+        for i, word in enumerate(text.split(" ")):
+            assert self.out["llm"].write(KIND_TEXT, (word + " ").encode(), call_id, turn_id, i)
+
+    def requests(self, worker: str) -> list[Any]:
+        return [self.codecs[worker].decode(r.payload) for r in self.inbox[worker].read_batch() if r.kind == KIND_MESSAGE]
+
+    def close(self) -> None:
+        for end in (*self.out.values(), *self.inbox.values()):
+            end.close()
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def _run(scenario) -> None:  # noqa: ANN001
+    rings = {label: OwnedRing(label, 1 << 16) for label in ("stt_in", "stt_out", "llm_in", "llm_out", "tts_in", "tts_out")}
+    far = FarEnd(rings)
+    try:
+        async def main() -> None:
+            links = WorkerLinks({k: r.spec for k, r in rings.items()})
+            links.start()
+            for w in ("stt", "llm", "tts"):
+                links.set_state(w, "ready")
+            cfg = Config()
+            deps = SessionDeps(cfg=cfg, links=links, records=None, metrics=CallMetrics(),
+                               canned=CannedAudio(cfg.call.greeting, cfg.call.apology))
+            port = FakePort()
+            session = CallSession(1, CallInfo(call_sid="CA1"), port, deps)
+            session.start()
+            try:
+                await scenario(session, port, far)
+            finally:
+                await session.close("test over")
+                links.close()
+
+        asyncio.run(main())
+    finally:
+        far.close()
+        for r in rings.values():
+            r.close()
+
+
+def _turn_ended(turn: int, text: str) -> TurnEnded:
+    return TurnEnded(call_id=1, turn_id=turn, text=text, speech_start_media_ms=0, speech_end_media_ms=900,
+                     speech_end_ns=1, turn_end_ns=2, stt_final_ns=3)
+
+
+async def _finish_greeting(session: CallSession, port: FakePort, far: FarEnd) -> None:
+    await _settle()
+    greet = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
+    assert greet and greet[0].turn_id == 0
+    far.audio(1, 0, 0)
+    far.emit("tts", SentenceDone(call_id=1, turn_id=0, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 0)
+    await _settle()
+    session.on_mark(port.marks[-1], played=True)
+    assert session.state is CallState.LISTENING
+
+
+def test_turn_streams_through_llm_and_tts_and_finishes_on_marks() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.emit("stt", _turn_ended(1, "What are your hours?"), 1, 1)
+        await _settle()
+        gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert gen and gen[0].turn_id == 1 and gen[0].messages[-1].content == "What are your hours?"
+        assert session.state is CallState.PROCESSING and session.turn == 2
+        far.tokens(1, 1, "We open at eight in the morning. We close at five.")
+        far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
+        await _settle()
+        synth = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
+        assert [s.text for s in synth] == ["We open at eight in the morning.", "We close at five."]
+        for s in synth:
+            far.audio(1, 1, s.seq)
+            far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=s.seq, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+        await _settle()
+        assert session.state is CallState.SPEAKING
+        for name in port.marks[-2:]:
+            session.on_mark(name, played=True)
+        assert session.state is CallState.LISTENING
+        last = session.conversation.entries[-1]
+        assert last.role == "assistant" and last.content.startswith("We open at eight") and not last.interrupted
+
+    _run(scenario)
+
+
+def test_barge_in_clears_cancels_and_keeps_only_heard_text() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.emit("stt", _turn_ended(1, "Where are you?"), 1, 1)
+        await _settle()
+        far.requests("llm")
+        far.tokens(1, 1, "We are at 12 Maple Street. Parking is behind the building. Buses stop outside.")
+        far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
+        await _settle()
+        synth = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
+        far.audio(1, 1, 0)
+        far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+        far.audio(1, 1, 1)
+        await _settle()
+        session.on_mark(port.marks[-1], played=True)  # the caller heard sentence 0 only
+        played_before = len(port.played)
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
+        await _settle()
+        assert port.clears == 1 and session.state is CallState.LISTENING
+        cancels = {(type(m).__name__, m.turn_id) for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)}
+        assert cancels == {("Cancel", 1)}
+        msg = session.conversation.entries[-1]
+        assert msg.interrupted and msg.content == "We are at 12 Maple Street."
+        far.audio(1, 1, 2)  # stale audio of the cancelled turn must never be played
+        await _settle()
+        assert len(port.played) == played_before
+        assert len(synth) == 3
+
+    _run(scenario)
+
+
+def test_backchannel_while_speaking_is_not_a_turn() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _settle()
+        far.audio(1, 0, 0)  # greeting audio playing
+        await _settle()
+        assert session.state is CallState.SPEAKING
+        far.emit("stt", _turn_ended(1, "Mm-hm."), 1, 1)
+        await _settle()
+        assert not [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert session.state is CallState.SPEAKING
+
+    _run(scenario)
+
+
+def test_llm_worker_dying_mid_turn_gets_the_apology() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        session.deps.canned.apology.audio += FRAME * 3
+        session.deps.canned.apology.ready = True
+        far.emit("stt", _turn_ended(1, "Can I book for Monday?"), 1, 1)
+        await _settle()
+        before = len(port.played)
+        session.deps.links.set_state("llm", "restarting")
+        session.on_worker_status("llm", "restarting")
+        assert len(port.played) == before + 1 and port.played[-1] == FRAME * 3
+        session.on_mark(port.marks[-1], played=True)
+        assert session.state is CallState.LISTENING and session.fallbacks == 1
+
+    _run(scenario)

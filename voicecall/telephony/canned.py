@@ -1,0 +1,69 @@
+"""Audio synthesized once per TTS incarnation and kept: the greeting and the apology.
+
+The greeting is the same for every call, so it is synthesized when the TTS worker becomes ready
+and played the instant a stream starts. The apology must be playable precisely when the TTS
+worker is the thing that failed, so it too is kept as mulaw in the telephony process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ipc.messages import SentenceDone, Synthesize
+from ipc.ring import Record
+
+log = logging.getLogger("voicecall.telephony")
+
+#: call_id reserved for process-level synthesis (real calls count from 1)
+CANNED_CALL_ID = 0
+
+
+@dataclass
+class CannedClip:
+    text: str
+    audio: bytearray = field(default_factory=bytearray)
+    ready: bool = False
+
+
+class CannedAudio:
+    """Greeting and apology as mulaw, filled from the TTS worker's output for call 0."""
+
+    def __init__(self, greeting: str, apology: str) -> None:
+        self.clips = {1: CannedClip(greeting), 2: CannedClip(apology)}
+        self._generation = 0
+
+    @property
+    def greeting(self) -> CannedClip:
+        return self.clips[1]
+
+    @property
+    def apology(self) -> CannedClip:
+        return self.clips[2]
+
+    def requests(self) -> list[Synthesize]:
+        """What to ask the TTS worker for (again after each of its restarts)."""
+        self._generation += 1
+        for clip in self.clips.values():
+            clip.audio.clear()
+            clip.ready = False
+        return [
+            Synthesize(call_id=CANNED_CALL_ID, turn_id=self._generation, seq=seq, text=clip.text)
+            for seq, clip in self.clips.items()
+        ]
+
+    @property
+    def turn_id(self) -> int:
+        return self._generation
+
+    def on_record(self, rec: Record, msg: object) -> None:
+        if rec.turn_id != self._generation:
+            return
+        clip = self.clips.get(rec.seq)
+        if clip is None:
+            return
+        if msg is None:
+            clip.audio += rec.payload
+        elif isinstance(msg, SentenceDone):
+            clip.ready = True
+            log.info("canned audio ready: %r (%d ms)", clip.text[:40], msg.duration_ms)

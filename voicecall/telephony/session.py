@@ -1,0 +1,547 @@
+"""CallSession: one live call's conversation, an explicit state machine driven by events.
+
+    LISTENING --TurnEnded--> PROCESSING --first audio--> SPEAKING --all marks played--> LISTENING
+         ^                       |                          |
+         |                       +------ SpeechStarted -----+--> INTERRUPTED (clear, Cancel, cut) --+
+         +------------------------------------------------------------------------------------------+
+
+Events come from the media stream (frames, marks, DTMF, stop) and from the workers (speech,
+transcripts, tokens, audio, sentence ends), all on the event loop, all tagged with `turn_id`.
+The caller's turn `N` is answered as reply turn `N`; anything a worker sends for a turn other
+than the live reply is stale and dropped. Every wait on a worker has a deadline; when one
+passes, or a worker dies mid-turn, the caller hears the apology instead of silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ipc.messages import (
+    KIND_AUDIO,
+    KIND_TEXT,
+    CallClosed,
+    CallOpened,
+    Cancel,
+    Generate,
+    GenerationDone,
+    GenerationFailed,
+    Partial,
+    PlaybackState,
+    SentenceDone,
+    SpeechStarted,
+    SynthesisFailed,
+    Synthesize,
+    TurnEnded,
+)
+from ipc.ring import Record
+from voicecall.config import Config
+from voicecall.records import CallRecords
+from voicecall.telephony.canned import CannedAudio
+from voicecall.telephony.history import AgentReply, Conversation
+from voicecall.telephony.links import WorkerLinks
+from voicecall.telephony.metrics import STAGES, CallMetrics
+from voicecall.telephony.sentences import SentenceAggregator
+
+log = logging.getLogger("voicecall.call")
+
+
+class CallState(enum.Enum):
+    LISTENING = "listening"
+    PROCESSING = "processing"
+    SPEAKING = "speaking"
+    INTERRUPTED = "interrupted"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class MediaPort(Protocol):
+    """What a session needs from the media stream (the Twilio WebSocket)."""
+
+    def play(self, mulaw: bytes) -> None: ...
+    def mark(self, name: str) -> None: ...
+    def clear(self) -> None: ...
+    async def hang_up(self, reason: str) -> None: ...
+
+
+@dataclass
+class CallInfo:
+    call_sid: str = ""
+    stream_sid: str = ""
+    from_number: str = ""
+    to_number: str = ""
+
+
+@dataclass
+class SessionDeps:
+    """Process-wide services every session shares."""
+
+    cfg: Config
+    links: WorkerLinks
+    records: CallRecords | None
+    metrics: CallMetrics
+    canned: CannedAudio
+    #: observers of transcript/state events (the softphone and /calls views)
+    listeners: list[Callable[[int, str, dict[str, Any]], None]] = field(default_factory=list)
+
+
+class CallSession:
+    """The conversation of one call."""
+
+    def __init__(self, call_id: int, info: CallInfo, port: MediaPort, deps: SessionDeps) -> None:
+        self.call_id = call_id
+        self.info = info
+        self.port = port
+        self.deps = deps
+        cfg = deps.cfg
+        self.state = CallState.LISTENING
+        self.turn = 1  # the caller turn being listened to; frames are stamped with it
+        self.reply: AgentReply | None = None
+        self.stamps: dict[str, int] = {}
+        self.conversation = Conversation(cfg.call.max_history_turns)
+        self._aggregator = SentenceAggregator(cfg.call.first_clause_min_chars)
+        self._next_seq = 0
+        self._generation_done = False
+        self._synth_pending: set[int] = set()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._dtmf: list[str] = []
+        self._dtmf_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._row_id: int | None = None
+        self._mark_counter = 0
+        self.started_ns = time.monotonic_ns()
+        self.turns_answered = 0
+        self.barge_ins = 0
+        self.fallbacks = 0
+        self.last_latency_ms: dict[str, float] = {}
+        self.end_reason = ""
+        self._audio_seen_for_reply = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Register with the workers, open the record, greet the caller."""
+        links = self.deps.links
+        links.register(self.call_id, self._on_worker_record)
+        now = time.monotonic_ns()
+        links["stt"].send(CallOpened(call_id=self.call_id, opened_ns=now), self.call_id)
+        links["tts"].send(CallOpened(call_id=self.call_id, opened_ns=now), self.call_id)
+        if self.deps.records is not None:
+            self.deps.records.call_started(
+                self._set_row_id, call_sid=self.info.call_sid, stream_sid=self.info.stream_sid,
+                from_number=self.info.from_number, to_number=self.info.to_number,
+            )
+        self.deps.metrics.calls_total.inc()
+        self.deps.metrics.calls_live.inc()
+        self._greet()
+
+    def _set_row_id(self, row_id: int) -> None:
+        self._row_id = row_id
+
+    def _row(self) -> int | None:
+        return self._row_id
+
+    def _greet(self) -> None:
+        text = self.deps.cfg.call.greeting
+        if not text:
+            return
+        reply = self._begin_reply(0)
+        clip = self.deps.canned.greeting
+        sentence = reply.add(0, text)
+        if clip.ready:  # synthesized ahead: the caller hears it at once
+            self._play(bytes(clip.audio), first_audio_ns=time.monotonic_ns())
+            sentence.frames = len(clip.audio) // 160
+            self._place_mark(sentence)
+            self._generation_done = True
+        else:
+            self._synthesize(0, text)
+            self._generation_done = True
+        self.conversation.add_greeting(text)
+        self._emit("agent", {"text": text, "turn": 0})
+
+    def on_media(self, frame: bytes, seq: int, media_ms: int, arrival_ns: int) -> None:
+        """An inbound 20 ms frame: straight to the stt worker, stamped with the caller turn."""
+        if self.state is CallState.ENDED:
+            return
+        if not self.deps.links["stt"].send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
+            self.deps.metrics.dropped.labels("stt_ring").inc()
+
+    def on_mark(self, name: str, played: bool, now_ns: int | None = None) -> None:
+        """A mark came back: `played` False means a `clear` dropped the audio before it."""
+        reply = self.reply
+        if reply is None:
+            return
+        sentence = reply.by_mark(name)
+        if sentence is None:
+            return
+        if played:
+            sentence.played = True
+            self.stamps.setdefault("first_mark_echoed_ns", now_ns or time.monotonic_ns())
+        self._maybe_reply_finished()
+
+    def on_dtmf(self, digit: str) -> None:
+        """Keypad digits reach the conversation as text, once the caller stops pressing."""
+        self._dtmf.append(digit)
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+        delay = 0.0 if digit == "#" else 1.2
+        self._dtmf_timer = asyncio.get_running_loop().call_later(delay, self._dtmf_done)
+
+    def _dtmf_done(self) -> None:
+        digits, self._dtmf = " ".join(d for d in self._dtmf if d != "#"), []
+        self._dtmf_timer = None
+        if not digits or self.state is CallState.ENDED:
+            return
+        if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
+            self._interrupt("dtmf")
+        turn = self.turn
+        self.turn += 1
+        now = time.monotonic_ns()
+        self._answer(turn, f"(The caller pressed these keys on the phone keypad: {digits})",
+                     {"turn_end_ns": now, "stt_final_ns": now})
+
+    async def close(self, reason: str) -> None:
+        """The stream ended (stop, socket gone, hang-up): cancel everything, close the record."""
+        if self.state is CallState.ENDED:
+            return
+        if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
+            self.reply.interrupted = not self.reply.all_heard
+            self._cancel_reply()
+            self._finish_reply(record=True)
+        self.state = CallState.ENDED
+        self.end_reason = self.end_reason or reason
+        self._cancel_deadline()
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+        links = self.deps.links
+        for name in ("stt", "llm", "tts"):
+            links[name].send(CallClosed(call_id=self.call_id), self.call_id)
+        links.unregister(self.call_id)
+        for task in list(self._tasks):
+            task.cancel()
+        if self.deps.records is not None:
+            self.deps.records.call_ended(self._row, self.end_reason, fallbacks=self.fallbacks, barge_ins=self.barge_ins)
+        self.deps.metrics.calls_live.dec()
+        self._emit("ended", {"reason": self.end_reason})
+        log.info("call %d ended: %s (%d turns, %d barge-ins)", self.call_id, self.end_reason, self.turns_answered, self.barge_ins)
+
+    # ------------------------------------------------------------------ worker events
+
+    def _on_worker_record(self, worker: str, rec: Record, msg: Any) -> None:
+        if self.state is CallState.ENDED:
+            return
+        if worker == "stt":
+            self._on_stt(msg)
+        elif worker == "llm":
+            self._on_llm(rec, msg)
+        else:
+            self._on_tts(rec, msg)
+
+    def _on_stt(self, msg: Any) -> None:
+        if isinstance(msg, SpeechStarted):
+            if msg.turn_id < self.turn:
+                return
+            self._emit("speech", {"turn": msg.turn_id})
+            if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
+                self._interrupt("barge-in")
+        elif isinstance(msg, Partial):
+            if msg.turn_id >= self.turn:
+                self._emit("partial", {"text": msg.text, "turn": msg.turn_id})
+        elif isinstance(msg, TurnEnded):
+            if msg.turn_id < self.turn:
+                return
+            text = msg.text.strip()
+            self._emit("final", {"text": text, "turn": msg.turn_id})
+            self.turn = msg.turn_id + 1
+            if not text or not any(ch.isalnum() for ch in text):
+                return  # noise with no words: keep listening
+            if self.reply is not None and self.state is CallState.SPEAKING:
+                # speech that never passed the barge-in minimum: a backchannel, not a turn
+                self.deps.metrics.false_barge_ins.inc()
+                return
+            spoken_ns = max(msg.speech_end_media_ms - msg.speech_start_media_ms, 0) * 1_000_000
+            self._answer(msg.turn_id, text, {
+                "speech_start_ns": msg.speech_end_ns - spoken_ns, "speech_end_ns": msg.speech_end_ns,
+                "turn_end_ns": msg.turn_end_ns, "stt_final_ns": msg.stt_final_ns, "stt_final_recv_ns": time.monotonic_ns(),
+            })
+
+    def _answer(self, turn_id: int, text: str, stamps: dict[str, int]) -> None:
+        """Start the reply to caller turn `turn_id` (superseding any reply still in flight)."""
+        if self.reply is not None:
+            self._interrupt("new caller turn")
+        self.conversation.add_caller(text)
+        if self.deps.records is not None:
+            self.deps.records.turn(self._row, turn_id, "caller", text, stamps=stamps)
+        self._begin_reply(turn_id)
+        self.stamps.update(stamps)
+        self.state = CallState.PROCESSING
+        self.deps.metrics.turns_total.inc()
+        sent = self.deps.links["llm"].send(
+            Generate(call_id=self.call_id, turn_id=turn_id, messages=self.conversation.messages(),
+                     max_tokens=self.deps.cfg.llm.max_tokens, temperature=self.deps.cfg.llm.temperature,
+                     sent_ns=time.monotonic_ns()),
+            self.call_id, turn_id,
+        )
+        if not sent or self.deps.links["llm"].state != "ready":
+            self._apologise("llm unavailable")
+            return
+        self._arm_deadline("first token")
+
+    def _on_llm(self, rec: Record, msg: Any) -> None:
+        reply = self.reply
+        if reply is None or rec.turn_id != reply.turn_id or reply.interrupted:
+            return
+        if rec.kind == KIND_TEXT:
+            delta = rec.payload.decode("utf-8", "replace")
+            if "llm_first_token_ns" not in self.stamps:
+                self.stamps["llm_first_token_ns"] = rec.ts_ns
+                self.stamps["llm_first_token_recv_ns"] = time.monotonic_ns()
+            reply.generated += delta
+            for piece in self._aggregator.push(delta):
+                self._speak_piece(piece)
+        elif isinstance(msg, GenerationDone):
+            self._generation_done = True
+            reply.end_call = msg.end_call
+            reply.fallback = msg.fallback
+            if msg.fallback:
+                self.fallbacks += 1
+                self.deps.metrics.fallbacks.labels("llm").inc()
+            for piece in self._aggregator.flush():
+                self._speak_piece(piece)
+            if not reply.sentences:
+                self._apologise("empty reply")
+            self._maybe_reply_finished()
+        elif isinstance(msg, GenerationFailed):
+            log.warning("call %d turn %d: generation failed: %s", self.call_id, rec.turn_id, msg.reason)
+            self._generation_done = True
+            if not reply.sentences:
+                self._apologise(f"llm failed: {msg.reason}")
+            self._maybe_reply_finished()
+
+    def _speak_piece(self, text: str) -> None:
+        assert self.reply is not None
+        seq = self._next_seq
+        self._next_seq += 1
+        self.reply.add(seq, text)
+        self.stamps.setdefault("first_clause_ns", time.monotonic_ns())
+        self._synthesize(seq, text)
+        self._emit("agent", {"text": text, "turn": self.reply.turn_id})
+
+    def _synthesize(self, seq: int, text: str) -> None:
+        assert self.reply is not None
+        self._synth_pending.add(seq)
+        ok = self.deps.links["tts"].send(
+            Synthesize(call_id=self.call_id, turn_id=self.reply.turn_id, seq=seq, text=text, sent_ns=time.monotonic_ns()),
+            self.call_id, self.reply.turn_id, seq,
+        )
+        if not ok or self.deps.links["tts"].state != "ready":
+            self._apologise("tts unavailable")
+            return
+        if not self._audio_seen_for_reply:
+            self._arm_deadline("first audio")
+
+    def _on_tts(self, rec: Record, msg: Any) -> None:
+        reply = self.reply
+        if reply is None or rec.turn_id != reply.turn_id or reply.interrupted:
+            return
+        if rec.kind == KIND_AUDIO:
+            self._play(rec.payload, first_audio_ns=rec.ts_ns)
+        elif isinstance(msg, SentenceDone):
+            self._synth_pending.discard(msg.seq)
+            sentence = next((s for s in reply.sentences if s.seq == msg.seq), None)
+            if sentence is not None:
+                sentence.frames = msg.frames
+                self._place_mark(sentence)
+        elif isinstance(msg, SynthesisFailed):
+            log.warning("call %d turn %d: sentence %d not synthesized: %s", self.call_id, rec.turn_id, msg.seq, msg.reason)
+            self._synth_pending.discard(msg.seq)
+            reply.sentences = [s for s in reply.sentences if s.seq != msg.seq]
+            self._maybe_reply_finished()
+
+    def _play(self, mulaw: bytes, first_audio_ns: int) -> None:
+        if not self._audio_seen_for_reply:
+            self._audio_seen_for_reply = True
+            self._cancel_deadline()
+            self.stamps.setdefault("tts_first_audio_ns", first_audio_ns)
+            self.stamps.setdefault("tts_first_audio_recv_ns", time.monotonic_ns())
+            self.stamps.setdefault("first_media_sent_ns", time.monotonic_ns())
+            if self.state is not CallState.ENDING:
+                self.state = CallState.SPEAKING
+            assert self.reply is not None
+            self.deps.links["stt"].send(
+                PlaybackState(call_id=self.call_id, turn_id=self.reply.turn_id, playing=True, ts_ns=time.monotonic_ns()),
+                self.call_id, self.reply.turn_id,
+            )
+        self.port.play(mulaw)
+
+    def _place_mark(self, sentence: Any) -> None:
+        assert self.reply is not None
+        self._mark_counter += 1
+        sentence.mark = f"t{self.reply.turn_id}-s{sentence.seq}-{self._mark_counter}"
+        self.port.mark(sentence.mark)
+
+    # ------------------------------------------------------------------ reply bookkeeping
+
+    def _begin_reply(self, turn_id: int) -> AgentReply:
+        self.reply = AgentReply(turn_id)
+        self.stamps = {}
+        self._aggregator = SentenceAggregator(self.deps.cfg.call.first_clause_min_chars)
+        self._next_seq = 0
+        self._generation_done = False
+        self._synth_pending = set()
+        self._audio_seen_for_reply = False
+        return self.reply
+
+    def _maybe_reply_finished(self) -> None:
+        reply = self.reply
+        if reply is None or not self._generation_done or self._synth_pending:
+            return
+        if any(not s.mark or not s.played for s in reply.sentences):
+            return
+        self._finish_reply(record=reply.turn_id > 0)
+        if reply.end_call:
+            self._end_call("agent said goodbye")
+
+    def _finish_reply(self, record: bool) -> None:
+        reply = self.reply
+        if reply is None:
+            return
+        self.reply = None
+        self._cancel_deadline()
+        if reply.turn_id > 0:
+            self.conversation.add_agent(reply)
+            self.turns_answered += 1
+        stamps = dict(self.stamps)
+        if record and self.deps.records is not None:
+            self.deps.records.turn(
+                self._row, reply.turn_id, "agent", reply.generated or reply.spoken_text, heard_text=reply.heard_text,
+                interrupted=reply.interrupted, fallback=reply.fallback, stamps=stamps,
+            )
+        if reply.turn_id > 0:
+            self.deps.metrics.observe_turn(stamps)
+            self.last_latency_ms = _latencies_ms(stamps)
+            self._emit("turn", {"turn": reply.turn_id, "latency_ms": self.last_latency_ms,
+                                "interrupted": reply.interrupted, "heard": reply.heard_text})
+        if self.state is not CallState.ENDED:
+            self.state = CallState.LISTENING
+            self.deps.links["stt"].send(
+                PlaybackState(call_id=self.call_id, turn_id=reply.turn_id, playing=False, ts_ns=time.monotonic_ns()),
+                self.call_id, reply.turn_id,
+            )
+
+    def _cancel_reply(self) -> None:
+        reply = self.reply
+        if reply is None:
+            return
+        for name in ("llm", "tts"):
+            self.deps.links[name].send(Cancel(call_id=self.call_id, turn_id=reply.turn_id), self.call_id, reply.turn_id)
+
+    def _interrupt(self, why: str) -> None:
+        """Barge-in: stop the audio now, cancel the turn everywhere, keep only what was heard."""
+        reply = self.reply
+        if reply is None:
+            return
+        self.state = CallState.INTERRUPTED
+        self.port.clear()
+        self._cancel_reply()
+        reply.interrupted = True
+        self.barge_ins += 1
+        self.deps.metrics.barge_ins.inc()
+        self._emit("interrupted", {"turn": reply.turn_id, "heard": reply.heard_text, "why": why})
+        log.info("call %d: %s during turn %d; heard: %r", self.call_id, why, reply.turn_id, reply.heard_text)
+        self._finish_reply(record=reply.turn_id > 0)
+
+    # ------------------------------------------------------------------ failures and deadlines
+
+    def _arm_deadline(self, what: str) -> None:
+        self._cancel_deadline()
+        delay = self.deps.cfg.call.worker_deadline_s
+        self._deadline = asyncio.get_running_loop().call_later(delay, self._deadline_passed, what, delay)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self, what: str, delay: float) -> None:
+        self._deadline = None
+        if self.reply is None or self.state is CallState.ENDED:
+            return
+        log.warning("call %d turn %d: no %s within %.1f s (call.worker_deadline_s); apologising",
+                    self.call_id, self.reply.turn_id, what, delay)
+        self._cancel_reply()
+        self._apologise(f"no {what} within {delay:.1f} s")
+
+    def _apologise(self, why: str) -> None:
+        """Say the apology from the canned audio (works even while the TTS worker is down)."""
+        reply = self.reply
+        if reply is None:
+            return
+        self.fallbacks += 1
+        self.deps.metrics.fallbacks.labels("apology").inc()
+        if self.deps.records is not None:
+            self.deps.records.event(self._row, "apology", why)
+        self._cancel_deadline()
+        clip = self.deps.canned.apology
+        self._generation_done = True
+        self._synth_pending.clear()
+        reply.fallback = True
+        if not clip.ready:
+            log.error("call %d: %s and no apology audio is available", self.call_id, why)
+            self._finish_reply(record=True)
+            return
+        sentence = reply.add(10_000, clip.text)
+        reply.generated = reply.generated or clip.text
+        self._play(bytes(clip.audio), first_audio_ns=time.monotonic_ns())
+        sentence.frames = len(clip.audio) // 160
+        self._place_mark(sentence)
+
+    def on_worker_status(self, worker: str, state: str) -> None:
+        """A worker died or came back while this call is live."""
+        if state == "ready":
+            if worker in ("stt", "tts"):  # a fresh worker has no per-call state
+                self.deps.links[worker].send(CallOpened(call_id=self.call_id, opened_ns=time.monotonic_ns()), self.call_id)
+            return
+        reply = self.reply
+        if reply is None or reply.interrupted:
+            return
+        if worker == "llm" and self.state is CallState.PROCESSING and not reply.sentences:
+            self._apologise("llm worker restarting")
+        elif worker == "tts" and (self._synth_pending or self.state is CallState.PROCESSING):
+            self._cancel_reply()
+            self._apologise("tts worker restarting")
+
+    def _end_call(self, reason: str) -> None:
+        self.end_reason = reason
+        self.state = CallState.ENDING
+        task = asyncio.get_running_loop().create_task(self.port.hang_up(reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, kind: str, data: dict[str, Any]) -> None:
+        for listener in self.deps.listeners:
+            try:
+                listener(self.call_id, kind, data)
+            except Exception:  # a view must never break a call
+                log.exception("call view listener failed")
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live state for the /calls view."""
+        return {
+            "call_id": self.call_id, "call_sid": self.info.call_sid, "from": self.info.from_number,
+            "state": self.state.value, "turns": self.turns_answered, "barge_ins": self.barge_ins,
+            "age_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 1), "last_latency_ms": self.last_latency_ms,
+        }
+
+
+def _latencies_ms(stamps: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, a, b in STAGES:
+        if stamps.get(a) and stamps.get(b) and stamps[b] >= stamps[a]:
+            out[name] = round((stamps[b] - stamps[a]) / 1e6, 1)
+    return out
