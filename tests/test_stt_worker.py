@@ -1,0 +1,131 @@
+"""The STT worker as the supervisor runs it: real process, real rings, real tiny.en and Silero,
+Piper speech through 8 kHz mu-law fed at real-time pace (20 ms a frame)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ipc.messages import CallClosed, CallOpened, Partial, SpeechStarted, SttEvent, TurnEnded
+from tests.speech_fixtures import Utterance, play_in_real_time, utterance, word_error_rate
+from tests.worker_harness import WorkerHarness
+from workers.config import SttConfig
+
+pytestmark = pytest.mark.slow
+TARGET = "workers.stt:SttWorker"
+TOLERANCE_MS = 100
+
+
+def _events(got: list, kind: type, call_id: int | None = None) -> list:
+    return [m for _, _, m in got if isinstance(m, kind) and (call_id is None or m.call_id == call_id)]
+
+
+def _joined(parts: list[Utterance]) -> tuple[bytes, list[int]]:
+    """Concatenate utterances; return the audio and each one's offset in ms."""
+    offsets, at = [], 0
+    for u in parts:
+        offsets.append(at)
+        at += u.duration_ms
+    return b"".join(u.mulaw for u in parts), offsets
+
+
+@pytest.fixture(scope="module")
+def stt() -> WorkerHarness:
+    h = WorkerHarness("stt", TARGET, SttConfig(), SttEvent)
+    h.start(120)
+    yield h
+    h.close()
+
+
+def test_turns_transcribed_with_boundaries_on_time(stt: WorkerHarness) -> None:
+    parts = [
+        utterance("Hi, I'd like to book an appointment for next week."),
+        utterance("Can you tell me your opening hours on Saturday?"),
+        utterance("My number is five five five, one two three, four five six seven."),
+    ]
+    audio, offsets = _joined(parts)
+    stt.send(CallOpened(call_id=1), call_id=1)
+    _, got = play_in_real_time(stt, {1: audio})
+    stt.send(CallClosed(call_id=1), call_id=1)
+    starts, ends = _events(got, SpeechStarted, 1), _events(got, TurnEnded, 1)
+    assert len(starts) == len(parts) and len(ends) == len(parts), [type(m).__name__ for _, _, m in got]
+    assert _events(got, Partial, 1), "no partial transcript while the caller spoke"
+    errors = words = 0
+    for u, at, st, end in zip(parts, offsets, starts, ends, strict=True):
+        assert abs(st.media_ms - (at + u.speech_start_ms)) <= TOLERANCE_MS, (u.text, st)
+        assert abs(end.speech_start_media_ms - (at + u.speech_start_ms)) <= TOLERANCE_MS, (u.text, end)
+        assert abs(end.speech_end_media_ms - (at + u.speech_end_ms)) <= TOLERANCE_MS, (u.text, end)
+        # The turn ends once the adaptive silence has passed after the known end of speech.
+        expected_end = at + u.speech_end_ms + end.endpoint_silence_ms
+        assert abs(end.turn_end_media_ms - expected_end) <= TOLERANCE_MS, (u.text, end)
+        assert end.speech_end_ns <= end.turn_end_ns <= end.stt_final_ns
+        assert st.turn_id == end.turn_id
+        wer = word_error_rate(u.text, end.text)
+        errors += wer * len(u.text.split())
+        words += len(u.text.split())
+        print(f"{u.text!r} -> {end.text!r} (wer {wer:.2f}, silence {end.endpoint_silence_ms} ms, "
+              f"final {(end.stt_final_ns - end.turn_end_ns) / 1e6:.1f} ms after turn end)")
+    assert errors / words <= 0.10
+    assert [e.turn_id for e in ends] == [0, 1, 2]  # each new utterance is a new turn
+    # Never cut off inside a phone number: its pauses were longer than `silence_ms`.
+    assert ends[2].endpoint_silence_ms == SttConfig().vad.silence_ms_incomplete
+    assert "4567" in ends[2].text.replace("-", "").replace(" ", "")
+
+
+def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:
+    a = utterance("I need to cancel my appointment for tomorrow morning.", lead_ms=300)
+    b = utterance("Do you accept new patients at the clinic?", lead_ms=700)
+    for cid in (11, 12):
+        stt.send(CallOpened(call_id=cid), call_id=cid)
+    _, got = play_in_real_time(stt, {11: a.mulaw, 12: b.mulaw})
+    for cid, u in ((11, a), (12, b)):
+        ends = _events(got, TurnEnded, cid)
+        assert len(ends) == 1, (cid, ends)
+        assert word_error_rate(u.text, ends[0].text) <= 0.10, (u.text, ends[0].text)
+        stt.send(CallClosed(call_id=cid), call_id=cid)
+    reply = stt.health()
+    assert reply is not None and reply.ok
+
+
+def test_silence_and_noise_are_not_speech(stt: WorkerHarness) -> None:
+    rng = np.random.default_rng(5)
+    from voicecall.audio import ulaw_encode
+
+    hiss = ulaw_encode((rng.standard_normal(8000 * 2) * 60).astype(np.int16))  # -55 dBFS line noise
+    stt.send(CallOpened(call_id=21), call_id=21)
+    _, got = play_in_real_time(stt, {21: hiss}, tail_s=0.3)
+    stt.send(CallClosed(call_id=21), call_id=21)
+    assert not _events(got, SpeechStarted, 21) and not _events(got, TurnEnded, 21)
+
+
+def test_barge_in_detected_while_a_transcription_runs() -> None:
+    # Stock 30 s window: each decode takes ~300 ms here, a wide target for the barge-in to land in.
+    cfg = SttConfig(window_min_frames=0, decode_threads=1, partial_interval_ms=0)
+    long_talk = utterance("I was wondering whether the doctor could see me on Thursday afternoon, "
+                          "or maybe on Friday morning if that is easier.", lead_ms=200, trail_ms=1400)
+    # The interrupting caller's speech begins ~220 ms after the first caller stops, i.e. while the
+    # first caller's pause transcript is being decoded.
+    lead = (long_talk.speech_end_ms + 220) // 20 * 20
+    barge = utterance("Wait, sorry.", lead_ms=lead, trail_ms=600)
+    with WorkerHarness("stt", TARGET, cfg, SttEvent) as h:
+        h.start(120)
+        for cid in (31, 32):
+            h.send(CallOpened(call_id=cid), call_id=cid)
+        t0_ns, got = play_in_real_time(h, {31: long_talk.mulaw, 32: barge.mulaw}, turn_ids={32: 4})
+    first_end = _events(got, TurnEnded, 31)
+    started = _events(got, SpeechStarted, 32)
+    assert first_end and started, [type(m).__name__ for _, _, m in got]
+    st = started[0]
+    # Voice reached min_speech_ms when the frame at that media time was sent (frame n leaves at
+    # t0 + n * 20 ms); detection may lag by VAD window alignment but must not wait for the decode.
+    due_ns = t0_ns + (barge.speech_start_ms + cfg.vad.min_speech_ms) * 1_000_000
+    lag_ms = (st.detected_ns - due_ns) / 1e6
+    end = first_end[0]
+    print(f"barge-in detected {lag_ms:.0f} ms after min_speech_ms of voice arrived; first caller's decode "
+          f"was queued ~{(st.detected_ns - end.speech_end_ns) / 1e6:.0f} ms after their speech end and "
+          f"finished {(end.stt_final_ns - st.detected_ns) / 1e6:.0f} ms after the detection")
+    assert lag_ms <= 100
+    assert st.turn_id == 4
+    # It really was "while a transcription ran": after the first caller's pause decode was queued
+    # (speech end + settle_ms) and before its result came back.
+    assert end.speech_end_ns + cfg.vad.settle_ms * 1_000_000 < st.detected_ns < end.stt_final_ns

@@ -1,0 +1,341 @@
+"""The STT worker: Silero VAD, adaptive endpointing and Whisper for every call, in one process.
+
+    serve loop thread (base.worker_main)          decoder threads (TranscriptionQueue)
+    ------------------------------------          ------------------------------------
+    AUDIO records -> mu-law decode -> CallAudio
+    every complete 32 ms window of every call
+      -> one batched Silero run -> Endpointer
+         ONSET  -> SpeechStarted (barge-in)
+         PAUSE  -> queue a pause transcript  ---->  resample 8->16 kHz, Whisper (short window)
+         END    -> TurnEnded now if the pause  <----  result: Partial; it may end the turn (the
+                   transcript covers all speech,        endpointer needed the text), or complete a
+                   else queue a FINAL                   turn that was waiting for it (TurnEnded)
+
+Why this split: Silero takes ~0.1 ms a window and runs on the serve loop, which never waits for a
+decode (CTranslate2 releases the GIL), so a barge-in is seen within a window or two even while
+Whisper is busy. Why pause transcripts: by the time a turn ends (300+ ms of silence) the speech
+before the silence has usually been transcribed already, so the final costs no decode at all;
+the same text tells the endpointer whether the caller sounded finished.
+
+Call state is touched by both sides under one lock; it is dropped on CallClosed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ipc.messages import (
+    CallClosed,
+    CallOpened,
+    Partial,
+    PlaybackState,
+    SpeechStarted,
+    SttRequest,
+    TurnEnded,
+)
+from ipc.ring import Record
+from voicecall.audio import ulaw_decode
+from workers.base import Progress, Worker
+from workers.call_audio import CallAudio
+from workers.config import SttConfig, VadConfig
+from workers.endpointing import Endpointer, Event
+from workers.transcription_queue import Job, JobKind, TranscriptionQueue
+from workers.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, SileroVad, VadStream
+
+log = logging.getLogger("voicecall.stt")
+
+_MS = SAMPLE_RATE // 1000  # samples per ms at 8 kHz
+
+
+@dataclass
+class _PendingEnd:
+    """A turn whose endpoint is decided, waiting for the transcript that covers `mark`."""
+
+    utterance: int
+    mark: int
+    committed: str
+    utt_start: int
+    turn: int
+    start_media_ms: int
+    end_media_ms: int
+    speech_end_ns: int
+    turn_end_ns: int
+    turn_end_media_ms: int
+    silence_ms: int
+
+
+class _Call:
+    """Everything the worker keeps for one live call."""
+
+    def __init__(self, policy: VadConfig) -> None:
+        self.audio = CallAudio()
+        self.vad = VadStream()
+        self.ep = Endpointer(policy, WINDOW_MS)
+        self.turn_seen = 0  # newest turn id on the call's inbound frames
+        self.last_ended = -1  # turn id of the last TurnEnded
+        self.turn = 0  # turn id of the current utterance
+        self.utterance = 0  # increments at every onset
+        self.utt_start = 0  # first sample of the utterance audio (onset - prefix padding)
+        self.commit_from = 0  # later decodes start here; text before it is `committed`
+        self.committed = ""
+        self.requested_mark = -1  # last_voiced window covered by the newest pause/final job
+        self.result_mark = -1  # ... by the newest applied result
+        self.result_text = ""
+        self.result_covers = 0
+        self.result_no_speech = 0.0
+        self.last_partial_at = 0  # sample where the last interval partial was requested
+        self.last_partial_text = ""  # not repeated when a later decode agrees
+        #: Ended turns waiting for their transcript, by utterance number.
+        self.pending: dict[int, _PendingEnd] = {}
+
+
+class SttWorker(Worker):
+    """Serves every call: VAD + endpointing on the serve loop, Whisper on decoder threads."""
+
+    config_type = SttConfig
+    request_union = SttRequest
+
+    def __init__(self, name: str, config: SttConfig, outbox: Any) -> None:
+        super().__init__(name, config, outbox)
+        self.policy = config.vad
+        self._calls: dict[int, _Call] = {}
+        self._lock = threading.RLock()  # re-entered: on_records -> on_message
+        self._engine: Any = None
+        self._vad: SileroVad | None = None
+        self._queue: TranscriptionQueue | None = None
+        self.vad_s = 0.0  # CPU-side time spent in Silero (for health/benchmarks)
+        self.vad_windows = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def load(self, progress: Progress) -> None:
+        from workers.whisper import WhisperEngine
+
+        cfg = self.config
+        logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # no per-decode INFO lines
+        progress("loading whisper", 0, 2, cfg.model)
+        self._engine = WhisperEngine.load(
+            cfg.model, device=cfg.process.device, compute_type=cfg.compute_type,
+            cpu_threads=max(1, cfg.process.threads), num_workers=max(1, cfg.decode_threads),
+            language=cfg.language, beam_size=cfg.beam_size, window_min_frames=cfg.window_min_frames,
+            window_margin_frames=cfg.window_margin_frames, max_tokens_per_s=cfg.max_tokens_per_s,
+        )
+        progress("loading silero vad", 1, 2, cfg.vad.model)
+        self._vad = SileroVad.load(cfg.vad.model, threads=1)
+        progress("models loaded", 2, 2)
+
+    def warm_up(self) -> None:
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(16000) * 0.01).astype(np.float32)
+        self._engine.transcribe(noise)  # first call pays CTranslate2's lazy initialisation
+        stream = VadStream()
+        stream.push(np.zeros(WINDOW, dtype=np.int16))
+        assert self._vad is not None
+        self._vad.step([stream])
+        self._queue = TranscriptionQueue(self.config.decode_threads, self._decode)
+
+    def shutdown(self, deadline_s: float) -> None:
+        if self._queue is not None and not self._queue.close(deadline_s):
+            log.warning("stt: a decode was still running at the %.1f s stop deadline", deadline_s)
+        with self._lock:
+            self._calls.clear()
+
+    def busy_calls(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._calls.values() if c.ep.speaking or c.pending)
+
+    # ------------------------------------------------------------------ serve loop
+
+    def on_message(self, msg: Any, record: Record) -> None:
+        with self._lock:
+            if isinstance(msg, CallOpened):
+                self._calls.setdefault(msg.call_id, _Call(self.policy))
+            elif isinstance(msg, CallClosed):
+                self._calls.pop(msg.call_id, None)
+                if self._queue is not None:
+                    self._queue.discard(msg.call_id)
+            elif isinstance(msg, PlaybackState):
+                call = self._calls.get(msg.call_id)
+                if call is not None:
+                    vad = self.config.vad
+                    call.ep.strict = (vad.echo_threshold, vad.echo_min_speech_ms) if msg.playing else None
+
+    def on_audio(self, record: Record) -> None:
+        call = self._calls.get(record.call_id)
+        if call is None:  # audio before CallOpened (or after a worker restart): serve it anyway
+            call = self._calls[record.call_id] = _Call(self.policy)
+        pcm = ulaw_decode(record.payload)
+        call.audio.append(pcm, record.aux, record.ts_ns)
+        call.vad.push(pcm)
+        call.turn_seen = max(call.turn_seen, record.turn_id)
+
+    def on_records(self, records: list[Record]) -> None:
+        with self._lock:
+            super().on_records(records)
+            self._run_vad()
+
+    def _run_vad(self) -> None:
+        """Every complete window of every call, one batched Silero run per window position."""
+        assert self._vad is not None
+        while True:
+            ready = [(cid, c) for cid, c in self._calls.items() if c.vad.ready()]
+            if not ready:
+                return
+            t0 = time.perf_counter()
+            probs = self._vad.step([c.vad for _, c in ready])
+            self.vad_s += time.perf_counter() - t0
+            self.vad_windows += len(ready)
+            for (cid, call), prob in zip(ready, probs, strict=True):
+                self._advance(cid, call, call.vad.windows_done - 1, float(prob))
+
+    def _advance(self, cid: int, call: _Call, window: int, prob: float) -> None:
+        """Feed one window's probability to the call's endpointer and act on what it says."""
+        event = call.ep.step(window, prob)
+        window_end = (window + 1) * WINDOW
+        if event is Event.ONSET:
+            self._on_onset(cid, call)
+        elif event is Event.PAUSE:
+            self._on_pause(cid, call, window_end)
+        elif event is Event.RESUME:
+            self._on_resume(call)
+        elif event is Event.END:
+            self._on_end(cid, call, window)
+        elif call.ep.speaking and not call.ep.paused:
+            self._maybe_partial(cid, call, window_end)
+        if not call.ep.speaking:  # keep only the prefix padding's worth of history
+            keep = (self.config.vad.prefix_padding_ms + self.config.vad.min_speech_ms + 200) * _MS
+            if call.audio.end - call.audio.base > keep + SAMPLE_RATE:
+                call.audio.trim(call.audio.end - keep)
+
+    def _on_onset(self, cid: int, call: _Call) -> None:
+        ep = call.ep
+        call.utterance += 1
+        call.turn = max(call.turn_seen, call.last_ended + 1)
+        onset = ep.onset_window * WINDOW
+        call.utt_start = max(call.audio.base, onset - self.config.vad.prefix_padding_ms * _MS)
+        call.commit_from, call.committed = call.utt_start, ""
+        call.requested_mark = call.result_mark = -1
+        call.last_partial_at, call.last_partial_text = onset, ""
+        self.outbox.message(SpeechStarted(call_id=cid, turn_id=call.turn, media_ms=call.audio.media_ms(onset),
+                                          detected_ns=time.monotonic_ns()), cid, call.turn)
+
+    def _on_pause(self, cid: int, call: _Call, window_end: int) -> None:
+        ep = call.ep
+        voiced_end = (ep.last_voiced + 1) * WINDOW
+        floor = self.config.vad.end_floor_dbfs
+        refined = call.audio.last_loud_end(voiced_end, floor, max_back=160 * _MS)
+        ep.refine_end(refined // _MS)
+        self._submit(cid, call, JobKind.PAUSE, window_end)
+
+    def _on_resume(self, call: _Call) -> None:
+        # Speech after a pause: if the pause transcript covers a long stretch, commit it so later
+        # decodes only cover the new speech (keeps long monologues inside the short window).
+        if call.result_mark == call.requested_mark >= 0 and \
+                call.result_covers - call.commit_from >= self.config.commit_after_ms * _MS:
+            call.committed, call.commit_from = call.result_text, call.result_covers
+        call.last_partial_at = call.ep.last_voiced * WINDOW
+
+    def _maybe_partial(self, cid: int, call: _Call, window_end: int) -> None:
+        interval = self.config.partial_interval_ms * _MS
+        if interval > 0 and window_end - call.last_partial_at >= interval:
+            call.last_partial_at = window_end
+            assert self._queue is not None
+            self._queue.submit(Job(cid, JobKind.PARTIAL, call.utterance, window_end,
+                                   call.audio.pcm(call.commit_from, window_end)))
+
+    def _submit(self, cid: int, call: _Call, kind: JobKind, upto: int) -> None:
+        assert self._queue is not None
+        call.requested_mark = call.ep.last_voiced
+        self._queue.discard(cid, (JobKind.PARTIAL,))
+        self._queue.submit(Job(cid, kind, call.utterance, upto, call.audio.pcm(call.commit_from, upto),
+                               mark=call.ep.last_voiced))
+
+    def _on_end(self, cid: int, call: _Call, window: int) -> None:
+        ep, audio = call.ep, call.audio
+        end_sample = ep.speech_end_ms * _MS
+        end = _PendingEnd(
+            utterance=call.utterance, mark=ep.last_voiced, committed=call.committed, utt_start=call.utt_start,
+            turn=call.turn, start_media_ms=audio.media_ms(ep.onset_window * WINDOW),
+            end_media_ms=audio.media_ms(end_sample), speech_end_ns=audio.arrival_ns(max(end_sample - 1, 0)),
+            turn_end_ns=time.monotonic_ns(), turn_end_media_ms=audio.media_ms((window + 1) * WINDOW),
+            silence_ms=ep.required_ms,
+        )
+        call.last_ended = call.turn
+        if call.result_mark == ep.last_voiced:
+            self._emit_final(cid, end, call.result_text, call.result_covers - call.utt_start,
+                             call.result_no_speech, speculative=True)
+            return
+        call.pending[call.utterance] = end
+        if call.requested_mark == ep.last_voiced:
+            assert self._queue is not None
+            self._queue.promote(cid)  # the pause transcript is still queued or running: wait for it
+        else:
+            self._submit(cid, call, JobKind.FINAL, (window + 1) * WINDOW)
+
+    def _emit_final(self, cid: int, end: _PendingEnd, text: str, audio_samples: int, no_speech: float,
+                    speculative: bool) -> None:
+        msg = TurnEnded(
+            call_id=cid, turn_id=end.turn, text=text, speech_start_media_ms=end.start_media_ms,
+            speech_end_media_ms=end.end_media_ms, speech_end_ns=end.speech_end_ns, turn_end_ns=end.turn_end_ns,
+            stt_final_ns=time.monotonic_ns(), audio_ms=audio_samples // _MS, no_speech_prob=no_speech,
+            turn_end_media_ms=end.turn_end_media_ms, endpoint_silence_ms=end.silence_ms, speculative=speculative,
+        )
+        self.outbox.message(msg, cid, end.turn)
+
+    # ------------------------------------------------------------------ decoder threads
+
+    def _decode(self, job: Job) -> None:
+        """Run on a decoder thread: transcribe, then apply the result under the lock."""
+        import soxr
+
+        try:
+            audio16k = soxr.resample(job.audio.astype(np.float32) / 32768.0, SAMPLE_RATE, 16000, quality="HQ")
+            result = self._engine.transcribe(audio16k.astype(np.float32))
+        except Exception:
+            log.exception("stt: transcription failed for call %d (%s); the turn gets an empty transcript",
+                          job.call_id, job.kind.name)
+            result = None
+        with self._lock:
+            call = self._calls.get(job.call_id)
+            if call is None:
+                return  # the call ended: nobody needs this text
+            text = result.text if result is not None else ""
+            no_speech = result.no_speech_prob if result is not None else 1.0
+            end = call.pending.get(job.utterance)
+            if end is not None and end.mark == job.mark and job.kind is not JobKind.PARTIAL:
+                del call.pending[job.utterance]
+                full = f"{end.committed} {text}".strip()
+                self._emit_final(job.call_id, end, full, job.covers - end.utt_start, no_speech,
+                                 speculative=job.kind is JobKind.PAUSE)
+                return
+            if call.utterance != job.utterance:
+                return  # a newer utterance started: this text is stale
+            full = f"{call.committed} {text}".strip()
+            if job.kind is JobKind.PARTIAL:
+                if call.ep.speaking and full:
+                    self._partial(job.call_id, call, full)
+                return
+            if job.mark < call.result_mark:
+                return
+            call.result_mark, call.result_text, call.result_covers = job.mark, full, job.covers
+            call.result_no_speech = no_speech
+            if full:
+                self._partial(job.call_id, call, full)
+            if call.ep.speaking and call.ep.paused and call.ep.last_voiced == job.mark:
+                call.ep.set_text(full)
+                last_window = call.vad.windows_done - 1
+                if call.ep.check(last_window) is Event.END:
+                    self._on_end(job.call_id, call, last_window)
+
+    def _partial(self, cid: int, call: _Call, text: str) -> None:
+        if text == call.last_partial_text:
+            return
+        call.last_partial_text = text
+        self.outbox.message(Partial(call_id=cid, turn_id=call.turn, text=text, ts_ns=time.monotonic_ns()),
+                            cid, call.turn)
