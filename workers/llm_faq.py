@@ -1,0 +1,138 @@
+"""The faq backend: answers from a knowledge file by semantic match (all-MiniLM-L6-v2, offline).
+
+Every phrasing of every entry is embedded once at load; a caller's last utterance is embedded
+per turn (a few ms on one core, on the backend's own thread so the asyncio loop keeps
+streaming other calls) and gets the entry of its nearest phrasing, or the file's fallback
+answer below `llm.match_threshold`. The answer streams in word-aligned pieces, like an LLM's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers.config import LlmConfig
+from workers.llm_backend import Piece, Prompt
+from workers.llm_knowledge import Knowledge, KnowledgeEntry, load_knowledge
+from workers.llm_prompt import last_caller_text
+from workers.package_files import package_dir
+
+log = logging.getLogger("voicecall.llm")
+
+
+@dataclass(frozen=True)
+class Match:
+    """The entry a question maps to (None: the fallback answer) and how close it was."""
+
+    entry: KnowledgeEntry | None
+    score: float
+    question_tokens: int
+
+    @property
+    def entry_id(self) -> str:
+        return self.entry.id if self.entry is not None else "fallback"
+
+
+def embedding_model_dir(spec: str) -> Path:
+    """A sentence-transformers directory from `llm.embedding_model` ("package:NAME" or a path)."""
+    if spec.startswith("package:"):
+        root = package_dir(spec.removeprefix("package:"), "llm.embedding_model")
+        path = root / "model" if (root / "model" / "modules.json").is_file() else root
+    else:
+        path = Path(spec)
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"llm.embedding_model: no sentence-transformers model in {path} "
+                                "(expected modules.json or config.json)")
+    return path
+
+
+class FaqMatcher:
+    """Knowledge entries and their embedded phrasings; `match` is blocking (call it off the loop)."""
+
+    def __init__(self, knowledge: Knowledge, model_dir: Path, threshold: float) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a package directory needs no hub, ever
+        from sentence_transformers import SentenceTransformer
+
+        self.knowledge = knowledge
+        self.threshold = threshold
+        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        self._owners: list[KnowledgeEntry] = []
+        phrasings: list[str] = []
+        for entry in knowledge.entries:
+            for q in entry.questions:
+                if q.strip():
+                    self._owners.append(entry)
+                    phrasings.append(q.strip())
+        self._phrasings = self._embed(phrasings)
+
+    def _embed(self, texts: list[str]) -> Any:
+        return self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+
+    def match(self, question: str) -> Match:
+        tokens = len(self._model.tokenizer(question)["input_ids"]) if question else 0
+        if not question:
+            return Match(None, 0.0, 0)
+        scores = self._phrasings @ self._embed([question])[0]
+        best = int(scores.argmax())
+        score = float(scores[best])
+        entry = self._owners[best] if score >= self.threshold else None
+        return Match(entry, score, tokens)
+
+
+class FaqBackend:
+    """The embedded default backend and every other backend's fallback."""
+
+    name = "faq"
+
+    def __init__(self, config: LlmConfig) -> None:
+        self.config = config
+        self.matcher = FaqMatcher(load_knowledge(config.knowledge), embedding_model_dir(config.embedding_model),
+                                  config.match_threshold)
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="llm-faq")
+
+    async def close(self, deadline_s: float) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def problem(self) -> str | None:
+        return None
+
+    async def stream(self, prompt: Prompt) -> AsyncIterator[Piece]:
+        question = last_caller_text(prompt.history)
+        match = await asyncio.get_running_loop().run_in_executor(self._pool, self.matcher.match, question)
+        log.info("call %d turn %d: faq %r -> %s (%.2f)", prompt.call_id, prompt.turn_id, question[:60],
+                 match.entry_id, match.score)
+        answer = match.entry.answer if match.entry is not None else self.matcher.knowledge.fallback
+        pieces = split_pieces(answer.strip(), self.config.faq_piece_chars)
+        for i, text in enumerate(pieces):
+            last = i == len(pieces) - 1
+            yield Piece(text=text, tokens=1, prompt_tokens=match.question_tokens if i == 0 else None,
+                        finish_reason="stop" if last else None,
+                        end_call=last and match.entry is not None and match.entry.end_call)
+            await asyncio.sleep(0)  # let other calls' turns (and cancels) run between pieces
+
+
+def split_pieces(text: str, piece_chars: int) -> list[str]:
+    """Word-aligned pieces of about `piece_chars`; joined they give back `text` exactly."""
+    pieces: list[str] = []
+    words = text.split(" ")
+    current = words[0]
+    for word in words[1:]:
+        if current.strip() and len(current) + 1 + len(word) > piece_chars:
+            pieces.append(current + " ")
+            current = word
+        else:
+            current = f"{current} {word}"
+    if current:
+        pieces.append(current)
+    return pieces
