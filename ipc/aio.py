@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from ipc.ring import Record, RingConsumer
+
+log = logging.getLogger(__name__)
 
 
 class AsyncRingReader:
@@ -14,6 +17,9 @@ class AsyncRingReader:
     The doorbell fd stays registered; only the ring's parked flag toggles, so while records
     keep flowing the producer makes no syscall. At most `batches_per_wake` batches are handed
     over per wake-up before yielding to the loop, so a busy ring cannot starve other work.
+    The event loop never spins: when the ring is empty the reader parks at once.
+    A callback that raises is logged and the reader carries on (a stalled reader would
+    silently stop a call's audio).
     """
 
     def __init__(
@@ -38,23 +44,29 @@ class AsyncRingReader:
         self._drain_then_park()
 
     def _on_readable(self) -> None:
-        self._consumer.disarm()
-        self._drain_then_park()
+        self._consumer.disarm()  # parked=0 and reset the (level-triggered) eventfd
+        if self._scheduled is None:  # otherwise a drain is already queued on the loop
+            self._drain_then_park()
 
     def _drain_then_park(self) -> None:
         self._scheduled = None
+        consumer = self._consumer
         for _ in range(self._batches_per_wake):
-            records = self._consumer.read_batch(self._batch)
+            records = consumer.read_batch(self._batch)
             if not records:
-                if self._consumer.arm():
+                if consumer.arm():
                     return
                 continue
-            self._on_records(records)
+            try:
+                self._on_records(records)
+            except Exception:
+                log.exception("ring %r: on_records callback failed; %d records lost",
+                              consumer.spec.label, len(records))
         assert self._loop is not None
         self._scheduled = self._loop.call_soon(self._drain_then_park)
 
     def close(self) -> None:
-        """Unregister from the loop (the consumer itself is closed by its owner)."""
+        """Unregister from the loop (the consumer itself is closed by its owner). Idempotent."""
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
@@ -64,3 +76,5 @@ class AsyncRingReader:
             except (ValueError, OSError):
                 pass
             self._loop = None
+            if not self._consumer.closed:
+                self._consumer.disarm()  # nobody waits on the bell any more: stop the producer ringing

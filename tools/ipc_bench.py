@@ -1,0 +1,730 @@
+#!/usr/bin/env python3
+"""IPC benchmark: our shared-memory ring (each wake-up mode) against stock transports, same run.
+
+    python tools/ipc_bench.py                  # ~1.5 min: 3 interleaved rounds, table + acceptance checks
+    python tools/ipc_bench.py --quick          # ~20 s: fewer rounds, shorter cases
+    python tools/ipc_bench.py --json out.json  # also write every number as JSON
+
+Method (as in research/ipc.md): each round spawns one echo child per transport, in an order
+rotated every round, and measures for 160 B, 640 B, 7680 B and 64 KiB records
+- one-way latency = ping-pong round trip / 2 (p50, p99), after a warm-up;
+- throughput = records streamed for a fixed time until the child acknowledges the count.
+Tables show the median over rounds; ratios to `multiprocessing.Queue` are taken inside each
+round (same load) and their median is shown. Then, one child per transport:
+- paced: one record every 20 ms stamped with `time.monotonic_ns()`, true one-way latency at the
+  parked consumer, and the consumer's CPU share;
+- idle: the consumer waits for a few seconds with nothing to read; its CPU share.
+Finally the ring consumer's latency histogram (`consumer(instrument=True)`) is timed in-process
+against `instrument=False` and reported as a share of the ring's one-way latency.
+
+Transports: ring_spin (the default consumer: sched_yield poll for `--spin-us`, then park on the eventfd
+doorbell), ring_park (park at once), ring_poll (sched_yield poll, never parks), ring_spin_noinst
+(ring_spin with the histogram off; latency only), mp_queue, mp_pipe, os_pipe (4-byte length prefix).
+Every child is spawned, ignores Ctrl+C, exits when its parent disappears, and is killed by the
+parent if a case overruns its deadline; rings are unlinked on any exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import statistics
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import reduction
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ipc.ring import DEFAULT_SPIN_US, FullPolicy, OwnedRing, RingSpec  # noqa: E402
+
+SIZES = (160, 640, 7680, 65536)
+RING_BYTES = 1 << 20
+PIPE_BYTES = 1 << 20
+QUEUE_ITEMS = 1024
+CASE_DEADLINE_S = 30.0
+F_SETPIPE_SZ = 1031
+_LEN = struct.Struct("<I")
+_TS = struct.Struct("<Q")
+
+# message tags (first payload byte)
+PING, DATA, END, ACK, PACED, REPORT, IDLE, WAKE, QUIT = b"PDEAsRIWQ"
+
+
+class Aborted(Exception):
+    """A case overran its deadline or the peer died."""
+
+
+# ---------------------------------------------------------------- transport endpoints
+
+
+class _Fd:
+    """A raw fd that crosses a spawn boundary (duplicated into the child while pickling)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        return _rebuild_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_fd(dup: Any) -> _Fd:
+    return _Fd(dup.detach())
+
+
+class Endpoint:
+    """One side of a duplex link: send bytes, receive a batch of bytes."""
+
+    abort_flag: threading.Event | None = None
+
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def recv_many(self) -> list[bytes]:
+        raise NotImplementedError
+
+    _pending: list[bytes]
+
+    def recv(self) -> bytes:
+        if self._pending:
+            return self._pending.pop()
+        got = self.recv_many()
+        if len(got) > 1:
+            self._pending = got[:0:-1]  # reversed rest, popped from the end
+        return got[0]
+
+    def close(self) -> None:
+        pass
+
+
+class RingEndpoint(Endpoint):
+    def __init__(self, out_spec: RingSpec, in_spec: RingSpec, mode: str, spin_us: float, instrument: bool) -> None:
+        self._p = out_spec.producer(FullPolicy.WAIT, wait_s=CASE_DEADLINE_S)
+        spin = spin_us if mode == "spin" else 0.0
+        self._c = in_spec.consumer(instrument=instrument, spin_us=spin)
+        self._poll = mode == "poll"
+        self._write = self._p.write
+        self._read = self._c.read_batch
+        self._pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self._write(1, data)
+
+    def recv_many(self) -> list[bytes]:
+        read, c, flag = self._read, self._c, self.abort_flag
+        while True:
+            recs = read(256)
+            if recs:
+                return [r[6] for r in recs]
+            if self._poll:
+                pending, yld, spins = c.pending, os.sched_yield, 0
+                while not pending():
+                    yld()
+                    spins += 1
+                    if not spins & 0xFFFF and flag is not None and flag.is_set():
+                        raise Aborted("ring receive aborted")
+            else:
+                c.wait(0.5)
+                if flag is not None and flag.is_set():
+                    raise Aborted("ring receive aborted")
+
+    def close(self) -> None:
+        self._p.close()
+        self._c.close()
+
+
+class QueueEndpoint(Endpoint):
+    def __init__(self, out_q: Any, in_q: Any) -> None:
+        self._out, self._in = out_q, in_q
+        self._pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self._out.put(data)
+
+    def recv_many(self) -> list[bytes]:
+        got = self._in.get()
+        if got is None:
+            raise Aborted("queue receive aborted")
+        return [got]
+
+    def close(self) -> None:
+        self._out.cancel_join_thread()
+        self._out.close()
+
+
+class PipeEndpoint(Endpoint):
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self._conn.send_bytes(data)
+
+    def recv_many(self) -> list[bytes]:
+        try:
+            return [self._conn.recv_bytes()]
+        except (EOFError, OSError) as exc:
+            raise Aborted(f"pipe receive failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class OsPipeEndpoint(Endpoint):
+    """Raw os.pipe pair with a 4-byte little-endian length prefix."""
+
+    def __init__(self, wfd: int, rfd: int) -> None:
+        self._w, self._r = wfd, rfd
+        self._buf = bytearray()
+        self._pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        n = os.writev(self._w, (_LEN.pack(len(data)), data))
+        total = len(data) + 4
+        if n < total:  # partial write (signal): finish it
+            rest = (_LEN.pack(len(data)) + data)[n:]
+            while rest:
+                rest = rest[os.write(self._w, rest):]
+
+    def recv_many(self) -> list[bytes]:
+        buf = self._buf
+        while True:
+            out: list[bytes] = []
+            off, end = 0, len(buf)
+            while end - off >= 4:
+                (n,) = _LEN.unpack_from(buf, off)
+                if end - off - 4 < n:
+                    break
+                out.append(bytes(buf[off + 4 : off + 4 + n]))
+                off += 4 + n
+            if off:
+                del buf[:off]
+            if out:
+                return out
+            data = os.read(self._r, PIPE_BYTES)
+            if not data:
+                raise Aborted("os pipe closed")
+            buf += data
+
+    def close(self) -> None:
+        for fd in (self._w, self._r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass(frozen=True)
+class Transport:
+    name: str
+    label: str
+    throughput: bool = True
+
+
+TRANSPORTS = (
+    Transport("ring_spin", "ring, default consumer: sched_yield poll for --spin-us, then park on the doorbell"),
+    Transport("ring_spin_noinst", "ring_spin with the latency histogram off", throughput=False),
+    Transport("ring_park", "ring, park on the doorbell at once (spin_us=0)"),
+    Transport("ring_poll", "ring, yield poll (never parks)"),
+    Transport("mp_queue", "multiprocessing.Queue"),
+    Transport("mp_pipe", "multiprocessing.Pipe"),
+    Transport("os_pipe", "os.pipe + length prefix"),
+)
+PACED_TRANSPORTS = ("ring_spin", "ring_park", "mp_queue", "mp_pipe", "os_pipe")
+IDLE_TRANSPORTS = ("ring_spin", "ring_park", "ring_poll", "mp_queue")
+
+
+class Link:
+    """Both endpoints of one transport: the parent's and the (picklable) child's recipe."""
+
+    def __init__(self, ctx: Any, name: str, spin_us: float) -> None:
+        self.name = name
+        self._owned: list[OwnedRing] = []
+        self._child_fds: list[int] = []
+        self._parent_in_q: Any = None
+        if name.startswith("ring"):
+            mode = {"ring_park": "park", "ring_poll": "poll"}.get(name, "spin")
+            instrument = not name.endswith("noinst")
+            a, b = OwnedRing("bench_a", RING_BYTES), OwnedRing("bench_b", RING_BYTES)
+            self._owned = [a, b]
+            self.parent = RingEndpoint(a.spec, b.spec, mode, spin_us, instrument)
+            self.child_args: tuple = ("ring", b.spec, a.spec, mode, spin_us, instrument)
+        elif name == "mp_queue":
+            to_child, to_parent = ctx.Queue(QUEUE_ITEMS), ctx.Queue(QUEUE_ITEMS)
+            self._parent_in_q = to_parent
+            self.parent = QueueEndpoint(to_child, to_parent)
+            self.child_args = ("queue", to_parent, to_child)
+        elif name == "mp_pipe":
+            mine, theirs = ctx.Pipe(duplex=True)
+            self.parent = PipeEndpoint(mine)
+            self._theirs = theirs
+            self.child_args = ("pipe", theirs)
+        elif name == "os_pipe":
+            r1, w1 = os.pipe()  # parent -> child
+            r2, w2 = os.pipe()  # child -> parent
+            for fd in (w1, w2):
+                try:
+                    import fcntl
+
+                    fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+                except OSError:
+                    pass
+            self.parent = OsPipeEndpoint(w1, r2)
+            self._child_fds = [w2, r1]
+            self.child_args = ("ospipe", _Fd(w2), _Fd(r1))
+        else:
+            raise ValueError(f"unknown transport {name!r}")
+
+    def after_start(self) -> None:
+        """Close the parent's copies of the child's ends (so a dead child reads as EOF)."""
+        for fd in self._child_fds:
+            os.close(fd)
+        self._child_fds = []
+        if self.name == "mp_pipe":
+            self._theirs.close()
+
+    def abort(self) -> None:
+        """Unblock a parent stuck in receive (the child was killed)."""
+        if self._parent_in_q is not None:
+            try:
+                self._parent_in_q.put_nowait(None)
+            except Exception:  # noqa: BLE001 - full or closed: the get will fail anyway
+                pass
+
+    def close(self) -> None:
+        self.parent.close()
+        for fd in self._child_fds:
+            os.close(fd)
+        if self._parent_in_q is not None:
+            self._parent_in_q.cancel_join_thread()
+            self._parent_in_q.close()
+        for ring in self._owned:
+            ring.close()
+
+
+def _child_endpoint(args: tuple) -> Endpoint:
+    kind = args[0]
+    if kind == "ring":
+        return RingEndpoint(*args[1:])
+    if kind == "queue":
+        return QueueEndpoint(args[1], args[2])
+    if kind == "pipe":
+        return PipeEndpoint(args[1])
+    return OsPipeEndpoint(args[1].fd, args[2].fd)
+
+
+# ---------------------------------------------------------------- the child (echo server)
+
+
+def child_main(args: tuple, parent_pid: int) -> None:
+    """Echo pings, count data, time paced records, report idle CPU, until QUIT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl+C and kills us
+
+    def watch_parent() -> None:
+        while True:
+            time.sleep(0.25)
+            if os.getppid() != parent_pid:
+                os._exit(3)
+
+    threading.Thread(target=watch_parent, name="bench-parent-watch", daemon=True).start()
+    ep = _child_endpoint(args)
+    count = 0
+    paced: list[int] = []
+    paced_cpu0 = paced_wall0 = 0.0
+    try:
+        while True:
+            for msg in ep.recv_many():
+                tag = msg[0]
+                if tag == PING:
+                    ep.send(msg)
+                elif tag == DATA:
+                    count += 1
+                elif tag == END:
+                    ep.send(bytes((ACK,)) + _TS.pack(count))
+                    count = 0
+                elif tag == PACED:
+                    now = time.monotonic_ns()
+                    if not paced:
+                        paced_cpu0, paced_wall0 = time.process_time(), time.monotonic()
+                    paced.append(now - _TS.unpack_from(msg, 1)[0])
+                elif tag == REPORT:
+                    cpu = (time.process_time() - paced_cpu0) / max(time.monotonic() - paced_wall0, 1e-9)
+                    ep.send(bytes((REPORT,)) + json.dumps({"lat_ns": paced, "cpu": cpu}).encode())
+                    paced = []
+                elif tag == IDLE:
+                    cpu0, wall0 = time.process_time(), time.monotonic()
+                    ep.recv()  # the parent sends WAKE after the idle spell
+                    cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+                    ep.send(bytes((IDLE,)) + _TS.pack(int(cpu * 1e9)))
+                elif tag == QUIT:
+                    return
+    finally:
+        ep.close()
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+class Child:
+    """A spawned echo child with its link, a per-case deadline watchdog, and sure cleanup."""
+
+    def __init__(self, ctx: Any, name: str, spin_us: float) -> None:
+        self.link = Link(ctx, name, spin_us)
+        self.flag = threading.Event()
+        self.link.parent.abort_flag = self.flag
+        self.proc = ctx.Process(
+            target=child_main, args=(self.link.child_args, os.getpid()), name=f"ipc-bench-{name}", daemon=True
+        )
+        self.proc.start()
+        self.link.after_start()
+        self._timer: threading.Timer | None = None
+        self.case(CASE_DEADLINE_S)  # the child is up once it echoes (spawn takes a while)
+        ping_pong(self.link.parent, 64, 0.0, 1, warmup=20)
+        self.disarm()
+
+    def case(self, seconds: float) -> Child:
+        """Arm the watchdog for the next case (kills the child if it overruns)."""
+        self.disarm()
+        self._timer = threading.Timer(seconds, self._overrun)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _overrun(self) -> None:
+        self.flag.set()
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.link.abort()
+
+    def close(self) -> None:
+        self.disarm()
+        if self.proc.is_alive() and not self.flag.is_set():
+            try:
+                self.case(3.0)
+                self.link.parent.send(bytes((QUIT,)))
+            except Exception:  # noqa: BLE001 - the child may already be gone
+                pass
+        self.proc.join(3.0)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(2.0)
+        self.disarm()
+        self.link.close()
+
+
+def pct(values: list[int], q: float) -> float:
+    s = sorted(values)
+    return float(s[min(int(q * len(s)), len(s) - 1)])
+
+
+def ping_pong(ep: Endpoint, size: int, seconds: float, max_iters: int, warmup: int = 200) -> dict[str, float]:
+    msg = bytes((PING,)) + bytes(size - 1)
+    send, recv, clock = ep.send, ep.recv, time.perf_counter_ns
+    for _ in range(warmup):
+        send(msg)
+        recv()
+    rtts: list[int] = []
+    append = rtts.append
+    end = clock() + int(seconds * 1e9)
+    for _ in range(max_iters):
+        t0 = clock()
+        send(msg)
+        got = recv()
+        t1 = clock()
+        append(t1 - t0)
+        if t1 > end:
+            break
+    if len(got) != size:
+        raise Aborted(f"echo of {size} B came back as {len(got)} B")
+    return {"p50_us": pct(rtts, 0.5) / 2e3, "p99_us": pct(rtts, 0.99) / 2e3, "n": len(rtts)}
+
+
+def throughput(ep: Endpoint, size: int, seconds: float) -> dict[str, float]:
+    msg = bytes((DATA,)) + bytes(size - 1)
+    send, clock = ep.send, time.perf_counter
+    sent = 0
+    t0 = clock()
+    end = t0 + seconds
+    while True:
+        for _ in range(64):
+            send(msg)
+        sent += 64
+        if clock() > end:
+            break
+    ep.send(bytes((END,)))
+    reply = ep.recv()
+    dt = clock() - t0
+    (got,) = _TS.unpack_from(reply, 1)
+    if reply[0] != ACK or got != sent:
+        raise Aborted(f"throughput: sent {sent} records, the child counted {got}")
+    return {"msgs_s": sent / dt, "mb_s": sent * size / dt / 1e6, "n": sent}
+
+
+def paced(ep: Endpoint, size: int, count: int, period_s: float) -> dict[str, Any]:
+    body = bytes(size - 9)
+    nxt = time.monotonic() + period_s
+    for _ in range(count):
+        delay = nxt - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        nxt += period_s
+        ep.send(bytes((PACED,)) + _TS.pack(time.monotonic_ns()) + body)
+    time.sleep(period_s)
+    ep.send(bytes((REPORT,)))
+    reply = json.loads(ep.recv()[1:])
+    lat = reply["lat_ns"]
+    if len(lat) != count:
+        raise Aborted(f"paced: sent {count} records, the child saw {len(lat)}")
+    return {"p50_us": pct(lat, 0.5) / 1e3, "p99_us": pct(lat, 0.99) / 1e3, "max_us": max(lat) / 1e3,
+            "cpu_pct": reply["cpu"] * 100, "n": count}
+
+
+def idle_cpu(ep: Endpoint, seconds: float) -> float:
+    ep.send(bytes((IDLE,)))
+    time.sleep(seconds)
+    ep.send(bytes((WAKE,)))
+    (ppb,) = _TS.unpack_from(ep.recv(), 1)
+    return ppb / 1e7  # % of a core
+
+
+def instrument_cost(records: int = 20000, reps: int = 5) -> dict[str, float]:
+    """ns per record that the consume-time latency histogram adds (single-record batches)."""
+    out = {}
+    with OwnedRing("bench_inst", RING_BYTES) as ring:
+        prod = ring.spec.producer()
+        payload = bytes(160)
+        for instrument in (False, True):
+            cons = ring.spec.consumer(instrument=instrument)
+            best = float("inf")
+            for _ in range(reps):
+                write, read = prod.write, cons.read_batch
+                t0 = time.perf_counter_ns()
+                for _ in range(records):
+                    write(1, payload)
+                    read(1)
+                best = min(best, (time.perf_counter_ns() - t0) / records)
+            out["on" if instrument else "off"] = best
+            cons.close()
+        prod.close()
+    return {"write_read_ns_off": out["off"], "write_read_ns_on": out["on"], "histogram_ns": out["on"] - out["off"]}
+
+
+# ---------------------------------------------------------------- running and reporting
+
+
+def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    names = [t.name for t in TRANSPORTS if t.name in args.transports]
+    tput = {t.name for t in TRANSPORTS if t.throughput}
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        result: dict[str, Any] = {"round": r, "order": order, "loadavg": os.getloadavg()[0], "cases": {}}
+        for name in order:
+            child = Child(ctx, name, args.spin_us)
+            try:
+                per_size = {}
+                for size in args.sizes:
+                    progress(f"round {r + 1}/{args.rounds}: {name} {size} B")
+                    case: dict[str, Any] = {}
+                    child.case(CASE_DEADLINE_S)
+                    case["lat"] = ping_pong(child.link.parent, size, args.pingpong_s, args.max_iters)
+                    if name in tput:
+                        case["tput"] = throughput(child.link.parent, size, args.tput_s)
+                    child.disarm()
+                    per_size[size] = case
+                result["cases"][name] = per_size
+            finally:
+                child.close()
+        rounds.append(result)
+    extra: dict[str, Any] = {"paced": {}, "idle": {}}
+    for name in [n for n in PACED_TRANSPORTS if n in names] + [n for n in IDLE_TRANSPORTS if n in names]:
+        child = Child(ctx, name, args.spin_us)
+        try:
+            if name in PACED_TRANSPORTS and name not in extra["paced"]:
+                progress(f"paced: {name}, one {args.paced_size} B record every {args.period_ms:g} ms")
+                child.case(CASE_DEADLINE_S + args.paced_s)
+                count = max(int(args.paced_s * 1000 / args.period_ms), 10)
+                extra["paced"][name] = paced(child.link.parent, args.paced_size, count, args.period_ms / 1000)
+            if name in IDLE_TRANSPORTS and name not in extra["idle"]:
+                idle_s = args.idle_s if name != "ring_poll" else min(args.idle_s, 0.5)
+                progress(f"idle consumer: {name} for {idle_s:g} s")
+                child.case(CASE_DEADLINE_S + idle_s)
+                extra["idle"][name] = idle_cpu(child.link.parent, idle_s)
+            child.disarm()
+        finally:
+            child.close()
+    progress("histogram cost, in-process")
+    extra["instrument"] = instrument_cost()
+    return {"rounds": rounds, **extra}
+
+
+def summarize(data: dict[str, Any], base: str = "mp_queue") -> dict[str, Any]:
+    """Median over rounds of each metric, and median of same-round ratios to `base`."""
+    summary: dict[str, Any] = {}
+    rounds = data["rounds"]
+    names = rounds[0]["order"]
+    for name in names:
+        for size in rounds[0]["cases"][name]:
+            row: dict[str, Any] = {}
+            for metric, key in (("lat", "p50_us"), ("lat", "p99_us"), ("tput", "msgs_s"), ("tput", "mb_s")):
+                vals = [rd["cases"][name][size][metric][key] for rd in rounds if metric in rd["cases"][name][size]]
+                if not vals:
+                    continue
+                row[key] = statistics.median(vals)
+                if base in rounds[0]["cases"] and key != "mb_s":
+                    ratios = [rd["cases"][name][size][metric][key] / rd["cases"][base][size][metric][key]
+                              for rd in rounds if metric in rd["cases"][name][size]]
+                    row[f"{key}_x"] = statistics.median(ratios)
+            summary.setdefault(name, {})[size] = row
+    return summary
+
+
+def checks(data: dict[str, Any], summary: dict[str, Any], ring: str = "ring_spin") -> list[tuple[str, bool, str]]:
+    """The DESIGN.md §8 acceptance targets, evaluated on this run for the default ring consumer."""
+    out: list[tuple[str, bool, str]] = []
+    rows = summary.get(ring, {})
+    for size in (160, 640, 7680):
+        row = rows.get(size)
+        if not row:
+            continue
+        out.append((f"{ring} {size} B one-way p50 <= 6 us", row["p50_us"] <= 6.0, f"{row['p50_us']:.2f} us"))
+        out.append((f"{ring} {size} B one-way p99 <= 15 us", row["p99_us"] <= 15.0, f"{row['p99_us']:.2f} us"))
+        if "p50_us_x" in row:
+            speed = 1 / row["p50_us_x"]
+            out.append((f"{ring} {size} B p50 >= 3.5x faster than mp.Queue", speed >= 3.5, f"{speed:.1f}x"))
+        if "msgs_s_x" in row:
+            out.append((f"{ring} {size} B throughput >= 3x mp.Queue", row["msgs_s_x"] >= 3.0,
+                        f"{row['msgs_s_x']:.1f}x"))
+    for name in (ring, "ring_park"):
+        if name in data["idle"]:
+            cpu = data["idle"][name]
+            out.append((f"{name} idle consumer <= 2% of a core", cpu <= 2.0, f"{cpu:.2f}%"))
+    inst = data.get("instrument")
+    for size in (160, 7680):
+        if inst and size in rows:
+            share = inst["histogram_ns"] / (rows[size]["p50_us"] * 1e3) * 100
+            out.append((f"latency histogram < 10% of {ring} one-way p50 ({size} B)", share < 10.0,
+                        f"{inst['histogram_ns']:.0f} ns = {share:.1f}%"))
+    return out
+
+
+def render(data: dict[str, Any], summary: dict[str, Any], results: list[tuple[str, bool, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    labels = {t.name: t.label for t in TRANSPORTS}
+    sizes = list(next(iter(summary.values())).keys())
+    n_rounds = len(data["rounds"])
+    lat = Table(title=f"One-way latency, ping-pong RTT/2, us: p50 / p99 (x mp.Queue p50), median of {n_rounds} rounds")
+    tput = Table(title="Throughput: msgs/s (MB/s) (x mp.Queue, same round)")
+    for table in (lat, tput):
+        table.add_column("transport")
+        for size in sizes:
+            table.add_column(f"{size} B", justify="right")
+    for name, rows in summary.items():
+        lat.add_row(name, *[f"{rows[s]['p50_us']:.2f} / {rows[s]['p99_us']:.1f} ({rows[s].get('p50_us_x', 0):.2f}x)"
+                            for s in sizes])
+        if "msgs_s" in rows[sizes[0]]:
+            tput.add_row(name, *[f"{rows[s]['msgs_s'] / 1e3:,.0f}k ({rows[s]['mb_s']:,.0f}) "
+                                 f"({rows[s].get('msgs_s_x', 0):.2f}x)" for s in sizes])
+    console.print(lat)
+    console.print(tput)
+    if data["paced"] or data["idle"]:
+        extra = Table(title="Paced (1 record / period, consumer parked, true one-way) and idle consumer CPU")
+        for col in ("transport", "paced p50 us", "paced p99 us", "paced max us", "paced consumer CPU %",
+                    "idle consumer CPU %"):
+            extra.add_column(col, justify="right" if col != "transport" else "left")
+        for name in dict.fromkeys([*data["paced"], *data["idle"]]):
+            p = data["paced"].get(name)
+            idle = data["idle"].get(name)
+            extra.add_row(name, *(f"{p[k]:,.1f}" for k in ("p50_us", "p99_us", "max_us")) if p else ("-",) * 3,
+                          f"{p['cpu_pct']:.2f}" if p else "-", f"{idle:.2f}" if idle is not None else "-")
+        console.print(extra)
+    inst = data["instrument"]
+    console.print(f"latency histogram at consume time: {inst['histogram_ns']:.0f} ns per record "
+                  f"(write+read {inst['write_read_ns_off']:.0f} ns off, {inst['write_read_ns_on']:.0f} ns on)")
+    console.print("transports: " + "; ".join(f"{n} = {labels[n]}" for n in summary))
+    verdict = Table(title="Acceptance (DESIGN.md §8)")
+    verdict.add_column("check")
+    verdict.add_column("measured", justify="right")
+    verdict.add_column("ok")
+    for what, ok, got in results:
+        verdict.add_row(what, got, "[green]yes[/]" if ok else "[red]NO[/]")
+    console.print(verdict)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="~20 s: 2 rounds, shorter cases")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 2)")
+    ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(SIZES),
+                    help="record sizes in bytes, comma-separated")
+    ap.add_argument("--transports", type=lambda s: s.split(","), default=[t.name for t in TRANSPORTS],
+                    help="comma-separated subset of: " + ",".join(t.name for t in TRANSPORTS))
+    ap.add_argument("--spin-us", type=float, default=DEFAULT_SPIN_US, help="ring_spin: spin budget before parking (us)")
+    ap.add_argument("--period-ms", type=float, default=20.0, help="paced run: one record every this many ms")
+    ap.add_argument("--paced-size", type=int, default=160, help="paced run: record size in bytes")
+    ap.add_argument("--json", type=Path, help="write all results to this JSON file")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if an acceptance check fails")
+    args = ap.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 3
+    args.pingpong_s = 0.12 if args.quick else 0.3
+    args.max_iters = 20000
+    args.tput_s = 0.12 if args.quick else 0.3
+    args.paced_s = 1.0 if args.quick else 2.5
+    args.idle_s = 1.0 if args.quick else 2.0
+    unknown = set(args.transports) - {t.name for t in TRANSPORTS}
+    if unknown:
+        ap.error(f"unknown transports {sorted(unknown)}")
+    if min(args.sizes) < 16:
+        ap.error("record sizes must be >= 16 B")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    t0 = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("starting")
+        try:
+            data = run(args, lambda what: bar.update(task, description=what))
+        except KeyboardInterrupt:
+            bar.stop()
+            print("interrupted: children killed, rings unlinked", file=sys.stderr)
+            return 130
+    summary = summarize(data)
+    results = checks(data, summary)
+    render(data, summary, results)
+    print(f"{time.monotonic() - t0:.0f} s, python {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"loadavg {os.getloadavg()[0]:.2f}")
+    if args.json:
+        meta = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+                "wall_s": time.monotonic() - t0, "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                           for k, v in vars(args).items()}}
+        doc = {"meta": meta, **data, "summary": summary,
+               "checks": [{"check": c, "ok": ok, "measured": m} for c, ok, m in results]}
+        args.json.write_text(json.dumps(doc, indent=1, default=str))
+    return 1 if args.strict and not all(ok for _, ok, _ in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
