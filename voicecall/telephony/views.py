@@ -1,0 +1,191 @@
+"""The browser side of the telephony process: the softphone, the live call view, their feeds.
+
+    GET /                   softphone page (speaks Twilio Media Streams to /twilio/media)
+    GET /static/{file}      its JavaScript, AudioWorklet, CSS (files of telephony/static only)
+    GET /calls              live call view page
+    GET /calls.json         live calls (registry) + recent ended calls (records DB, read in a thread)
+    GET /softphone/events   WebSocket of call events as JSON: ?callSid=CA... for one call, none for all
+
+Access (`softphone_allowed`): these views bypass Twilio's signature, so they are for local
+development unless the operator opts in. A loopback client (no proxy headers, a loopback Host)
+is allowed while `server.softphone` is true; any other client must present the shared token
+held in the env var named by `server.softphone_token_env` (query `?token=`, header
+`X-Softphone-Token`, or the cookie the page sets), and a cross-origin browser request is always
+refused (no other site can drive the softphone or read transcripts through the visitor's browser).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSCloseCode, web
+
+from voicecall.config import Config
+from voicecall.telephony.call_feed import CallFeed, CallRegistry, Subscriber
+from voicecall.telephony.call_history import ended_calls
+
+log = logging.getLogger("voicecall.telephony.views")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+TOKEN_COOKIE = "voicecall_softphone"
+#: Most ended calls one /calls.json may ask for.
+MAX_ENDED_CALLS = 100
+_LOOPBACK_NAMES = frozenset(("localhost", "127.0.0.1", "::1", "[::1]"))
+_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
+
+FEED_KEY = web.AppKey("voicecall_call_feed", CallFeed)
+SOCKETS_KEY = web.AppKey("voicecall_view_sockets", set)
+
+
+# ---------------------------------------------------------------- access control
+
+
+def _presented_token(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    bearer = auth[7:] if auth.lower().startswith("bearer ") else ""
+    return (request.query.get("token") or request.headers.get("X-Softphone-Token") or bearer
+            or request.cookies.get(TOKEN_COOKIE, ""))
+
+
+def _is_loopback_client(request: web.Request) -> bool:
+    """The peer is this machine, not relayed by a proxy, and addressed by a loopback name.
+
+    Proxy headers disqualify: behind a local reverse proxy every visitor has a loopback address.
+    The Host check stops DNS rebinding (a web page whose name resolves to 127.0.0.1).
+    """
+    try:
+        if request.remote is None or not ipaddress.ip_address(request.remote).is_loopback:
+            return False
+    except ValueError:
+        return False
+    if any(h in request.headers for h in _PROXY_HEADERS):
+        return False
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return host.lower() in _LOOPBACK_NAMES or _is_loopback_ip(host)
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _same_origin(request: web.Request) -> bool:
+    """No Origin (Twilio, curl, same-origin GETs) or an Origin naming this very host."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def softphone_allowed(request: web.Request, cfg: Config) -> bool:
+    """May this request use the softphone views (and an unsigned /twilio/media upgrade)?"""
+    if not cfg.server.softphone or not _same_origin(request):
+        return False
+    if _is_loopback_client(request):
+        return True
+    expected = os.environ.get(cfg.server.softphone_token_env, "")
+    presented = _presented_token(request)
+    return bool(expected) and bool(presented) and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def _guard(request: web.Request, cfg: Config) -> None:
+    if not cfg.server.softphone:
+        raise web.HTTPNotFound(text="the softphone is disabled (server.softphone = false)\n")
+    if not softphone_allowed(request, cfg):
+        log.warning("softphone view refused for %s (%s)", request.remote, request.path)
+        raise web.HTTPForbidden(text=(
+            "the softphone is for loopback clients; to allow others set the shared token in "
+            f"${cfg.server.softphone_token_env} and open /?token=<token>\n"))
+
+
+# ---------------------------------------------------------------- routes
+
+
+def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) -> None:
+    """Register the softphone and call-view routes on the telephony app."""
+    feed = CallFeed(conversations)
+    app[FEED_KEY] = feed
+    app[SOCKETS_KEY] = set()
+    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
+
+    def page(name: str) -> Any:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            _guard(request, cfg)
+            resp = web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+            token = request.query.get("token")
+            if token and not _is_loopback_client(request):  # remember it for scripts and sockets
+                resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure)
+            return resp
+
+        return handler
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        _guard(request, cfg)
+        path = static_files.get(request.match_info["name"])  # a fixed set: no path traversal
+        if path is None:
+            raise web.HTTPNotFound(text=f"no static file {request.match_info['name']!r}\n")
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    async def calls_json(request: web.Request) -> web.Response:
+        _guard(request, cfg)
+        try:
+            limit = min(max(int(request.query.get("limit", "20")), 1), MAX_ENDED_CALLS)
+        except ValueError:
+            raise web.HTTPBadRequest(text="limit must be an integer\n") from None
+        history = await asyncio.to_thread(ended_calls, cfg.records.db_path, limit)
+        return web.json_response({"live": conversations.snapshot(), "ended": history["calls"],
+                                  "records_error": history["error"]})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        _guard(request, cfg)
+        call_sid = request.query.get("callSid") or None
+        ws = web.WebSocketResponse(heartbeat=20.0)
+        await ws.prepare(request)
+        sub = feed.subscribe(call_sid)
+        sockets: set[web.WebSocketResponse] = request.app[SOCKETS_KEY]
+        sockets.add(ws)
+        pump = asyncio.get_running_loop().create_task(_pump(ws, sub, feed.snapshot_event(call_sid)))
+        try:
+            async for _ in ws:  # the browser sends nothing we need; this notices it leaving
+                pass
+        finally:
+            feed.unsubscribe(sub)
+            sockets.discard(ws)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, TimeoutError):
+                await asyncio.wait_for(pump, 1.0)
+        return ws
+
+    async def close_sockets(app: web.Application) -> None:
+        """On shutdown: close the event sockets now instead of waiting out their timeouts."""
+        for ws in list(app[SOCKETS_KEY]):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+    async def detach(app: web.Application) -> None:
+        app[FEED_KEY].detach()
+
+    feed.attach()
+    app.on_shutdown.append(close_sockets)
+    app.on_cleanup.append(detach)
+    app.router.add_get("/", page("index.html"))
+    app.router.add_get("/calls", page("calls.html"))
+    app.router.add_get("/calls.json", calls_json)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/softphone/events", events)
+
+
+async def _pump(ws: web.WebSocketResponse, sub: Subscriber, first: dict[str, Any]) -> None:
+    """Owned by its socket's handler: send the snapshot, then every event as it comes."""
+    await ws.send_json(first)
+    while not ws.closed:
+        await ws.send_json(await sub.queue.get())
