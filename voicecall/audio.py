@@ -1,11 +1,14 @@
 """G.711 mu-law by numpy lookup tables, and 20 ms frame slicing.
 
 Bit-exact with CPython's `audioop.lin2ulaw`/`ulaw2lin` (14-bit magnitude, bias 0x21, clip
-8159). Imports only numpy at module level: the stt and tts workers import it too (the one
+8159). Imports only numpy and the standard library at module level: the stt and tts workers import it too (the one
 module under `voicecall/` that workers may use), so it must stay light.
 """
 
 from __future__ import annotations
+
+import wave
+from pathlib import Path
 
 import numpy as np
 
@@ -65,3 +68,49 @@ def frames(mulaw: bytes, pad: bool = True) -> list[bytes]:
         else:
             out.pop()
     return out
+
+
+def pad_frame(mulaw: bytes) -> bytes:
+    """Pad a short tail to one whole 20 ms frame with mu-law silence (Twilio plays what it gets)."""
+    short = -len(mulaw) % FRAME_BYTES
+    return mulaw + bytes([ULAW_SILENCE]) * short if short else mulaw
+
+
+def pcm_to_mulaw_8k(pcm: np.ndarray, rate: int) -> bytes:
+    """Mono PCM (int16, or float in [-1, 1]) at any rate -> mu-law 8 kHz (soxr when resampling)."""
+    samples = np.asarray(pcm)
+    if samples.dtype == np.int16:
+        samples = samples.astype(np.float32) / 32768.0
+    samples = samples.astype(np.float32, copy=False)
+    if rate != SAMPLE_RATE:
+        import soxr  # noqa: PLC0415 - workers import this module; only WAV tools need soxr
+
+        samples = soxr.resample(samples, rate, SAMPLE_RATE)
+    return ulaw_encode(np.clip(samples, -1.0, 1.0))
+
+
+def read_wav_mulaw(path: str | Path) -> bytes:
+    """A PCM WAV file (8/16/32-bit, any rate, mono or mixed down) -> mu-law 8 kHz bytes."""
+    with wave.open(str(path), "rb") as wav:
+        width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+        raw = wav.readframes(wav.getnframes())
+    if width == 1:  # 8-bit WAV is unsigned
+        samples = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    elif width == 4:
+        samples = np.frombuffer(raw, dtype="<i4").astype(np.float32) / 2147483648.0
+    else:
+        raise ValueError(f"{path}: {8 * width}-bit WAV not supported (use 8, 16 or 32-bit PCM)")
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    return pcm_to_mulaw_8k(samples, rate)
+
+
+def write_mulaw_wav(path: str | Path, mulaw: bytes) -> None:
+    """Write mu-law 8 kHz as a 16-bit PCM WAV (what every player opens)."""
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(ulaw_decode(mulaw).astype("<i2").tobytes())

@@ -1,0 +1,535 @@
+"""One Twilio Media Stream: the inbound side decoded for a handler, the outbound side paced.
+
+    inbound  ws text -> InboundDecoder -> checks (start seen, streamSid, base64) -> handler
+    outbound play()/mark() -> queue [frame | frame | MarkHandle | frame ...] -> playout task
+             -> ws `media` (exactly 160 B = 20 ms each) / `mark`, never more than
+                `server.playout_lead_ms` ahead of real time;  clear() -> ws `clear` first
+
+Why pace instead of sending everything at once: Twilio buffers whatever we send and plays it
+in real time, so a long backlog is audio the caller would hear after a barge-in unless `clear`
+arrives, and marks would say nothing about *now*. With a bounded lead `clear` drops little.
+
+Marks (twilio.md §3): Twilio echoes a mark when the audio before it has played, and echoes
+every pending mark at once after `clear`. So an echo alone cannot say "heard": each mark
+remembers the clear epoch it was sent in, and an echo of a mark from an earlier epoch means
+dropped. Marks still in our own queue at `clear` never reach Twilio and are dropped at once.
+(A mark whose audio finished playing just as we sent `clear` is reported dropped: the
+conservative answer for "what did the caller hear".)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from voicecall.audio import FRAME_BYTES, FRAME_MS, pad_frame
+from voicecall.telephony.protocol import (
+    BadMessage,
+    Connected,
+    Dtmf,
+    InboundDecoder,
+    Mark,
+    Media,
+    OutboundEncoder,
+    Start,
+    Stop,
+    UnknownEvent,
+)
+
+if TYPE_CHECKING:
+    from voicecall.telephony.handler import CallHandler
+
+log = logging.getLogger("voicecall.telephony")
+
+FRAME_NS = FRAME_MS * 1_000_000
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+_DECODER = InboundDecoder()
+_ENCODER = OutboundEncoder()
+_LOGGED_ERRORS = 5  # per stream, then every 100th: a peer spamming junk must not flood the log
+
+
+class MarkState(enum.Enum):
+    QUEUED = "queued"  # behind audio in our playout queue
+    SENT = "sent"  # at Twilio, waiting for the audio before it to play
+    PLAYED = "played"  # echoed in the epoch it was sent: the caller heard everything before it
+    DROPPED = "dropped"  # cleared (by us or Twilio) or the stream ended first
+
+
+@dataclass(eq=False, slots=True)
+class MarkHandle:
+    """A mark we placed; resolved exactly once, to PLAYED or DROPPED."""
+
+    name: str
+    turn_id: int = 0
+    state: MarkState = MarkState.QUEUED
+    epoch: int = 0
+    queued_ns: int = 0
+    sent_ns: int = 0
+    done_ns: int = 0
+    _waiter: asyncio.Future[bool] | None = None
+
+    @property
+    def played(self) -> bool:
+        return self.state is MarkState.PLAYED
+
+    @property
+    def done(self) -> bool:
+        return self.state in (MarkState.PLAYED, MarkState.DROPPED)
+
+    async def wait(self) -> bool:
+        """Until resolved; True if played (callers bound it with `asyncio.timeout`)."""
+        if self.done:
+            return self.played
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(self._waiter)
+
+    def _resolve(self, state: MarkState, now_ns: int) -> None:
+        self.state = state
+        self.done_ns = now_ns
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(state is MarkState.PLAYED)
+
+
+@dataclass
+class StreamStats:
+    """Counters a test or `/metrics` can read."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    odd_frames_in: int = 0  # payloads that were not 160 bytes (accepted, counted)
+    marks_played: int = 0
+    marks_dropped: int = 0
+    clears: int = 0
+    frames_cleared: int = 0
+    protocol_errors: int = 0
+    unknown_events: int = 0
+    handler_errors: int = 0
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+
+
+class _TurnBoundary(int):
+    """Queue entry: the frames after it belong to this turn (for first-frame-sent stamps)."""
+
+
+class MediaStream:
+    """One call's WebSocket to Twilio. Created by the route, driven by `serve()`."""
+
+    def __init__(self, ws: web.WebSocketResponse, handler: CallHandler, *, playout_lead_ms: int = 200,
+                 idle_timeout_s: float = 30.0, label: str = "") -> None:
+        self.ws = ws
+        self.handler = handler
+        self.label = label or f"ws-{id(self):x}"
+        self.stream_sid = ""
+        self.call_sid = ""
+        self.start: Start | None = None
+        self.connected = False
+        self.closed = False
+        self.close_reason = ""
+        self.stats = StreamStats()
+        #: monotonic ns when the first frame of each turn went out (the last few turns only)
+        self.first_sent_ns: dict[int, int] = {}
+        self.last_media_ms = -1
+        self._lead_ns = max(playout_lead_ms, FRAME_MS) * 1_000_000
+        # Wake to refill when the lead drops by this much: a few frames per wake-up, not one.
+        self._refill_ns = max(FRAME_NS, min(self._lead_ns // 2, 100_000_000))
+        self._idle_ns = int(idle_timeout_s * 1e9)
+        self._queue: deque[bytes | MarkHandle | _TurnBoundary] = deque()
+        self._queued_frames = 0
+        self._partial = b""
+        self._turn = 0
+        self._sending_turn = 0
+        self._in_flight: deque[MarkHandle] = deque()  # sent, not echoed, FIFO as Twilio echoes
+        self._epoch = 0
+        self._clear_pending = False
+        self._play_end_ns = 0  # when Twilio will have played everything we sent (our estimate)
+        self._writer: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._last_rx_ns = time.monotonic_ns()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task[bool] | None = None  # an idle close, awaited in teardown
+
+    # ------------------------------------------------------------------ outbound API (for the handler)
+
+    @property
+    def started(self) -> bool:
+        return self.start is not None
+
+    @property
+    def queued_ms(self) -> int:
+        """Audio waiting in our queue (not yet sent to Twilio), ms."""
+        return self._queued_frames * FRAME_MS + (FRAME_MS if self._partial else 0)
+
+    @property
+    def buffered_ms(self) -> int:
+        """Audio sent to Twilio and (by our clock) not yet played, ms."""
+        return max(0, self._play_end_ns - time.monotonic_ns()) // 1_000_000
+
+    def play(self, mulaw: bytes, turn_id: int | None = None) -> None:
+        """Queue mu-law 8 kHz audio of any length; it leaves as whole 20 ms frames, in order."""
+        if self.closed or not mulaw:
+            return
+        if turn_id is not None and turn_id != self._turn:
+            self._turn = turn_id
+            self._queue.append(_TurnBoundary(turn_id))
+        data = self._partial + mulaw if self._partial else mulaw
+        whole = len(data) - len(data) % FRAME_BYTES
+        queue = self._queue
+        for i in range(0, whole, FRAME_BYTES):
+            queue.append(data[i : i + FRAME_BYTES])
+        self._queued_frames += whole // FRAME_BYTES
+        self._partial = data[whole:]
+        self._kick()
+
+    enqueue_audio = play
+
+    def flush(self) -> None:
+        """Pad a trailing partial frame with silence and queue it (end of an utterance)."""
+        if self._partial:
+            self._queue.append(pad_frame(self._partial))
+            self._queued_frames += 1
+            self._partial = b""
+            self._kick()
+
+    def mark(self, name: str, turn_id: int | None = None) -> MarkHandle:
+        """Queue a mark after the audio queued so far; the handle says when it played or dropped."""
+        handle = MarkHandle(name, self._turn if turn_id is None else turn_id, queued_ns=time.monotonic_ns())
+        if self.closed:
+            handle._resolve(MarkState.DROPPED, handle.queued_ns)
+            return handle
+        self.flush()
+        self._queue.append(handle)
+        self._kick()
+        return handle
+
+    send_mark = mark
+
+    def clear(self) -> int:
+        """Barge-in: drop our queue and Twilio's buffer now (`clear` overtakes queued audio).
+
+        Returns the number of frames dropped from our own queue.
+        """
+        if self.closed:
+            return 0
+        now = time.monotonic_ns()
+        self._epoch += 1
+        dropped_frames = self._queued_frames + (1 if self._partial else 0)
+        queued_marks = [e for e in self._queue if isinstance(e, MarkHandle)]
+        self._queue.clear()
+        self._queued_frames = 0
+        self._partial = b""
+        self._play_end_ns = now  # Twilio empties its buffer on `clear`
+        self.stats.clears += 1
+        self.stats.frames_cleared += dropped_frames
+        if self.started:
+            self._clear_pending = True
+            self._kick()
+        for handle in queued_marks:
+            self._settle(handle, MarkState.DROPPED, now, notify=False)
+        if queued_marks:
+            # Told on the next loop turn: the handler is usually inside its own barge-in code now.
+            asyncio.get_running_loop().call_soon(self._notify, queued_marks)
+        return dropped_frames
+
+    async def hang_up(self, reason: str) -> None:
+        """End the stream from our side (closing the socket ends `<Connect>`, so the call)."""
+        self.close_reason = self.close_reason or reason
+        if not self.ws.closed:
+            await self.ws.close(code=WSCloseCode.OK, message=reason[:100].encode())
+
+    # ------------------------------------------------------------------ inbound
+
+    async def serve(self) -> str:
+        """Read the socket until `stop`, close or idle timeout; then tear down. Returns the reason."""
+        loop = asyncio.get_running_loop()
+        self._arm_idle(loop)
+        reason = "peer closed without stop"
+        try:
+            async for msg in self.ws:
+                if msg.type is WSMsgType.TEXT:
+                    if self.feed(msg.data, time.monotonic_ns()):
+                        reason = "stop"
+                        break
+                elif msg.type is WSMsgType.BINARY:
+                    self._protocol_error("binary frame (Twilio sends JSON text frames)")
+                elif msg.type is WSMsgType.ERROR:
+                    reason = f"socket error: {self.ws.exception()!r}"
+                    break
+            if self.close_reason:
+                reason = self.close_reason
+        finally:
+            await self._teardown(reason)
+        return reason
+
+    def feed(self, data: str | bytes, arrival_ns: int) -> bool:
+        """Handle one inbound frame; True when it was `stop`."""
+        self._last_rx_ns = arrival_ns
+        msg = _DECODER.decode(data)
+        if type(msg) is Media:  # the hot path: ~50 a second per call
+            self._on_media(msg, arrival_ns)
+        elif isinstance(msg, Mark):
+            if self._check_sid(msg.stream_sid, "mark"):
+                self._on_echo(msg.mark.name, arrival_ns)
+        elif isinstance(msg, Start):
+            self._on_start(msg)
+        elif isinstance(msg, Dtmf):
+            if self._check_sid(msg.stream_sid, "dtmf"):
+                digit = msg.dtmf.digit
+                if digit in DTMF_DIGITS:
+                    try:
+                        self.handler.on_dtmf(digit)
+                    except Exception:
+                        self._handler_failed("on_dtmf")
+                else:
+                    self._protocol_error(f"dtmf digit {digit!r} is not a keypad key")
+        elif isinstance(msg, Stop):
+            if self._check_sid(msg.stream_sid, "stop"):
+                return True
+        elif isinstance(msg, Connected):
+            if self.connected or self.started:
+                self._protocol_error("second `connected` ignored")
+            self.connected = True
+        elif isinstance(msg, UnknownEvent):
+            self.stats.unknown_events += 1
+            if self.stats.unknown_events <= _LOGGED_ERRORS:
+                log.info("%s: ignoring unknown event %r", self.label, msg.event)
+        elif isinstance(msg, BadMessage):
+            self._protocol_error(msg.error)
+        return False
+
+    def _on_media(self, msg: Media, arrival_ns: int) -> None:
+        if not self.started:
+            self._protocol_error("media before start dropped")
+            return
+        if msg.stream_sid != self.stream_sid:
+            self._protocol_error(f"media for streamSid {msg.stream_sid!r} dropped (this stream is {self.stream_sid})")
+            return
+        media = msg.media
+        if media.track != "inbound":
+            return  # bidirectional streams carry the caller only; anything else is not ours to hear
+        try:
+            frame = base64.b64decode(media.payload, validate=True)
+        except (binascii.Error, ValueError):
+            self._protocol_error(f"media chunk {media.chunk}: payload is not base64")
+            return
+        if not frame:
+            self._protocol_error(f"media chunk {media.chunk}: empty payload")
+            return
+        if len(frame) != FRAME_BYTES:
+            # Twilio does not document a frame size (20 ms is observed): accept any length.
+            self.stats.odd_frames_in += 1
+        media_ms = media.timestamp if media.timestamp >= 0 else self.last_media_ms + FRAME_MS
+        self.last_media_ms = media_ms
+        self.stats.frames_in += 1
+        try:
+            self.handler.on_media(frame, media.chunk, media_ms, arrival_ns)
+        except Exception:
+            self._handler_failed("on_media")
+
+    def _on_start(self, msg: Start) -> None:
+        if self.started:
+            self._protocol_error(f"second start (streamSid {msg.start.stream_sid}) ignored")
+            return
+        sid = msg.start.stream_sid or msg.stream_sid
+        if not sid:
+            self._protocol_error("start without a streamSid ignored")
+            return
+        fmt = msg.start.media_format
+        if fmt.encoding != "audio/x-mulaw" or fmt.sample_rate != 8000 or fmt.channels != 1:
+            log.warning("%s: media format %s/%d/%d is not mulaw/8000/1; treating it as mulaw",
+                        self.label, fmt.encoding, fmt.sample_rate, fmt.channels)
+        self.start = msg
+        self.stream_sid = sid
+        self.call_sid = msg.start.call_sid
+        self.label = f"call {self.call_sid or sid}"
+        self._writer = asyncio.get_running_loop().create_task(self._playout(), name=f"playout-{sid}")
+        log.info("%s: stream %s started", self.label, sid)
+        try:
+            self.handler.on_start(self, msg)
+        except Exception:
+            self._handler_failed("on_start")
+
+    def _check_sid(self, sid: str, what: str) -> bool:
+        if not self.started:
+            self._protocol_error(f"{what} before start dropped")
+            return False
+        if sid != self.stream_sid:
+            self._protocol_error(f"{what} for streamSid {sid!r} dropped (this stream is {self.stream_sid})")
+            return False
+        return True
+
+    def _on_echo(self, name: str, now_ns: int) -> None:
+        handle = next((h for h in self._in_flight if h.name == name), None)
+        if handle is None:
+            self._protocol_error(f"echo of mark {name!r} we have not sent (or already resolved)")
+            return
+        self._in_flight.remove(handle)
+        played = handle.epoch == self._epoch
+        self._settle(handle, MarkState.PLAYED if played else MarkState.DROPPED, now_ns)
+
+    def _settle(self, handle: MarkHandle, state: MarkState, now_ns: int, notify: bool = True) -> None:
+        handle._resolve(state, now_ns)
+        if state is MarkState.PLAYED:
+            self.stats.marks_played += 1
+        else:
+            self.stats.marks_dropped += 1
+        if notify:
+            self._notify((handle,))
+
+    def _notify(self, handles: Iterable[MarkHandle]) -> None:
+        if self.closed:
+            return  # after the stream ends the handler hears only on_close
+        for handle in handles:
+            try:
+                self.handler.on_mark(handle)
+            except Exception:
+                self._handler_failed("on_mark")
+
+    # ------------------------------------------------------------------ playout
+
+    def _kick(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self, until_ns: int | None) -> None:
+        """Until `until_ns` (monotonic) or a kick, whichever first; None waits for a kick only."""
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = None
+        if until_ns is not None:
+            timer = loop.call_later(max(0, until_ns - time.monotonic_ns()) / 1e9, self._kick)
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _playout(self) -> None:
+        """The only writer of the socket after `start`: clear first, then frames and marks paced."""
+        send = self.ws.send_str
+        sid = self.stream_sid
+        encoder = _ENCODER
+        b64 = base64.b64encode
+        queue = self._queue
+        while True:
+            if self._clear_pending:
+                self._clear_pending = False
+                await send(encoder.clear(sid))
+                continue
+            if not queue:
+                if self._partial:  # a tail shorter than a frame: send it padded before Twilio runs dry
+                    due = self._play_end_ns - FRAME_NS
+                    if time.monotonic_ns() < due:
+                        await self._sleep(due)
+                        continue
+                    self.flush()
+                    continue
+                await self._sleep(None)
+                continue
+            now = time.monotonic_ns()
+            if self._play_end_ns < now:
+                self._play_end_ns = now  # Twilio ran dry: playback restarts now
+            entry = queue[0]
+            if type(entry) is bytes:
+                if self._play_end_ns - now + FRAME_NS > self._lead_ns:
+                    await self._sleep(self._play_end_ns + self._refill_ns - self._lead_ns)
+                    continue
+                queue.popleft()
+                self._queued_frames -= 1
+                self._play_end_ns += FRAME_NS
+                if self._sending_turn not in self.first_sent_ns:
+                    self._stamp_first_sent(now)
+                self.stats.frames_out += 1
+                await send(encoder.media(sid, b64(entry).decode("ascii")))
+            elif isinstance(entry, MarkHandle):
+                queue.popleft()
+                entry.state = MarkState.SENT
+                entry.epoch = self._epoch
+                entry.sent_ns = now
+                self._in_flight.append(entry)
+                await send(encoder.mark(sid, entry.name))
+            else:
+                queue.popleft()
+                self._sending_turn = int(entry)
+
+    def _stamp_first_sent(self, now_ns: int) -> None:
+        self.first_sent_ns[self._sending_turn] = now_ns
+        if len(self.first_sent_ns) > 8:
+            del self.first_sent_ns[min(self.first_sent_ns)]
+
+    # ------------------------------------------------------------------ teardown and errors
+
+    def _arm_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One timer re-armed per idle period, not one per message: cheap on the hot path.
+        self._idle_timer = loop.call_later(self._idle_ns / 1e9, self._check_idle, loop)
+
+    def _check_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        silent_ns = time.monotonic_ns() - self._last_rx_ns
+        if silent_ns < self._idle_ns:
+            self._idle_timer = loop.call_later((self._idle_ns - silent_ns) / 1e9, self._check_idle, loop)
+            return
+        self._idle_timer = None
+        log.warning("%s: no message for %.0f s (server.idle_timeout_s); closing", self.label, silent_ns / 1e9)
+        self.close_reason = "idle timeout"
+        self._close_task = loop.create_task(self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"idle timeout"))
+
+    async def _teardown(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._close_task is not None:
+            await asyncio.wait({self._close_task}, timeout=2.0)
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await asyncio.wait_for(self._writer, 2.0)
+            except (asyncio.CancelledError, TimeoutError):
+                pass
+            except Exception as exc:  # a send that failed because the peer vanished
+                log.debug("%s: playout ended with %r", self.label, exc)
+        now = time.monotonic_ns()
+        pending = [e for e in self._queue if isinstance(e, MarkHandle)] + list(self._in_flight)
+        self._queue.clear()
+        self._in_flight.clear()
+        for handle in pending:
+            self._settle(handle, MarkState.DROPPED, now)
+        if not self.ws.closed:
+            try:
+                await self.ws.close(code=WSCloseCode.OK if reason == "stop" else WSCloseCode.GOING_AWAY)
+            except Exception as exc:  # the transport may already be gone
+                log.debug("%s: close failed: %r", self.label, exc)
+        log.info("%s: stream closed (%s): %d frames in, %d out, %d marks played, %d dropped, %d protocol errors",
+                 self.label, reason, self.stats.frames_in, self.stats.frames_out, self.stats.marks_played,
+                 self.stats.marks_dropped, self.stats.protocol_errors)
+        try:
+            await asyncio.wait_for(self.handler.on_close(reason), 5.0)
+        except Exception:
+            self._handler_failed("on_close")
+
+    def _handler_failed(self, method: str) -> None:
+        self.stats.handler_errors += 1
+        if self.stats.handler_errors <= _LOGGED_ERRORS or self.stats.handler_errors % 100 == 0:
+            log.exception("%s: handler.%s failed (%d so far); the call goes on", self.label, method,
+                          self.stats.handler_errors)
+
+    def _protocol_error(self, what: str) -> None:
+        self.stats.protocol_errors += 1
+        self.stats.errors.append(what)
+        n = self.stats.protocol_errors
+        if n <= _LOGGED_ERRORS or n % 100 == 0:
+            log.warning("%s: protocol error #%d: %s", self.label, n, what)

@@ -1,0 +1,457 @@
+"""A simulated Twilio: places a call against our server the way Twilio does, and plays what comes back.
+
+    POST /twilio/voice (form, signed) -> TwiML -> <Stream url> + <Parameter>s
+    WS upgrade to that url (signed over the wss:// url, mapped to --server)
+    -> connected, start (customParameters), media every 20 ms (string numbers, like Twilio) ...
+    <- media/mark/clear into a simulated playback buffer:
+         media  queues audio that plays in real time from when the buffer runs dry
+         mark   is echoed when the audio queued before it has played (at once if none)
+         clear  drops the queued audio and echoes every pending mark at once
+    -> stop, close
+
+Used by `tools/simcall.py` and the tests; a `CallScript` is a list of `Utterance`s (each after a
+pause, or barging in N ms after the server starts talking) plus DTMF, so later scripts extend it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from voicecall.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ULAW_SILENCE, read_wav_mulaw
+from voicecall.telephony.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMedia
+
+SILENT_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
+_JSON = msgspec.json.Encoder()
+
+
+@dataclass
+class Utterance:
+    """Caller speech: `mulaw` (or a WAV path) after `pause_before_ms` of silence, or, with
+    `barge_in_after_ms`, starting that long after the server's next audio begins."""
+
+    mulaw: bytes = b""
+    wav: str = ""
+    pause_before_ms: int = 0
+    barge_in_after_ms: int | None = None
+
+    def audio(self) -> bytes:
+        return self.mulaw if self.mulaw else read_wav_mulaw(self.wav)
+
+
+@dataclass
+class CallScript:
+    utterances: list[Utterance] = field(default_factory=list)
+    #: (ms after the stream starts, digit)
+    dtmf: list[tuple[int, str]] = field(default_factory=list)
+    #: silence after the last utterance (to hear the reply) before `stop`
+    tail_ms: int = 2000
+    #: hard limit on the whole call
+    max_s: float = 120.0
+
+
+@dataclass
+class MarkRecord:
+    name: str
+    received_ns: int
+    echoed_ns: int = 0
+    dropped: bool = False  # echoed because of `clear`, its audio never played
+
+
+@dataclass
+class CallReport:
+    call_sid: str = ""
+    stream_sid: str = ""
+    busy: bool = False
+    twiml: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    protocol_errors: list[str] = field(default_factory=list)
+    frames_sent: int = 0
+    media_received: int = 0
+    bytes_received: int = 0
+    clears: int = 0
+    heard_ms: int = 0
+    #: per utterance answered: end of caller speech -> first outbound audio, ms
+    response_ms: list[float] = field(default_factory=list)
+    #: per barge-in: caller speech start -> `clear` received, ms
+    barge_in_stop_ms: list[float] = field(default_factory=list)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+    #: most audio ever queued at "Twilio" ahead of playout, ms (the server's pacing bound)
+    max_buffered_ms: float = 0.0
+    closed_by: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+class TwilioBuffer:
+    """Twilio's outbound playback: audio plays in real time, marks echo at their position."""
+
+    def __init__(self, echo: Any) -> None:
+        self._echo = echo  # async (name) -> None
+        self.play_end_ns = 0
+        self.segments: list[tuple[int, bytes]] = []  # (start ns, audio); truncated by clear
+        self.pending: list[tuple[MarkRecord, asyncio.TimerHandle | None]] = []
+        self.marks: list[MarkRecord] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def media(self, audio: bytes, now_ns: int) -> None:
+        start = max(now_ns, self.play_end_ns)
+        self.segments.append((start, audio))
+        self.play_end_ns = start + len(audio) * 1_000_000_000 // SAMPLE_RATE
+
+    def mark(self, name: str, now_ns: int) -> None:
+        record = MarkRecord(name, now_ns)
+        self.marks.append(record)
+        loop = asyncio.get_running_loop()
+        delay = max(0, self.play_end_ns - now_ns) / 1e9
+        entry: list[Any] = [record, None]
+        timer = loop.call_later(delay, self._due, entry) if delay > 0 else None
+        self.pending.append((record, timer))
+        if timer is None:
+            self._due(entry)
+
+    def _due(self, entry: list[Any]) -> None:
+        record = entry[0]
+        self.pending = [(r, t) for r, t in self.pending if r is not record]
+        self._fire(record, dropped=False)
+
+    def clear(self, now_ns: int) -> None:
+        kept: list[tuple[int, bytes]] = []
+        for start, audio in self.segments:
+            if start >= now_ns:
+                continue
+            played = (now_ns - start) * SAMPLE_RATE // 1_000_000_000
+            kept.append((start, audio[:played]))
+        self.segments = kept
+        self.play_end_ns = now_ns
+        pending, self.pending = self.pending, []
+        for record, timer in pending:
+            if timer is not None:
+                timer.cancel()
+            self._fire(record, dropped=True)
+
+    def _fire(self, record: MarkRecord, dropped: bool) -> None:
+        record.echoed_ns = time.monotonic_ns()
+        record.dropped = dropped
+        task = asyncio.get_running_loop().create_task(self._echo(record.name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def heard(self, origin_ns: int) -> bytes:
+        """What the caller heard, laid on a timeline from `origin_ns` (gaps are silence)."""
+        out = bytearray()
+        for start, audio in self.segments:
+            at = max(0, (start - origin_ns) * SAMPLE_RATE // 1_000_000_000)
+            if at > len(out):
+                out.extend(bytes([ULAW_SILENCE]) * (at - len(out)))
+            out[at : at + len(audio)] = audio
+        return bytes(out)
+
+    def cancel(self) -> None:
+        for _, timer in self.pending:
+            if timer is not None:
+                timer.cancel()
+        self.pending = []
+        for task in self._tasks:
+            task.cancel()
+
+
+class SimulatedCall:
+    """One call from webhook to `stop`; the step methods exist so tests can misbehave on purpose."""
+
+    def __init__(self, server: str, *, public_url: str = "", auth_token: str = "", from_number: str = "+15550100001",
+                 to_number: str = "+15550100002", tick_ms: int = FRAME_MS, session: aiohttp.ClientSession | None = None) -> None:
+        self.server = server.rstrip("/")
+        self.public_url = (public_url or server).rstrip("/")
+        self.validator = RequestValidator(auth_token) if auth_token else None
+        self.from_number, self.to_number = from_number, to_number
+        self.frames_per_tick = max(1, tick_ms // FRAME_MS)
+        self._session = session
+        self.call_sid = new_sid("CA")
+        self.account_sid = new_sid("AC")
+        self.stream_sid = new_sid("MZ")
+        self.stream_url = ""
+        self.report = CallReport(call_sid=self.call_sid, stream_sid=self.stream_sid)
+        self.ws: ClientConnection | None = None
+        self.buffer = TwilioBuffer(self._echo_mark)
+        self.origin_ns = 0
+        self._seq = 0
+        self._chunk = 0
+        self._receiver: asyncio.Task[None] | None = None
+        self.first_audio_ns: list[int] = []  # first media after each moment we marked
+        self._await_audio_since: int | None = None
+        self.clear_ns: list[int] = []
+        self.server_audio = asyncio.Event()
+        self.received: list[Any] = []  # every decoded server message (tests inspect it)
+
+    # ------------------------------------------------------------------ webhook and connect
+
+    def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        return {"X-Twilio-Signature": self.validator.compute_signature(url, params)} if self.validator else {}
+
+    async def place(self, extra: dict[str, str] | None = None) -> int:
+        """POST the voice webhook like Twilio; returns the HTTP status (TwiML parsed on 200)."""
+        params = {"CallSid": self.call_sid, "AccountSid": self.account_sid, "From": self.from_number,
+                  "To": self.to_number, "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
+        params.update(extra or {})
+        headers = self.sign(self.public_url + "/twilio/voice", params)
+        session = self._session or aiohttp.ClientSession()
+        try:
+            async with session.post(self.server + "/twilio/voice", data=params, headers=headers) as resp:
+                self.report.twiml = await resp.text()
+                status = resp.status
+        finally:
+            if self._session is None:
+                await session.close()
+        if status == 200:
+            self._parse_twiml(self.report.twiml)
+        return status
+
+    def _parse_twiml(self, twiml: str) -> None:
+        root = ET.fromstring(twiml)
+        stream = root.find("./Connect/Stream")
+        if stream is None:
+            self.report.busy = root.find("Hangup") is not None
+            return
+        self.stream_url = stream.get("url", "")
+        self.report.parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+        if not self.stream_url.startswith("wss://") or "?" in self.stream_url:
+            self.report.protocol_errors.append(f"stream url {self.stream_url!r} is not a wss:// url without query")
+
+    def local_ws_url(self) -> str:
+        """The TwiML's public wss:// URL, pointed at the server we actually test."""
+        local = urlsplit(self.server)
+        path = urlsplit(self.stream_url).path if self.stream_url else "/twilio/media"
+        return f"{'wss' if local.scheme == 'https' else 'ws'}://{local.netloc}{path}"
+
+    async def connect(self, headers: dict[str, str] | None = None, start: bool = True) -> None:
+        """Open the Media Stream (signed over the public wss:// URL) and send connected + start."""
+        signed = self.stream_url or self.public_url.replace("http", "ws", 1) + "/twilio/media"
+        hdrs = {k.lower(): v for k, v in self.sign(signed, {}).items()}  # Twilio sends it lowercase here
+        hdrs.update(headers or {})
+        self.ws = await connect(self.local_ws_url(), additional_headers=hdrs, compression=None, max_size=2**20,
+                                open_timeout=10)
+        self.origin_ns = time.monotonic_ns()
+        self._receiver = asyncio.get_running_loop().create_task(self._receive())
+        await self.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        if start:
+            await self.send_start()
+
+    async def send_start(self, stream_sid: str | None = None) -> None:
+        await self.send_json({"event": "start", "sequenceNumber": self._next_seq(), "start": {
+            "accountSid": self.account_sid, "streamSid": stream_sid or self.stream_sid, "callSid": self.call_sid,
+            "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": self.report.parameters}, "streamSid": stream_sid or self.stream_sid})
+
+    # ------------------------------------------------------------------ sending (Twilio's numbers are strings)
+
+    def _next_seq(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        await self.send_text(_JSON.encode(obj).decode())
+
+    async def send_text(self, text: str) -> None:
+        assert self.ws is not None
+        await self.ws.send(text)
+
+    async def send_frame(self, frame: bytes, stream_sid: str | None = None) -> None:
+        self._chunk += 1
+        self.report.frames_sent += 1
+        await self.send_json({"event": "media", "sequenceNumber": self._next_seq(), "media": {
+            "track": "inbound", "chunk": str(self._chunk), "timestamp": str((self._chunk - 1) * FRAME_MS + 20),
+            "payload": base64.b64encode(frame).decode()}, "streamSid": stream_sid or self.stream_sid})
+
+    async def send_dtmf(self, digit: str) -> None:
+        await self.send_json({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": self._next_seq(),
+                              "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    async def _echo_mark(self, name: str) -> None:
+        try:
+            await self.send_json({"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
+                                  "mark": {"name": name}})
+        except ConnectionClosed:
+            pass
+
+    async def stop(self) -> None:
+        await self.send_json({"event": "stop", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid,
+                              "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        await self._finish()
+
+    async def vanish(self) -> None:
+        """Drop the TCP connection without `stop` or a close frame (a crashed peer)."""
+        if self.ws is not None:
+            self.ws.transport.abort()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        if self._receiver is not None:
+            try:
+                await asyncio.wait_for(self._receiver, 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._receiver.cancel()
+        self.buffer.cancel()
+        self.report.clears = len(self.clear_ns)
+        self.report.marks = [{"name": m.name, "dropped": m.dropped,
+                              "echo_after_ms": round((m.echoed_ns - m.received_ns) / 1e6, 1) if m.echoed_ns else None}
+                             for m in self.buffer.marks]
+        self.report.heard_ms = len(self.heard()) * 1000 // SAMPLE_RATE
+
+    def heard(self) -> bytes:
+        return self.buffer.heard(self.origin_ns)
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                self._on_message(raw, time.monotonic_ns())
+            self.report.closed_by = f"server ({self.ws.close_code})"
+        except ConnectionClosed as exc:
+            self.report.closed_by = f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+
+    def _on_message(self, raw: str | bytes, now: int) -> None:
+        errors = self.report.protocol_errors
+        if isinstance(raw, bytes):
+            errors.append("binary frame from the server (Twilio error 31950)")
+            return
+        try:
+            msg = OUTBOUND_DECODER.decode(raw)
+        except msgspec.DecodeError as exc:
+            errors.append(f"invalid message (Twilio error 31951): {exc}: {raw[:80]}")
+            return
+        self.received.append(msg)
+        if msg.stream_sid != self.stream_sid:
+            errors.append(f"wrong streamSid {msg.stream_sid!r} in {type(msg).__name__}")
+            return
+        if isinstance(msg, OutMedia):
+            try:
+                audio = base64.b64decode(msg.media.payload, validate=True)
+            except binascii.Error:
+                errors.append("media payload is not base64")
+                return
+            if len(audio) != FRAME_BYTES:
+                errors.append(f"outbound media of {len(audio)} bytes, not 160 (20 ms)")
+            self.report.media_received += 1
+            self.report.bytes_received += len(audio)
+            if self._await_audio_since is not None:
+                self.report.response_ms.append(round((now - self._await_audio_since) / 1e6, 1))
+                self._await_audio_since = None
+            if not self.server_audio.is_set():
+                self.first_audio_ns.append(now)
+                self.server_audio.set()
+            self.buffer.media(audio, now)
+            ahead = (self.buffer.play_end_ns - now) / 1e6
+            if ahead > self.report.max_buffered_ms:
+                self.report.max_buffered_ms = round(ahead, 1)
+        elif isinstance(msg, OutMark):
+            self.buffer.mark(msg.mark.name, now)
+        elif isinstance(msg, OutClear):
+            self.clear_ns.append(now)
+            self.buffer.clear(now)
+
+    # ------------------------------------------------------------------ a whole call
+
+    async def stream_audio(self, mulaw: bytes) -> tuple[int, int]:
+        """Send caller audio paced in real time (`tick_ms` per wake-up); returns (start, end) ns."""
+        frames = [mulaw[i : i + FRAME_BYTES] for i in range(0, len(mulaw), FRAME_BYTES)]
+        if frames and len(frames[-1]) < FRAME_BYTES:
+            frames[-1] += SILENT_FRAME[len(frames[-1]) :]
+        return await self._paced(frames)
+
+    async def silence(self, ms: int) -> None:
+        await self._paced([SILENT_FRAME] * (ms // FRAME_MS))
+
+    async def _paced(self, frames: list[bytes]) -> tuple[int, int]:
+        start = time.monotonic_ns()
+        for i, frame in enumerate(frames):
+            if i and i % self.frames_per_tick == 0:
+                due = start + i * FRAME_MS * 1_000_000
+                delay = (due - time.monotonic_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await self.send_frame(frame)
+        end = start + len(frames) * FRAME_MS * 1_000_000
+        delay = (end - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return start, time.monotonic_ns()
+
+    async def run(self, script: CallScript) -> CallReport:
+        """Webhook, stream, the script's utterances and DTMF, tail, `stop`; returns the report."""
+        try:
+            async with asyncio.timeout(script.max_s):
+                status = await self.place()
+                if status != 200:
+                    self.report.protocol_errors.append(f"webhook answered HTTP {status}")
+                    return self.report
+                if not self.stream_url:
+                    return self.report  # busy: <Say> + <Hangup/>
+                await self.connect()
+                dtmf = sorted(script.dtmf)
+                for utt in script.utterances:
+                    await self._utterance(utt, dtmf)
+                await self.silence(script.tail_ms)
+                for _, digit in dtmf:
+                    await self.send_dtmf(digit)
+                await self.stop()
+        except TimeoutError:
+            self.report.protocol_errors.append(f"call did not finish within {script.max_s} s")
+        except (ConnectionClosed, OSError) as exc:
+            self.report.protocol_errors.append(f"connection lost: {exc!r}")
+        finally:
+            await self.close()
+        return self.report
+
+    async def _utterance(self, utt: Utterance, dtmf: list[tuple[int, str]]) -> None:
+        audio = utt.audio()
+        if utt.barge_in_after_ms is not None:
+            # Caller keeps quiet until the server talks, then talks over it.
+            while not self.server_audio.is_set():
+                await self.silence(FRAME_MS * self.frames_per_tick)
+            talk_at = self.first_audio_ns[-1] + utt.barge_in_after_ms * 1_000_000
+            while time.monotonic_ns() < talk_at:
+                await self.silence(FRAME_MS)
+            clears_before = len(self.clear_ns)
+            start, _ = await self._speak(audio, dtmf)
+            later = [t for t in self.clear_ns[clears_before:] if t >= start]
+            if later:
+                self.report.barge_in_stop_ms.append(round((later[0] - start) / 1e6, 1))
+            return
+        if utt.pause_before_ms:
+            await self.silence(utt.pause_before_ms)
+        await self._speak(audio, dtmf)
+
+    async def _speak(self, audio: bytes, dtmf: list[tuple[int, str]]) -> tuple[int, int]:
+        while dtmf and (time.monotonic_ns() - self.origin_ns) / 1e6 >= dtmf[0][0]:
+            await self.send_dtmf(dtmf.pop(0)[1])
+        self._await_audio_since = None
+        start, end = await self.stream_audio(audio)
+        # From the end of this speech, the next server audio is its answer.
+        self.server_audio.clear()
+        self._await_audio_since = end
+        return start, end
