@@ -263,6 +263,10 @@ class _Attached:
         self._mask = spec.capacity - 1
         self._bell = spec.doorbell
         self._fd = spec.doorbell.fd
+        # An end dropped without close(): release our views before SharedMemory.__del__ runs,
+        # or it fails with "cannot close exported pointers exist".
+        self._views: list[memoryview | dict] = [self._q]
+        self._finalizer = weakref.finalize(self, _detach, self._shm, self._views)
 
     @property
     def closed(self) -> bool:
@@ -275,17 +279,24 @@ class _Attached:
         """Detach this process's mapping (the doorbell fd is shared with the spec's owner)."""
         if self._shm is None:
             return
-        self._release_views()
-        self._q.release()
         self._buf = None  # type: ignore[assignment]
         self._mm = None
-        try:
-            self._shm.close()
-        except BufferError:
-            pass
         self._shm = None
+        self._finalizer()
 
-    def _release_views(self) -> None:
+
+def _detach(shm: shared_memory.SharedMemory, views: list[memoryview | dict]) -> None:
+    """Release our views (and close a consumer's epoll objects), then unmap."""
+    for view in views:
+        if isinstance(view, memoryview):
+            view.release()
+        else:
+            for poller in view.values():
+                poller.close()
+            view.clear()
+    try:
+        shm.close()
+    except BufferError:  # a view someone else took from our buffer is still alive
         pass
 
 
@@ -440,13 +451,10 @@ class RingConsumer(_Attached):
         self._u32 = self._buf.cast("I")
         self._peak = self._q[_PEAK_USED_C]
         self._pollers: dict[tuple[int, ...], select.epoll] = {}
+        self._views += [self._u32, self._pollers]  # released by _detach (never a bound method: no cycle)
         # A consumer that died parked leaves parked=1 and maybe a rung bell: start clean.
         self._q[_PARKED] = 0
         self._drain()
-
-    def _release_views(self) -> None:
-        self._u32.release()
-        self._close_pollers()
 
     @property
     def fileno(self) -> int:
