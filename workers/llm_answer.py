@@ -1,0 +1,101 @@
+"""One turn, start to finish: the primary backend, and the fallback when it cannot answer in time.
+
+    primary.stream(prompt) --first text within first_token_timeout_s?--> stream to the caller
+          | fails, stalls, or says nothing before its first text
+          v
+    fallback (llm.fallback): "faq" -> the knowledge file's answer, "apology" -> llm.apology,
+    "none" -> GenerationFailed (telephony speaks its canned apology)
+
+Once text has reached the caller there is no switching voices mid-sentence: a primary that
+fails after its first text ends the turn with `finish_reason="error"` and what was said stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from workers.config import LlmConfig
+from workers.llm_backend import Backend, BackendError, Piece, Prompt
+from workers.llm_turns import TurnOutput
+
+log = logging.getLogger("voicecall.llm")
+
+
+class TurnAnswerer:
+    """Runs turns on the worker's asyncio loop with a primary backend and an optional faq fallback."""
+
+    def __init__(self, config: LlmConfig, primary: Backend, faq: Backend | None) -> None:
+        self.config = config
+        self.primary = primary
+        self.faq = faq
+
+    async def answer(self, out: TurnOutput, prompt: Prompt) -> None:
+        why = await self._try(self.primary, out, prompt, self.config.first_token_timeout_s)
+        if why is None:
+            return
+        log.warning("call %d turn %d: %s backend could not answer (%s); falling back to %s",
+                    out.call_id, out.turn_id, self.primary.name, why, self.config.fallback)
+        if self.config.fallback == "faq" and self.faq is not None and self.faq is not self.primary:
+            if await self._try(self.faq, out, prompt, None, fallback=True) is None:
+                return
+        if self.config.fallback == "none":
+            out.failed(f"{self.primary.name}: {why}", self.primary.name)
+            return
+        out.say(self.config.apology)
+        out.done("stop", "apology", fallback=True)
+
+    async def _try(self, backend: Backend, out: TurnOutput, prompt: Prompt, first_timeout_s: float | None,
+                   fallback: bool = False) -> str | None:
+        """Stream `backend` into `out`; None when the turn was answered, else why it was not."""
+        stream = backend.stream(prompt)
+        finish = "stop"
+        try:
+            deadline = None if first_timeout_s is None else time.monotonic() + first_timeout_s
+            while True:
+                try:
+                    piece = await _next_piece(stream, deadline)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    return f"no first token within {first_timeout_s:.1f} s (llm.first_token_timeout_s)"
+                self._account(out, piece)
+                if piece.text and not out.say(piece.text):
+                    return None  # cancelled: say nothing more, not even Done
+                if out.spoken:
+                    deadline = None
+                if piece.finish_reason is not None:
+                    finish = piece.finish_reason
+        except BackendError as exc:
+            if not out.spoken:
+                return str(exc)
+            log.warning("call %d turn %d: %s failed mid-reply: %s", out.call_id, out.turn_id, backend.name, exc)
+            finish = "error"
+        except Exception as exc:  # noqa: BLE001 - a backend bug must cost one turn, not the worker
+            log.exception("call %d turn %d: %s backend crashed", out.call_id, out.turn_id, backend.name)
+            if not out.spoken:
+                return f"{type(exc).__name__}: {exc}"
+            finish = "error"
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if not out.spoken and not out.end_call and finish != "abort":
+            return f"empty reply (finish_reason={finish})"
+        out.done(finish, backend.name, fallback)
+        return None
+
+    @staticmethod
+    def _account(out: TurnOutput, piece: Piece) -> None:
+        out.completion_tokens += piece.tokens
+        if piece.completion_tokens is not None:
+            out.completion_tokens = piece.completion_tokens
+        if piece.prompt_tokens is not None:
+            out.prompt_tokens = piece.prompt_tokens
+        out.end_call = out.end_call or piece.end_call
+
+
+async def _next_piece(stream: AsyncIterator[Piece], deadline: float | None) -> Piece:
+    if deadline is None:
+        return await anext(stream)
+    return await asyncio.wait_for(anext(stream), max(0.0, deadline - time.monotonic()))
