@@ -1,6 +1,6 @@
 """The softphone views on a real aiohttp server: routes, the access rule, the event feed, /calls.json.
 
-The call registry is a stand-in fed with synthetic events (the real `CallSession`s need workers);
+The call registry is a stand-in (`tests/call_registry.py`) fed with synthetic events (the real `CallSession`s need workers);
 the records are a real SQLite database written by `CallRecords`.
 """
 
@@ -17,43 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
+from tests.call_registry import StubRegistry, StubSession
 from voicecall.config import Config
 from voicecall.records import CallRecords
 from voicecall.telephony.call_feed import Subscriber
-from voicecall.telephony.session import CallInfo
 from voicecall.telephony.views import TOKEN_COOKIE, add_views, softphone_allowed
 
 TOKEN_ENV = "VOICECALL_SOFTPHONE_TOKEN"
 PROXIED = {"X-Forwarded-For": "203.0.113.9"}  # how a non-loopback visitor looks behind a local proxy
-
-
-class FakeSession:
-    def __init__(self, call_id: int, call_sid: str) -> None:
-        self.call_id = call_id
-        self.info = CallInfo(call_sid=call_sid, stream_sid="MZ" + call_sid[2:])
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"call_id": self.call_id, "call_sid": self.info.call_sid, "from": "", "state": "listening",
-                "turns": 1, "barge_ins": 0, "age_s": 1.0, "last_latency_ms": {"voice_to_voice": 612.0}}
-
-
-class FakeConversations:
-    """The slice of `Conversations` the views use: sessions, listeners, snapshot."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[int, FakeSession] = {}
-        self._listeners: list[Any] = []
-
-    @property
-    def listeners(self) -> list[Any]:
-        return self._listeners
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [s.snapshot() for s in self.sessions.values()]
-
-    def emit(self, call_id: int, kind: str, data: dict[str, Any]) -> None:
-        for listener in self._listeners:
-            listener(call_id, kind, data)
 
 
 def _config(tmp_path: Path, softphone: bool = True) -> Config:
@@ -63,7 +34,7 @@ def _config(tmp_path: Path, softphone: bool = True) -> Config:
     return cfg
 
 
-async def _client(cfg: Config, conv: FakeConversations) -> TestClient:
+async def _client(cfg: Config, conv: StubRegistry) -> TestClient:
     app = web.Application()
     add_views(app, conv, cfg)
     client = TestClient(TestServer(app, host="127.0.0.1"))
@@ -110,7 +81,7 @@ def test_token_in_query_is_accepted_for_remote_clients(tmp_path: Path, monkeypat
 
 def test_pages_and_static_files_for_loopback(tmp_path: Path) -> None:
     async def main() -> None:
-        client = await _client(_config(tmp_path), FakeConversations())
+        client = await _client(_config(tmp_path), StubRegistry())
         try:
             r = await client.get("/")
             assert r.status == 200 and "text/html" in r.headers["Content-Type"]
@@ -135,7 +106,7 @@ def test_remote_clients_need_the_token_everywhere(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv(TOKEN_ENV, "s3cret")
 
     async def main() -> None:
-        client = await _client(_config(tmp_path), FakeConversations())
+        client = await _client(_config(tmp_path), StubRegistry())
         try:
             for path in ("/", "/calls", "/calls.json", "/static/softphone.js"):
                 r = await client.get(path, headers=PROXIED)
@@ -163,14 +134,14 @@ def test_remote_clients_need_the_token_everywhere(tmp_path: Path, monkeypatch: p
 
 def test_cross_site_socket_and_disabled_softphone_are_refused(tmp_path: Path) -> None:
     async def main() -> None:
-        client = await _client(_config(tmp_path), FakeConversations())
+        client = await _client(_config(tmp_path), StubRegistry())
         try:
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await client.ws_connect("/softphone/events", headers={"Origin": "http://evil.example"})
             assert exc.value.status == 403
         finally:
             await client.close()
-        client = await _client(_config(tmp_path, softphone=False), FakeConversations())
+        client = await _client(_config(tmp_path, softphone=False), StubRegistry())
         try:
             r = await client.get("/")
             assert r.status == 404 and "server.softphone" in await r.text()
@@ -181,9 +152,9 @@ def test_cross_site_socket_and_disabled_softphone_are_refused(tmp_path: Path) ->
 
 
 def test_events_follow_one_call_or_all(tmp_path: Path) -> None:
-    conv = FakeConversations()
-    conv.sessions[1] = FakeSession(1, "CA" + "1" * 32)
-    conv.sessions[2] = FakeSession(2, "CA" + "2" * 32)
+    conv = StubRegistry()
+    conv.sessions[1] = StubSession(1, "CA" + "1" * 32)
+    conv.sessions[2] = StubSession(2, "CA" + "2" * 32)
 
     async def main() -> None:
         client = await _client(_config(tmp_path), conv)
@@ -245,8 +216,8 @@ def _record_ended_call(db: Path) -> None:
 
 def test_calls_json_has_live_calls_and_ended_waterfalls(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
-    conv = FakeConversations()
-    conv.sessions[7] = FakeSession(7, "CA" + "7" * 32)
+    conv = StubRegistry()
+    conv.sessions[7] = StubSession(7, "CA" + "7" * 32)
 
     async def main() -> None:
         client = await _client(cfg, conv)
@@ -273,7 +244,7 @@ def test_calls_json_has_live_calls_and_ended_waterfalls(tmp_path: Path) -> None:
 
 def test_shutdown_closes_event_sockets_at_once(tmp_path: Path) -> None:
     async def main() -> None:
-        client = await _client(_config(tmp_path), FakeConversations())
+        client = await _client(_config(tmp_path), StubRegistry())
         ws = await client.ws_connect("/softphone/events")
         await ws.receive_json(timeout=5)
         t0 = time.monotonic()
@@ -288,8 +259,8 @@ def test_shutdown_closes_event_sockets_at_once(tmp_path: Path) -> None:
 
 def test_event_json_is_plain(tmp_path: Path) -> None:
     """What the page gets can be parsed by any JSON reader (no msgspec-only types)."""
-    conv = FakeConversations()
-    conv.sessions[3] = FakeSession(3, "CA" + "3" * 32)
+    conv = StubRegistry()
+    conv.sessions[3] = StubSession(3, "CA" + "3" * 32)
 
     async def main() -> None:
         client = await _client(_config(tmp_path), conv)
