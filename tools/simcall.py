@@ -59,7 +59,7 @@ def build_script(args: argparse.Namespace) -> CallScript:
         utterances.append(barge)
     if args.duration_s:  # keep talking (speech, pause, echo) until the duration is filled
         speech_ms = len(speech.audio()) // 8  # 8 mu-law bytes per ms
-        one = (2 * speech_ms + args.pause_ms + 400) / 1000  # speech, its echo, the pauses around it
+        one = (speech_ms + args.pause_ms) / 1000  # the server's answer plays during the next pause
         utterances = [Utterance(mulaw=speech.audio(), pause_before_ms=args.pause_ms)] * max(1, int(args.duration_s / one))
     dtmf = [(int(at), d) for at, d in (item.split(":") for item in args.dtmf.split(",") if item)] if args.dtmf else []
     return CallScript(utterances=utterances, dtmf=dtmf, tail_ms=args.tail_ms, max_s=args.duration_s + 60 if args.duration_s else 120)

@@ -1,6 +1,6 @@
 """Run the telephony app alone, without workers: manual tests and the CPU-per-call benchmark.
 
-    python -m voicecall.telephony.server --config configs/cpu.toml --echo
+    python -m voicecall.telephony.server --config configs/cpu.toml --echo [--max-calls 200]
 
 `--echo` answers every call with `EchoHandler` (the caller hears their own words back);
 without it calls are accepted and stay silent.
@@ -43,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", action="store_true", help="echo each caller utterance back (EchoHandler)")
     parser.add_argument("--host", help="override server.host")
     parser.add_argument("--port", type=int, help="override server.port")
+    parser.add_argument("--max-calls", type=int, help="override server.max_calls (the benchmark needs 200)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     if args.host is not None:
         cfg.server.host = args.host
     if args.port is not None:
         cfg.server.port = args.port
+    if args.max_calls is not None:
+        cfg.server.max_calls = args.max_calls
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     factory: CallHandlerFactory = EchoHandler if args.echo else NullHandler
 

@@ -1,0 +1,51 @@
+"""The simulator CLI end to end: WAV in, barge-in, DTMF, WAV out, percentiles, CPU sampling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tests.telephony_fixtures import config, running_server
+from tools import simcall
+from voicecall.audio import read_wav_mulaw, ulaw_decode, write_mulaw_wav
+
+
+def _args(server: str, **over: object) -> argparse.Namespace:
+    parser_defaults = dict(server=server, public_url="", auth_token="", wav="", tone_ms=500, pause_ms=100,
+                           barge_in_wav="", barge_in_after_ms=None, dtmf="", tail_ms=1200, out="", calls=1,
+                           ramp_s=0.0, duration_s=0.0, tick_ms=20, cpu_pid=0, settle_s=0.2, measure_s=0.5)
+    parser_defaults.update(over)
+    return argparse.Namespace(**parser_defaults)
+
+
+def test_one_call_with_wav_barge_in_and_dtmf(tmp_path: Path) -> None:
+    wav = tmp_path / "caller.wav"
+    write_mulaw_wav(wav, simcall.tone_mulaw(600, 300.0))
+    out = tmp_path / "heard.wav"
+
+    async def main() -> dict:
+        async with running_server(config()) as (url, _):
+            return await simcall.run_calls(_args(url, wav=str(wav), barge_in_after_ms=200, dtmf="50:4", out=str(out)))
+
+    report = asyncio.run(main())
+    assert report["protocol_errors"] == []
+    assert len(report["response_ms"]) == 2 and all(250 <= ms <= 600 for ms in report["response_ms"])
+    assert len(report["barge_in_stop_ms"]) == 1 and report["barge_in_stop_ms"][0] < 250
+    assert report["clears"] == 1
+    heard = ulaw_decode(read_wav_mulaw(out)).astype(np.float64)
+    assert np.sqrt(np.mean(heard**2)) > 300  # the echo of the caller's tone reached the "caller"
+
+
+def test_many_calls_report_percentiles_and_cpu() -> None:
+    async def main() -> dict:
+        async with running_server(config()) as (url, _):
+            return await simcall.run_calls(_args(url, calls=5, ramp_s=0.2, cpu_pid=os.getpid(), tick_ms=40))
+
+    report = asyncio.run(main())
+    assert report["calls"] == 5 and report["calls_with_errors"] == 0
+    assert report["response_ms"]["n"] == 5
+    assert report["cpu"]["live_calls"] == 5 and report["cpu"]["cpu_percent_per_call"] >= 0
