@@ -197,3 +197,38 @@ def test_fifty_concurrent_streams() -> None:
             assert len({r.stream_sid for r in reports}) == 50
 
     asyncio.run(main())
+
+
+def test_idle_oversize_and_shutdown_end_streams_cleanly() -> None:
+    RecordingHandler.instances.clear()
+
+    async def main() -> None:
+        async with running_server(config(idle_timeout_s=0.3, max_ws_message_bytes=4096),
+                                  factory=RecordingHandler) as (url, _):
+            quiet = SimulatedCall(url)
+            await quiet.place()
+            await quiet.connect()
+            await asyncio.sleep(0.8)  # says nothing: idle timeout
+            await quiet.close()
+            big = SimulatedCall(url)
+            await big.place()
+            await big.connect()
+            await big.send_text('{"event": "media", "pad": "' + "x" * 8000 + '"}')  # over the limit
+            await asyncio.sleep(0.2)
+            await big.close()
+            live = SimulatedCall(url)
+            await live.place()
+            await live.connect()
+            await live.send_frame(tone(20))
+            await asyncio.sleep(0.1)
+            t0 = time.monotonic()
+        # leaving the context shut the server down with `live` still connected
+        assert time.monotonic() - t0 < 3.0
+        await live.close()
+        reasons = [h.closed for h in RecordingHandler.instances]
+        assert reasons[0] == ["idle timeout"]
+        assert reasons[1] and reasons[1][0] != "stop"
+        assert reasons[2] == ["server shutting down"]
+        assert live.report.closed_by.startswith("server (1000)")
+
+    asyncio.run(main())
