@@ -42,7 +42,7 @@ def _recv(conn, timeout: float, what: str):  # noqa: ANN001, ANN202
 
 
 def test_stress_spawned_producer_and_consumer(seed: int) -> None:
-    count = 200_000
+    count = 300_000
     with OwnedRing("stress", 1 << 16) as ring:
         p_recv, p_send = CTX.Pipe(duplex=False)
         c_recv, c_send = CTX.Pipe(duplex=False)
