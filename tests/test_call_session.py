@@ -47,10 +47,10 @@ class FakePort:
         self.clears = 0
         self.hung_up: str | None = None
 
-    def play(self, mulaw: bytes) -> None:
+    def play(self, mulaw: bytes, turn_id: int | None = None) -> None:
         self.played.append(mulaw)
 
-    def mark(self, name: str) -> None:
+    def mark(self, name: str, turn_id: int | None = None) -> None:
         self.marks.append(name)
 
     def clear(self) -> None:

@@ -188,6 +188,7 @@ def _apply_device_env(spec: WorkerSpec) -> None:
         os.environ.setdefault(var, threads)
     os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices if spec.device == "cuda" else ""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # model libraries' bars; we report load progress ourselves
     if spec.device == "cpu":  # embedded models ship in packages; never reach for a hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.update(spec.env)

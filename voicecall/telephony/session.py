@@ -63,8 +63,8 @@ class CallState(enum.Enum):
 class MediaPort(Protocol):
     """What a session needs from the media stream (the Twilio WebSocket)."""
 
-    def play(self, mulaw: bytes) -> None: ...
-    def mark(self, name: str) -> None: ...
+    def play(self, mulaw: bytes, turn_id: int | None = None) -> None: ...
+    def mark(self, name: str, turn_id: int | None = None) -> Any: ...
     def clear(self) -> None: ...
     async def hang_up(self, reason: str) -> None: ...
 
@@ -377,13 +377,13 @@ class CallSession:
                 PlaybackState(call_id=self.call_id, turn_id=self.reply.turn_id, playing=True, ts_ns=time.monotonic_ns()),
                 self.call_id, self.reply.turn_id,
             )
-        self.port.play(mulaw)
+        self.port.play(mulaw, self.reply.turn_id if self.reply is not None else None)
 
     def _place_mark(self, sentence: Any) -> None:
         assert self.reply is not None
         self._mark_counter += 1
         sentence.mark = f"t{self.reply.turn_id}-s{sentence.seq}-{self._mark_counter}"
-        self.port.mark(sentence.mark)
+        self.port.mark(sentence.mark, self.reply.turn_id)
 
     # ------------------------------------------------------------------ reply bookkeeping
 
@@ -416,6 +416,9 @@ class CallSession:
         if reply.turn_id > 0:
             self.conversation.add_agent(reply)
             self.turns_answered += 1
+        sent_ns = getattr(self.port, "first_sent_ns", {}).get(reply.turn_id)
+        if sent_ns and self._audio_seen_for_reply:
+            self.stamps["first_media_sent_ns"] = sent_ns  # when the frame really left, not when queued
         stamps = dict(self.stamps)
         if record and self.deps.records is not None:
             self.deps.records.turn(

@@ -1,0 +1,177 @@
+"""Every live call of the telephony process: creates sessions, fans worker status out to them.
+
+`Conversations` owns the process-wide pieces a call needs (worker links, records, metrics, the
+canned greeting/apology audio) and the set of live `CallSession`s, so draining and `/calls`
+have one place to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+from ipc.ring import Record
+from voicecall.config import Config
+from voicecall.records import CallRecords
+from voicecall.telephony.canned import CANNED_CALL_ID, CannedAudio
+from voicecall.telephony.links import WorkerLinks
+from voicecall.telephony.metrics import CallMetrics
+from voicecall.telephony.session import CallInfo, CallSession, MediaPort, SessionDeps
+
+log = logging.getLogger("voicecall.telephony")
+
+
+class Conversations:
+    """The registry of live calls and the services they share."""
+
+    def __init__(self, cfg: Config, links: WorkerLinks, records: CallRecords | None, metrics: CallMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.links = links
+        self.metrics = metrics or CallMetrics()
+        self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology)
+        self.deps = SessionDeps(cfg=cfg, links=links, records=records, metrics=self.metrics, canned=self.canned)
+        self.sessions: dict[int, CallSession] = {}
+        self._ids = itertools.count(1)
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        from voicecall.telephony.hangup import twilio_credentials
+
+        self.credentials = twilio_credentials(cfg.server.account_sid_env, cfg.server.auth_token_env)
+        links.status_listeners.append(self._on_worker_status)
+        links.register(CANNED_CALL_ID, self._on_canned)
+
+    @property
+    def listeners(self) -> list[Any]:
+        """Observers of call events (the softphone transcript and /calls views)."""
+        return self.deps.listeners
+
+    def _on_canned(self, worker: str, rec: Record, msg: Any) -> None:
+        if worker == "tts":
+            self.canned.on_record(rec, msg)
+
+    def _on_worker_status(self, worker: str, state: str, detail: str) -> None:
+        if state == "restarting":
+            self.metrics.worker_restarts.labels(worker).inc()
+        if worker == "tts" and state == "ready":
+            for req in self.canned.requests():  # (re)synthesize the greeting and apology
+                self.links["tts"].send(req, CANNED_CALL_ID, req.turn_id, req.seq)
+        for session in list(self.sessions.values()):
+            session.on_worker_status(worker, state)
+
+    def accepting(self) -> bool:
+        return self.links.ready() and len(self.sessions) < self.cfg.server.max_calls
+
+    def open(self, info: CallInfo, port: MediaPort) -> CallSession:
+        """Start the conversation of a new call (greeting included)."""
+        session = CallSession(next(self._ids), info, port, self.deps)
+        self.sessions[session.call_id] = session
+        self._empty.clear()
+        session.start()
+        return session
+
+    async def close(self, session: CallSession, reason: str) -> None:
+        await session.close(reason)
+        self.sessions.pop(session.call_id, None)
+        if not self.sessions:
+            self._empty.set()
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Own a background task until it finishes (cancelled by `cancel_tasks`)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def handler_factory(self) -> ConversationHandler:
+        """The `CallHandlerFactory` given to `create_app`."""
+        return ConversationHandler(self)
+
+    def count(self) -> int:
+        return len(self.sessions)
+
+    async def wait_empty(self, timeout_s: float) -> bool:
+        """True if every call ended within `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def end_all(self, reason: str) -> None:
+        """End every live call politely (the apology, then hang up)."""
+        for session in list(self.sessions.values()):
+            session.end_reason = reason
+            await session.port.hang_up(reason)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [s.snapshot() for s in self.sessions.values()]
+
+
+class StreamPort:
+    """A CallSession's view of its MediaStream; hang-up goes through Twilio's REST API when it can."""
+
+    def __init__(self, stream: Any, call_sid: str, credentials: tuple[str, str] | None) -> None:
+        self._stream = stream
+        self._call_sid = call_sid
+        self._credentials = credentials
+        self.first_sent_ns: dict[int, int] = stream.first_sent_ns
+
+    def play(self, mulaw: bytes, turn_id: int | None = None) -> None:
+        self._stream.play(mulaw, turn_id)
+
+    def mark(self, name: str, turn_id: int | None = None) -> None:
+        self._stream.mark(name, turn_id)
+
+    def clear(self) -> None:
+        self._stream.clear()
+
+    async def hang_up(self, reason: str) -> None:
+        if self._credentials and self._call_sid:
+            from voicecall.telephony.hangup import complete_call
+
+            if await complete_call(self._call_sid, self._credentials):
+                return  # Twilio sends `stop` and closes the stream itself
+        await self._stream.hang_up(reason)
+
+
+class ConversationHandler:
+    """The real `CallHandler`: one per Media Stream, mapping its events onto a `CallSession`."""
+
+    def __init__(self, conversations: Conversations) -> None:
+        self._conversations = conversations
+        self.session: CallSession | None = None
+
+    def on_start(self, stream: Any, start: Any) -> None:
+        info = start.start
+        params = info.custom_parameters or {}
+        call = CallInfo(call_sid=info.call_sid or params.get("CallSid", ""), stream_sid=info.stream_sid,
+                        from_number=params.get("From", ""), to_number=params.get("To", ""))
+        if not self._conversations.links.ready():
+            log.warning("stream %s arrived while not ready: hanging up", info.stream_sid)
+            self._conversations.metrics.calls_refused.inc()
+            task = asyncio.get_running_loop().create_task(stream.hang_up("not ready"))
+            self._conversations.track(task)
+            return
+        port = StreamPort(stream, call.call_sid, self._conversations.credentials)
+        self.session = self._conversations.open(call, port)
+
+    def on_media(self, frame: bytes, chunk: int, media_ms: int, arrival_ns: int) -> None:
+        if self.session is not None:
+            self.session.on_media(frame, chunk, media_ms, arrival_ns)
+
+    def on_mark(self, mark: Any) -> None:
+        if self.session is not None:
+            self.session.on_mark(mark.name, mark.played, mark.done_ns or None)
+
+    def on_dtmf(self, digit: str) -> None:
+        if self.session is not None:
+            self.session.on_dtmf(digit)
+
+    async def on_close(self, reason: str) -> None:
+        if self.session is not None:
+            await self._conversations.close(self.session, reason)

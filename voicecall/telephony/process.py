@@ -1,0 +1,171 @@
+"""The telephony process: aiohttp server + worker links + the supervisor's control channel.
+
+It binds its port at once so `/healthz` answers while the workers load (503 until every
+worker is ready; calls meanwhile get a polite busy answer). The control channel is read on
+the event loop through `loop.add_reader`; no thread polls anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ipc.channel import ChannelClosed, ControlChannel
+from ipc.messages import Drain, Drained, HealthCheck, HealthReply, Ready, Stop, ToChild, WorkerStatus
+from voicecall.config import Config
+from voicecall.telephony.links import WorkerLinks
+from voicecall.topology import TelephonySpec
+from workers.base import configure_child_logging, enter_own_process_group, start_death_watch
+
+log = logging.getLogger("voicecall.telephony")
+
+
+def telephony_main(spec: TelephonySpec) -> None:
+    """Entry point of the telephony process (spawn target)."""
+    enter_own_process_group()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates shutdown
+    configure_child_logging("telephony", spec.log_level)
+    if spec.death is not None:
+        start_death_watch("telephony", spec.death)
+    cfg = msgspec.json.decode(spec.config_json, type=Config)
+    code = 0
+    try:
+        asyncio.run(TelephonyProcess(cfg, spec).run())
+    except Exception:
+        log.exception("telephony failed")
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class TelephonyProcess:
+    """Owns the web server, the worker links and the control loop of one telephony incarnation."""
+
+    def __init__(self, cfg: Config, spec: TelephonySpec) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        assert spec.control is not None
+        self.control = ControlChannel(spec.control, ToChild)
+        self.links = WorkerLinks(spec.rings)
+        self._stop = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
+        self.app: web.Application | None = None
+        self.conversations: Any = None
+        self.records: Any = None
+
+    async def run(self) -> None:
+        t0 = time.monotonic()
+        from voicecall.records import CallRecords
+        from voicecall.telephony.app import create_app
+        from voicecall.telephony.calls import Conversations
+        from voicecall.telephony.security import check_bind
+        from voicecall.telephony.views import add_views
+
+        check_bind(self.cfg.server)
+        self.links.start()
+        self.records = CallRecords(self.cfg.records.db_path)
+        self.conversations = Conversations(self.cfg, self.links, self.records)
+        self.app = create_app(self.cfg, handler_factory=self.conversations.handler_factory, readiness=self.links.readiness)
+        add_views(self.app, self.conversations, self.cfg)
+        add_observability(self.app, self.conversations, self.links)
+        runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.server.host, self.cfg.server.port, reuse_address=True)
+        await site.start()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.control.fileno(), self._on_control)
+        self.control.send(Ready(worker="telephony", load_s=time.monotonic() - t0,
+                                detail=f"listening on {self.cfg.server.host}:{self.cfg.server.port}"))
+        try:
+            await self._stop.wait()
+        finally:
+            loop.remove_reader(self.control.fileno())
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+            await runner.cleanup()  # closes live streams; their sessions close and record the end
+            self.conversations.cancel_tasks()
+            self.records.close()
+            self.links.close()
+
+    def _on_control(self) -> None:
+        try:
+            while self.control.poll(0):
+                self._handle(self.control.recv())
+        except ChannelClosed:
+            log.warning("supervisor channel closed; stopping")
+            self._stop.set()
+
+    def _handle(self, msg: object) -> None:
+        if isinstance(msg, HealthCheck):
+            self.control.send(HealthReply(nonce=msg.nonce, worker="telephony", busy_calls=self.live_calls()))
+        elif isinstance(msg, WorkerStatus):
+            self.links.set_state(msg.worker, msg.state, msg.detail, msg.restarts)
+        elif isinstance(msg, Drain):
+            self.links.draining = True
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(msg.deadline_s))
+        elif isinstance(msg, Stop):
+            self._stop.set()
+
+    def live_calls(self) -> int:
+        return self.conversations.count() if self.conversations is not None else 0
+
+    async def _drain(self, deadline_s: float) -> None:
+        """Refuse new calls, let live ones finish up to the deadline, then end the rest."""
+        from voicecall.telephony.app import end_all_calls, set_draining
+
+        assert self.app is not None
+        set_draining(self.app)
+        live = self.live_calls()
+        if live:
+            log.info("draining: waiting up to %.0f s for %d live call(s)", deadline_s, live)
+        finished = await self.conversations.wait_empty(deadline_s)
+        cut = 0 if finished else self.live_calls()
+        if cut:
+            log.warning("drain deadline reached: ending %d live call(s)", cut)
+            await end_all_calls(self.app, reason="server shutting down")
+            await self.conversations.wait_empty(2.0)
+        try:
+            self.control.send(Drained(calls_ended=live - cut, calls_cut=cut))
+        except ChannelClosed:
+            pass
+
+
+def add_observability(app: web.Application, conversations: object, links: WorkerLinks) -> None:
+    """`/metrics` (Prometheus: calls, stages, rings) and `/debug/ipc` (JSON ring snapshot, loopback only)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from ipc.stats import ring_snapshot
+    from voicecall.telephony.ipc_metrics import RingCollector
+    from voicecall.telephony.security import is_loopback
+
+    registry = conversations.metrics.registry  # type: ignore[attr-defined]
+    registry.register(RingCollector(lambda: [st for link in links.links.values() for st in link.ring_stats()]))
+    started_ns = time.monotonic_ns()
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def debug_ipc(request: web.Request) -> web.Response:
+        if not is_loopback(request.remote or ""):
+            raise web.HTTPForbidden(text="/debug/ipc answers loopback clients only\n")
+        seen: dict[str, dict] = {}
+        for link in links.links.values():
+            for st in link.ring_stats():
+                seen.setdefault(st.label, ring_snapshot(st))
+        now = time.monotonic_ns()
+        return web.json_response({"ts_ns": now, "uptime_s": (now - started_ns) / 1e9,
+                                  "channels": sorted(seen.values(), key=lambda c: c["channel"])})
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/ipc", debug_ipc)
