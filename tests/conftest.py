@@ -11,16 +11,40 @@ import pytest
 from ipc.shm import leftover_segments, unlink_segment
 
 
+def _creator_pid(name: str) -> int:
+    try:
+        return int(name.split("_")[1])  # vc_<pid>_<label>_<random> (ipc.shm.new_segment_name)
+    except (IndexError, ValueError):
+        return -1
+
+
+def _orphaned(name: str) -> bool:
+    """A segment whose creator is this process or is gone: nobody will unlink it but us.
+
+    Segments of other live processes (another test run on the same machine) are not ours to judge.
+    """
+    pid = _creator_pid(name)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_segments():
     """Fail any test that leaves a `/dev/shm/vc_*` segment behind (and clean it up)."""
     before = set(leftover_segments())
     yield
     deadline = time.monotonic() + 2.0
-    leaked = set(leftover_segments()) - before
+    leaked = {n for n in set(leftover_segments()) - before if _orphaned(n)}
     while leaked and time.monotonic() < deadline:  # an owner in a child may be finishing its exit
         time.sleep(0.05)
-        leaked = set(leftover_segments()) - before
+        leaked = {n for n in set(leftover_segments()) - before if _orphaned(n)}
     for name in leaked:
         unlink_segment(name)
     assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
