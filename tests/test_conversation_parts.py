@@ -26,8 +26,13 @@ def test_first_clause_released_early_then_whole_sentences() -> None:
 
 
 def test_abbreviations_decimals_and_times_do_not_end_sentences() -> None:
-    text = "Dr. Smith sees patients at 8.30 a.m. on Mondays. The fee is $12.50 per visit."
-    assert _stream(text, 4) == ["Dr. Smith sees patients at 8.30 a.m. on Mondays.", "The fee is $12.50 per visit."]
+    text = "Dr. Smith sees patients at 8.30 a.m. on Mondays. The fee is $12.50 per visit. Call us at 3 p.m. today."
+    assert _stream(text, 4)[1:] == ["at 8.30 a.m. on Mondays.", "The fee is $12.50 per visit.", "Call us at 3 p.m. today."]
+
+
+def test_long_first_clause_cut_at_a_phrase_boundary() -> None:
+    text = "We're open Monday to Friday from eight in the morning to six in the evening. Bye."
+    assert _stream(text, 3) == ["We're open Monday to Friday", "from eight in the morning to six in the evening.", "Bye."]
 
 
 def test_short_first_sentence_goes_alone() -> None:
