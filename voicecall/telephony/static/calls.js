@@ -38,17 +38,21 @@ function renderLive(calls) {
 }
 
 function waterfall(segments) {
+  // Bars on one scale from the earliest stamp (caller speech starts before 0) to the last;
+  // the right 12% is kept for the value labels.
   const box = el('div', 'waterfall');
-  const end = Math.max(1, ...segments.map((s) => s.start_ms + s.ms));
+  const origin = Math.min(0, ...segments.map((s) => s.start_ms));
+  const span = Math.max(1, ...segments.map((s) => s.start_ms + s.ms)) - origin;
+  const pct = (ms) => (88 * ms) / span;
   for (const s of segments) {
     const row = el('div', 'seg');
     const track = el('div', 'track');
     const bar = el('div', `bar k-${s.kind}${s.kind === 'ipc' ? ' ipc' : ''}`);
-    const left = (100 * Math.max(0, s.start_ms)) / end;
+    const left = pct(s.start_ms - origin);
     bar.style.left = `${left}%`;
-    bar.style.width = `${(100 * s.ms) / end}%`;
+    bar.style.width = `${pct(s.ms)}%`;
     const val = el('span', 'val', `${s.ms.toFixed(s.ms < 10 ? 1 : 0)} ms`);
-    val.style.left = `calc(${Math.min(left + (100 * s.ms) / end, 88)}% + 4px)`;
+    val.style.left = `calc(${left + pct(s.ms)}% + 4px)`;
     track.append(bar, val);
     row.append(el('span', '', s.stage), track);
     box.append(row);

@@ -93,7 +93,8 @@ async function placeCall() {
   call = { ...audio, ids, echoTimers: [], startedAt: 0, timer: null, events: null, stream: null };
   call.events = openEvents(ids.callSid);
   call.stream = new TwilioStreamClient(wsUrl('/twilio/media'), {
-    ...ids, customParameters: { client: 'softphone', userAgent: navigator.userAgent.slice(0, 200) },
+    // The same <Parameter>s our webhook's TwiML hands a phone call (app.FORWARDED_FIELDS).
+    ...ids, customParameters: { CallSid: ids.callSid, From: 'browser softphone', To: location.host, Direction: 'inbound' },
   }, {
     onStart: () => {
       call.capture.port.postMessage({ type: 'start' });
