@@ -43,9 +43,11 @@ class ServerConfig(_Section):
     playout_lead_ms: int = 200
     #: Seconds without any inbound message before a media stream is considered dead.
     idle_timeout_s: float = 30.0
-    #: Serve the browser softphone at "/" (loopback clients only unless softphone_token is set).
+    #: Serve the browser softphone ("/", "/calls", their feeds; unsigned "/twilio/media" from a
+    #: browser). Loopback clients only, unless the token below is set; false turns them all off.
     softphone: bool = True
-    #: Shared token that lets non-loopback clients use the softphone; empty = loopback only.
+    #: Environment variable holding the shared token that lets non-loopback clients in (they open
+    #: "/?token=..."; the page keeps it in a cookie); unset or empty = loopback only.
     softphone_token_env: str = "VOICECALL_SOFTPHONE_TOKEN"
 
 
