@@ -23,7 +23,7 @@ Record framing inside data (every record starts 32-byte aligned, so a pad header
     +-------------+------+-------+---------+---------+-----+-----+--------+------------+
 
 A record never straddles the end of data: when it does not fit before the end, the producer
-publishes a PAD record (kind 0xFFFF) over the remainder, then writes the record at offset 0
+publishes a PAD record (kind 0xFFFF, payload_len with bit 31 set) over the remainder, then writes the record at offset 0
 once there is room there (so a record as large as the whole ring still fits an empty ring).
 
 Order of writes (what makes it safe):
@@ -65,12 +65,14 @@ occupancy whenever it re-reads `tail` because the ring looked full (covers a sta
 from __future__ import annotations
 
 import enum
+import mmap
 import os
 import select
 import struct
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from multiprocessing import shared_memory
 from typing import NamedTuple
 
@@ -103,7 +105,6 @@ assert RECORD_HEADER_BYTES == ALIGN
 
 # Hot-path helpers bound once (module globals are cheaper than attribute lookups per call).
 _pack_header = RECORD_HEADER.pack_into
-_unpack_fields = struct.Struct("<4xH2xIIIIQ").unpack_from  # (kind, call_id, turn_id, seq, aux, ts_ns)
 _monotonic_ns = time.monotonic_ns
 _eventfd_write = os.eventfd_write
 _eventfd_read = os.eventfd_read
@@ -113,6 +114,23 @@ _FENCE_LOCK = threading.Lock()
 _fence_acquire = _FENCE_LOCK.acquire
 _fence_release = _FENCE_LOCK.release
 _ALIGN_UP = 2 * ALIGN - 1  # need = (n + _ALIGN_UP) & -ALIGN == _align(RECORD_HEADER_BYTES + n)
+_PAD_FLAG = 1 << 31  # set in a PAD's payload_len, so the consumer spots it from the length alone
+MAX_CAPACITY = 1 << 31
+
+# One struct per payload size unpacks a whole record, payload included, in one C call, in
+# exactly `Record`'s field order: (kind, call_id, turn_id, seq, aux, ts_ns, payload).
+_UNPACKERS: dict[int, Callable[[mmap.mmap, int], tuple]] = {}
+
+
+def _unpacker(n: int) -> Callable[[mmap.mmap, int], tuple]:
+    if len(_UNPACKERS) >= 4096:  # many distinct sizes (messages): start over, stay small
+        _UNPACKERS.clear()
+        _UNPACKERS.update((k, struct.Struct(f"<4xH2xIIIIQ{k}s").unpack_from) for k in _COMMON_SIZES)
+    unpack = _UNPACKERS[n] = struct.Struct(f"<4xH2xIIIIQ{n}s").unpack_from
+    return unpack
+
+
+_COMMON_SIZES = (160, 320, 640, 1280, 7680)
 
 
 class RingError(Exception):
@@ -207,8 +225,8 @@ class OwnedRing:
     """
 
     def __init__(self, label: str, capacity: int) -> None:
-        if capacity < 4096 or capacity & (capacity - 1):
-            raise ValueError(f"ring capacity must be a power of two >= 4096, got {capacity}")
+        if capacity < 4096 or capacity & (capacity - 1) or capacity > MAX_CAPACITY:
+            raise ValueError(f"ring capacity must be a power of two in [4096, 2**31], got {capacity}")
         self.label = label
         self.name = new_segment_name(label)
         self._shm = create_segment(self.name, HEADER_BYTES + capacity)
@@ -373,7 +391,8 @@ class RingProducer(_Attached):
             # Publish a PAD over the rest of data first, then place the record at offset 0.
             if not self._reserve(contiguous, n):
                 return False
-            _pack_header(self._mm, HEADER_BYTES + pos, contiguous - RECORD_HEADER_BYTES, PAD_KIND, 0, 0, 0, 0, 0, 0)
+            pad_len = _PAD_FLAG | (contiguous - RECORD_HEADER_BYTES)
+            _pack_header(self._mm, HEADER_BYTES + pos, pad_len, PAD_KIND, 0, 0, 0, 0, 0, 0)
             self._head += contiguous
             self._publish()
             pos = 0
@@ -471,7 +490,7 @@ class RingConsumer(_Attached):
         tail = start_tail = self._tail
         if head == tail:
             return []
-        mm, u32, mask = self._mm, self._u32, self._mask
+        mm, u32, mask, unpackers = self._mm, self._u32, self._mask, _UNPACKERS
         out: list[Record] = []
         append = out.append
         nbytes = count = 0
@@ -483,16 +502,20 @@ class RingConsumer(_Attached):
         while tail < head:
             off = (tail & mask) + HEADER_BYTES
             n = u32[off >> 2]
-            tail += (n + _ALIGN_UP) & -ALIGN
-            fields = _unpack_fields(mm, off)
-            if fields[0] == PAD_KIND:
+            if n >= _PAD_FLAG:  # PAD: skip to the start of data
+                tail += ((n - _PAD_FLAG) + _ALIGN_UP) & -ALIGN
                 continue
-            off += 32
-            append(_tuple_new(Record, (*fields, mm[off : off + n])))
+            tail += (n + _ALIGN_UP) & -ALIGN
+            try:
+                unpack = unpackers[n]
+            except KeyError:
+                unpack = _unpacker(n)
+            rec = _tuple_new(Record, unpack(mm, off))
+            append(rec)
             nbytes += n
             count += 1
             if hist:
-                d = now - fields[5]
+                d = now - rec[5]
                 if d >= 8:
                     bl = d.bit_length()
                     q[hist + (bl << 2) + ((d >> (bl - 3)) & 3) - 4] += 1
