@@ -705,8 +705,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl+C and SIGTERM unwind through every `finally` (children killed, rings unlinked), even
+    # when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     t0 = time.monotonic()
