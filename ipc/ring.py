@@ -45,6 +45,12 @@ Order of writes (what makes it safe):
       1        yes      consumer asleep on doorbell   rings the eventfd
       1        no       consumer about to notice      rings (a spare wake-up is harmless)
 
+Wake-up: `RingConsumer.wait()` polls `head` for `spin_us` (with sched_yield, so a producer
+sharing the vCPU runs), then parks: `parked=1`, fence, re-check, and sleeps in an epoll on the
+doorbell eventfd registered edge-triggered, so a wake-up costs the producer one eventfd write
+and the consumer one epoll_wait (no read to reset the counter). `AsyncRingReader` parks at once
+(`arm()`/`disarm()`, level-triggered through the event loop) and never spins.
+
 Crashes: `head` only moves past complete records, so a producer killed mid-write leaves a
 partial record beyond `head` that nobody reads; a new producer resumes at `head`. `tail`
 only moves after the payloads are copied out, so a new consumer resumes at `tail` and may see
@@ -88,7 +94,7 @@ ALIGN = 32
 PAD_KIND = 0xFFFF
 HIST_BUCKETS = 256
 #: A parked consumer's wake-up costs ~35 us on a 2-vCPU KVM guest whose idle vCPU halts at once
-#: (IPI + VM exit; tools/ipc_bench.py, ring_bell), against ~2-4 us when the next record lands
+#: (IPI + VM exit; tools/ipc_bench.py, ring_park), against ~2-4 us when the next record lands
 #: while the consumer still polls. 20 us of sched_yield polling covers a reply or the next
 #: record of a burst, and costs at most 20 us of CPU per wake-up (0.1% of a core per 20 ms
 #: stream); an idle consumer pays it once, then sleeps.
