@@ -85,8 +85,6 @@ class CallConfig(_Section):
     apology: str = "Sorry, I had a problem just now. Could you say that again?"
     #: Spoken to callers when the system is full, starting up or shutting down.
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
-    #: Caller speech (ms) needed to interrupt the agent; shorter sounds ("mm-hm") do not.
-    barge_in_min_ms: int = 240
     #: Characters a first clause needs before it may be spoken early (shorter waits for more).
     first_clause_min_chars: int = 12
     #: History turns sent to the LLM (older ones are dropped). Count.

@@ -53,9 +53,10 @@ class VadConfig(_Section):
     silence_ms_incomplete: int = 800
     #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
     prefix_padding_ms: int = 300
-    #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo.
+    #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo; the
+    #: minimum is also how much caller speech it takes to interrupt the agent (barge-in), ms.
     echo_threshold: float = 0.6
-    echo_min_speech_ms: int = 200
+    echo_min_speech_ms: int = 160
     #: Level (dBFS of a 20 ms frame) below which trailing frames do not count as speech when the
     #: end of speech is refined inside Silero's lingering tail.
     end_floor_dbfs: float = -50.0
@@ -131,7 +132,8 @@ class LlmConfig(_Section):
     faq_piece_chars: int = 12
     #: vllm: model directory or hub id.
     model: str = ""
-    #: vllm: quantization method passed to the engine ("awq", "gptq", "fp8", "" for none).
+    #: vllm: quantization method passed to the engine ("awq", "gptq", "fp8"); "" = what the checkpoint's
+    #: config says (needed for compressed-tensors checkpoints, which clash with an explicit "fp8").
     quantization: str = ""
     #: vllm: longest prompt + reply in tokens; older history is dropped to fit (bounds KV per call).
     max_model_len: int = 4096
