@@ -7,8 +7,7 @@ Memory layout of one segment (all counters are little-endian u64, free-running, 
        0    0           magic "VCRING01", capacity, version      owner (once)
       64    1           head (bytes published)                   producer
       72                records_in, bytes_in, dropped,           producer
-                        dropped_bytes, peak_used_p, bells_rung,
-                        producer_cpu (+1; 0 = unknown)
+                        dropped_bytes, peak_used_p, bells_rung
      128    2           tail (bytes consumed)                    consumer
      136                records_out, bytes_out, parks, wakes,    consumer
                         peak_used_c
@@ -46,8 +45,8 @@ Order of writes (what makes it safe):
       1        yes      consumer asleep on doorbell   rings the eventfd
       1        no       consumer about to notice      rings (a spare wake-up is harmless)
 
-Wake-up: `RingConsumer.wait()` polls `head` for `spin_us` (with sched_yield) when the producer
-last wrote from another CPU (`producer_cpu`; on the same CPU polling only delays it), then parks: `parked=1`, fence, re-check, and sleeps in an epoll on the
+Wake-up: `RingConsumer.wait()` polls `head` for `spin_us` (with sched_yield, so a producer
+sharing the vCPU runs), then parks: `parked=1`, fence, re-check, and sleeps in an epoll on the
 doorbell eventfd registered edge-triggered, so a wake-up costs the producer one eventfd write
 and the consumer one epoll_wait (no read to reset the counter). `AsyncRingReader` parks at once
 (`arm()`/`disarm()`, level-triggered through the event loop) and never spins.
@@ -94,17 +93,17 @@ RECORD_HEADER_BYTES = RECORD_HEADER.size  # 32
 ALIGN = 32
 PAD_KIND = 0xFFFF
 HIST_BUCKETS = 256
-#: A parked consumer's wake-up costs ~35 us on a 2-vCPU KVM guest whose idle vCPU halts at once
-#: (IPI + VM exit; tools/ipc_bench.py, ring_park), against ~2-3 us when the next record lands
+#: A parked consumer's wake-up costs ~30-35 us on a 2-vCPU KVM guest whose idle vCPU halts at
+#: once (IPI + VM exit; tools/ipc_bench.py, ring_park), against ~2-3 us when the next record lands
 #: while the consumer still polls from another vCPU. 20 us of sched_yield polling covers a reply
 #: or the next record of a burst, and costs at most 20 us of CPU per wake-up (0.1% of a core per
 #: 20 ms stream); an idle consumer pays it once, then sleeps. When producer and consumer share a
-#: vCPU, polling only delays the producer (~6.5 us vs ~5.5 us parked), so `wait()` then parks.
+#: vCPU, both park and poll pay a process switch (~5.5-7 us); the yield lets the producer run.
 DEFAULT_SPIN_US = 20.0
 
 # u64 slot indexes into the header (byte offset // 8)
 _MAGIC, _CAPACITY, _VERSION = 0, 1, 2
-_HEAD, _RECORDS_IN, _BYTES_IN, _DROPPED, _DROPPED_BYTES, _PEAK_USED_P, _BELLS, _PRODUCER_CPU = range(8, 16)
+_HEAD, _RECORDS_IN, _BYTES_IN, _DROPPED, _DROPPED_BYTES, _PEAK_USED_P, _BELLS = 8, 9, 10, 11, 12, 13, 14
 _TAIL, _RECORDS_OUT, _BYTES_OUT, _PARKS, _WAKES, _PEAK_USED_C = 16, 17, 18, 19, 20, 21
 _PARKED = 24
 _HIST = 64  # byte offset 512
@@ -118,22 +117,6 @@ _eventfd_write = os.eventfd_write
 _eventfd_read = os.eventfd_read
 _sched_yield = os.sched_yield
 _tuple_new = tuple.__new__
-
-
-def _cpu_getter() -> Callable[[], int]:
-    """glibc's sched_getcpu (vDSO, ~70 ns through ctypes); a constant -1 where unavailable."""
-    try:
-        import ctypes
-
-        getcpu = ctypes.CDLL(None).sched_getcpu
-        getcpu.restype, getcpu.argtypes = ctypes.c_int, ()
-        getcpu()
-    except (OSError, AttributeError):
-        return lambda: -1
-    return getcpu
-
-
-_getcpu = _cpu_getter()
 _FENCE_LOCK = threading.Lock()
 _fence_acquire = _FENCE_LOCK.acquire
 _fence_release = _FENCE_LOCK.release
@@ -391,12 +374,8 @@ class RingProducer(_Attached):
             except BlockingIOError:  # counter saturated: the consumer is awake anyway
                 pass
             q[14] += 1  # _BELLS
-            q[15] = _getcpu() + 1  # _PRODUCER_CPU, for the consumer's spin-or-park choice
-        records = q[9] + 1
-        q[9] = records  # _RECORDS_IN
+        q[9] += 1  # _RECORDS_IN
         q[10] += n  # _BYTES_IN
-        if not records & 15:  # ...refreshed with every bell and every 16th record (~70 ns each)
-            q[15] = _getcpu() + 1
         return True
 
     def _write_slow(
@@ -447,7 +426,6 @@ class RingProducer(_Attached):
             except BlockingIOError:
                 pass
             q[_BELLS] += 1
-            q[_PRODUCER_CPU] = _getcpu() + 1
 
     def _reserve(self, size: int, n: int) -> bool:
         """True once `size` bytes are free; otherwise apply the full-ring policy."""
@@ -598,10 +576,7 @@ class RingConsumer(_Attached):
         tail = self._tail
         if q[_HEAD] != tail:
             return []
-        # Spin only while the producer last ran on another CPU: there a poll catches the next
-        # record in ~2 us instead of a ~35 us wake-up of a halted vCPU. On our own CPU it can
-        # only run once we sleep, and the doorbell's wake-up preempts straight into us.
-        if self.spin_ns and q[_PRODUCER_CPU] != _getcpu() + 1:
+        if self.spin_ns:
             end = _monotonic_ns() + self.spin_ns
             while _monotonic_ns() < end:
                 if q[_HEAD] != tail:
