@@ -651,6 +651,11 @@ def render(data: dict[str, Any], summary: dict[str, Any], results: list[tuple[st
             tput.add_row(name, *[f"{rows[s]['msgs_s'] / 1e3:,.0f}k ({rows[s]['mb_s']:,.0f}) "
                                  f"({rows[s].get('msgs_s_x', 0):.2f}x)" for s in sizes])
     console.print(lat)
+    # Placement decides much: two processes on one vCPU pay a process switch per hop, and a
+    # halted idle vCPU costs ~30 us to wake. Per-round values show which rounds got which.
+    for name in summary:
+        per_round = [" ".join(f"{rd['cases'][name][s]['lat']['p50_us']:.1f}" for rd in data["rounds"]) for s in sizes]
+        console.print(f"  per-round p50 us, {name}: " + " | ".join(per_round), highlight=False)
     console.print(tput)
     if data["paced"] or data["idle"]:
         extra = Table(title="Paced (1 record / period, consumer parked, true one-way) and idle consumer CPU")
