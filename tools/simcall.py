@@ -65,8 +65,30 @@ def build_script(args: argparse.Namespace) -> CallScript:
     return CallScript(utterances=utterances, dtmf=dtmf, tail_ms=args.tail_ms, max_s=args.duration_s + 60 if args.duration_s else 120)
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, MB (the whole voicecall system)."""
+    from tests.processes import descendants
+
+    total = 0
+    for p in {pid, *descendants(pid)}:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
-    script = build_script(args)
+    if args.questions:
+        from tools.latency_report import build_question_script
+
+        script = build_question_script(args.questions, args.barge_in_every, args.seed)
+    else:
+        script = build_script(args)
+    rss: dict[str, float] | None = None
+    rss_idle = tree_rss_mb(args.rss_pid) if args.rss_pid else 0.0
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         calls = [SimulatedCall(args.server, public_url=args.public_url, auth_token=args.auth_token,
@@ -79,9 +101,18 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
         cpu: dict[str, Any] | None = None
         if args.cpu_pid:
             cpu = await measure_cpu(args.cpu_pid, calls, args.settle_s, args.measure_s)
+        if args.rss_pid:
+            await asyncio.sleep(args.settle_s)  # every call live, greeted, talking
+            during = tree_rss_mb(args.rss_pid)
+            rss = {"idle_mb": round(rss_idle, 1), "with_calls_mb": round(during, 1),
+                   "per_call_mb": round((during - rss_idle) / max(1, args.calls), 2)}
         reports: list[CallReport] = await asyncio.gather(*tasks)
     if args.out and calls:
         write_mulaw_wav(args.out, calls[0].heard())
+    if args.questions:
+        from tools.latency_report import report
+
+        return report(reports, args.db or None, rss)
     return summarize(reports, cpu)
 
 
@@ -136,9 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-pid", type=int, default=0, help="measure this process's CPU while calls are live")
     p.add_argument("--settle-s", type=float, default=3.0)
     p.add_argument("--measure-s", type=float, default=15.0)
+    p.add_argument("--questions", type=int, default=0,
+                   help="latency benchmark: each call asks this many questions (Piper speech), answers awaited")
+    p.add_argument("--barge-in-every", type=int, default=5, help="with --questions: every Nth question interrupts")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--db", default="", help="with --questions: the server's call records, to cross-check per stage")
+    p.add_argument("--rss-pid", type=int, default=0, help="with --questions: the supervisor's pid, for memory per call")
+    p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
     result = asyncio.run(run_calls(args))
-    print(json.dumps(result, indent=2))
+    if args.questions:
+        from tools.latency_report import print_table
+
+        print_table(result)
+    else:
+        print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
     return 1 if result.get("protocol_errors") else 0
 
 

@@ -47,6 +47,8 @@ class Utterance:
     wav: str = ""
     pause_before_ms: int = 0
     barge_in_after_ms: int | None = None
+    #: like a person: wait until the server has answered and gone quiet, then `pause_before_ms`
+    after_reply: bool = False
 
     def audio(self) -> bytes:
         return self.mulaw if self.mulaw else read_wav_mulaw(self.wav)
@@ -84,8 +86,11 @@ class CallReport:
     bytes_received: int = 0
     clears: int = 0
     heard_ms: int = 0
-    #: per utterance answered: end of caller speech -> first outbound audio, ms
+    #: per utterance answered: end of caller speech (last loud frame) -> first outbound audio, ms
     response_ms: list[float] = field(default_factory=list)
+    #: per utterance answered: end of caller speech -> the first mark after the answer began could
+    #: echo (the audio before it had played): when the caller has provably heard the answer start
+    answer_heard_ms: list[float] = field(default_factory=list)
     #: per barge-in: caller speech start -> `clear` received, ms
     barge_in_stop_ms: list[float] = field(default_factory=list)
     marks: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +100,27 @@ class CallReport:
 
     def as_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+
+def voiced_span_ms(mulaw: bytes, threshold_dbfs: float = -40.0) -> tuple[int, int]:
+    """(onset, end) ms of the loud part of caller audio: what a listener calls "speech".
+
+    A WAV's silent lead-in and tail must not count, or the reply would seem to come sooner
+    (or a barge-in later) than it did.
+    """
+    import numpy as np
+
+    from voicecall.audio import ulaw_decode
+
+    n = len(mulaw) // FRAME_BYTES
+    if n == 0:
+        return 0, 0
+    pcm = ulaw_decode(mulaw[: n * FRAME_BYTES]).astype(np.float64).reshape(n, FRAME_BYTES) / 32768.0
+    level = 10 * np.log10(np.maximum((pcm**2).mean(axis=1), 1e-12))
+    loud = np.flatnonzero(level > threshold_dbfs)
+    if not len(loud):
+        return 0, n * FRAME_MS
+    return int(loud[0]) * FRAME_MS, (int(loud[-1]) + 1) * FRAME_MS
 
 
 def new_sid(prefix: str) -> str:
@@ -198,6 +224,7 @@ class SimulatedCall:
         self._receiver: asyncio.Task[None] | None = None
         self.first_audio_ns: list[int] = []  # first media after each moment we marked
         self._await_audio_since: int | None = None
+        self._await_mark_since: int | None = None
         self.clear_ns: list[int] = []
         self.server_audio = asyncio.Event()
         self.received: list[Any] = []  # every decoded server message (tests inspect it)
@@ -358,8 +385,9 @@ class SimulatedCall:
                 errors.append(f"outbound media of {len(audio)} bytes, not 160 (20 ms)")
             self.report.media_received += 1
             self.report.bytes_received += len(audio)
-            if self._await_audio_since is not None:
+            if self._await_audio_since is not None and now >= self._await_audio_since:
                 self.report.response_ms.append(round((now - self._await_audio_since) / 1e6, 1))
+                self._await_mark_since = self._await_audio_since
                 self._await_audio_since = None
             if not self.server_audio.is_set():
                 self.first_audio_ns.append(now)
@@ -370,6 +398,10 @@ class SimulatedCall:
                 self.report.max_buffered_ms = round(ahead, 1)
         elif isinstance(msg, OutMark):
             self.buffer.mark(msg.mark.name, now)
+            if self._await_mark_since is not None:
+                due = max(now, self.buffer.play_end_ns)
+                self.report.answer_heard_ms.append(round((due - self._await_mark_since) / 1e6, 1))
+                self._await_mark_since = None
         elif isinstance(msg, OutClear):
             self.clear_ns.append(now)
             self.buffer.clear(now)
@@ -438,20 +470,33 @@ class SimulatedCall:
                 await self.silence(FRAME_MS)
             clears_before = len(self.clear_ns)
             start, _ = await self._speak(audio, dtmf)
+            onset = start + voiced_span_ms(audio)[0] * 1_000_000
             later = [t for t in self.clear_ns[clears_before:] if t >= start]
             if later:
-                self.report.barge_in_stop_ms.append(round((later[0] - start) / 1e6, 1))
+                self.report.barge_in_stop_ms.append(round((later[0] - onset) / 1e6, 1))
             return
+        if utt.after_reply:
+            await self._wait_for_quiet(quiet_ms=400, limit_s=30.0)
         if utt.pause_before_ms:
             await self.silence(utt.pause_before_ms)
         await self._speak(audio, dtmf)
 
+    async def _wait_for_quiet(self, quiet_ms: int, limit_s: float) -> None:
+        """Silence until the server's reply has started and then played out (or `limit_s`)."""
+        end = time.monotonic_ns() + int(limit_s * 1e9)
+        while time.monotonic_ns() < end:
+            now = time.monotonic_ns()
+            if self.server_audio.is_set() and now - self.buffer.play_end_ns > quiet_ms * 1_000_000:
+                return
+            await self.silence(FRAME_MS * self.frames_per_tick)
+
     async def _speak(self, audio: bytes, dtmf: list[tuple[int, str]]) -> tuple[int, int]:
         while dtmf and (time.monotonic_ns() - self.origin_ns) / 1e6 >= dtmf[0][0]:
             await self.send_dtmf(dtmf.pop(0)[1])
-        self._await_audio_since = None
+        # The answer may start while this audio's trailing silence is still being sent: arm the
+        # timer now, at the moment the voiced part will end, and count only audio after it.
+        self._await_audio_since = time.monotonic_ns() + voiced_span_ms(audio)[1] * 1_000_000
+        self._await_mark_since = None
         start, end = await self.stream_audio(audio)
-        # From the end of this speech, the next server audio is its answer.
-        self.server_audio.clear()
-        self._await_audio_since = end
+        self.server_audio.clear()  # from here on, server audio is the answer (or its tail)
         return start, end
