@@ -15,11 +15,10 @@ from voicecall.audio import read_wav_mulaw, ulaw_decode, write_mulaw_wav
 
 
 def _args(server: str, **over: object) -> argparse.Namespace:
-    parser_defaults = dict(server=server, public_url="", auth_token="", wav="", tone_ms=500, pause_ms=100,
-                           barge_in_wav="", barge_in_after_ms=None, dtmf="", tail_ms=1200, out="", calls=1,
-                           ramp_s=0.0, duration_s=0.0, tick_ms=20, cpu_pid=0, settle_s=0.2, measure_s=0.5)
-    parser_defaults.update(over)
-    return argparse.Namespace(**parser_defaults)
+    args = simcall.build_parser().parse_args(["--server", server])
+    fast = dict(tone_ms=500, pause_ms=100, tail_ms=1200, ramp_s=0.0, settle_s=0.2, measure_s=0.5)
+    vars(args).update({**fast, **over})
+    return args
 
 
 def test_one_call_with_wav_barge_in_and_dtmf(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def summarize(reports: list[CallReport], cpu: dict[str, Any] | None) -> dict[str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default="http://127.0.0.1:8080", help="where the server really listens")
     p.add_argument("--public-url", default="", help="the server's server.public_url (signatures use it); default --server")
@@ -174,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default="", help="with --questions: the server's call records, to cross-check per stage")
     p.add_argument("--rss-pid", type=int, default=0, help="with --questions: the supervisor's pid, for memory per call")
     p.add_argument("--json", default="", help="also write the result to this file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     result = asyncio.run(run_calls(args))
     if args.questions:
         from tools.latency_report import print_table
