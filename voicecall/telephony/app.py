@@ -25,7 +25,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from voicecall.config import Config
 from voicecall.telephony.handler import CallHandlerFactory, NullHandler
 from voicecall.telephony.media_stream import MediaStream
-from voicecall.telephony.security import Signatures
+from voicecall.telephony.security import SIGNATURE_HEADER, Signatures
 
 log = logging.getLogger("voicecall.telephony")
 
@@ -193,7 +193,8 @@ def _twiml(response: VoiceResponse) -> web.Response:
 async def media_stream(request: web.Request) -> web.StreamResponse:
     """One call's Media Stream: checked before the 101, then served until it ends."""
     app = request.app
-    app[SIGNATURES].check_upgrade(request, MEDIA_PATH)
+    if SIGNATURE_HEADER in request.headers or not _softphone_upgrade(request):
+        app[SIGNATURES].check_upgrade(request, MEDIA_PATH)
     cfg = app[CONFIG].server
     calls = app[CALLS]
     if len(calls.streams) >= calls.max_calls:
@@ -210,6 +211,14 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
     finally:
         calls.streams.discard(stream)
     return ws
+
+
+def _softphone_upgrade(request: web.Request) -> bool:
+    """An unsigned upgrade from the browser softphone: allowed for loopback (or token) clients,
+    which `softphone_allowed` checks; anything else must carry Twilio's signature."""
+    from voicecall.telephony.views import softphone_allowed  # views import app-level seams lazily
+
+    return softphone_allowed(request, request.app[CONFIG])
 
 
 async def status_callback(request: web.Request) -> web.Response:
