@@ -128,9 +128,18 @@ def ask(h: WorkerHarness, call: int, turn: int, mode: str, question: str = "Hell
                     sent_ns=time.monotonic_ns()), call, turn)
 
 
-def ended(call: int, turn: int) -> Any:
-    return lambda rec, msg: (isinstance(msg, (GenerationDone, GenerationFailed))
-                             and msg.call_id == call and msg.turn_id == turn)
+def ended(*turns: tuple[int, int] | int) -> Any:
+    """Until every (call, turn) has ended; `ended(call, turn)` for one. The harness drops the rest of a
+    batch once this is true, so wait for all turns in one predicate."""
+    pairs = {(turns[0], turns[1])} if len(turns) == 2 and isinstance(turns[0], int) else set(turns)
+    left = set(pairs)
+
+    def until(rec: Record, msg: Any) -> bool:
+        if isinstance(msg, (GenerationDone, GenerationFailed)):
+            left.discard((msg.call_id, msg.turn_id))
+        return not left
+
+    return until
 
 
 def texts(got: list[tuple[Record, Any]], call: int, turn: int) -> list[Record]:
@@ -190,8 +199,7 @@ def test_cancel_stops_the_stream_and_nothing_of_the_turn_follows(llm: WorkerHarn
     assert len(texts(got, 30, 2)) >= 3
     llm.send(Cancel(call_id=30, turn_id=2), 30, 2)
     ask(llm, 31, 1, "ok")  # handled after the Cancel: its records mark "after the cancel"
-    after = llm.collect(ended(31, 1), 10)
-    after += llm.collect(lambda r, m: False, 0.5)
+    after = llm.collect(lambda r, m: False, 1.5)  # a window, not a predicate: keep every record read
     first_b = next(i for i, (r, _) in enumerate(after) if r.call_id == 31)
     assert not [r for r, _ in after[first_b:] if r.call_id == 30], "records of the cancelled turn after the cancel"
     assert not [m for _, m in got + after if isinstance(m, GenerationDone) and m.call_id == 30]
@@ -205,8 +213,7 @@ def test_cancel_stops_the_stream_and_nothing_of_the_turn_follows(llm: WorkerHarn
 def test_two_calls_interleave(llm: WorkerHarness) -> None:
     ask(llm, 40, 1, "slow")
     ask(llm, 41, 1, "slow")
-    got = llm.collect(ended(40, 1), 15)
-    got += llm.collect(ended(41, 1), 15) if not any(isinstance(m, GenerationDone) and m.call_id == 41 for _, m in got) else []
+    got = llm.collect(ended((40, 1), (41, 1)), 15)
     order = [r.call_id for r, _ in got if r.kind == KIND_TEXT]
     switches = sum(1 for a, b in zip(order, order[1:], strict=False) if a != b)
     assert switches >= 10, f"the calls did not interleave: {switches} switches"

@@ -104,8 +104,8 @@ class LlmWorker(Worker):
         if loop is None:
             return
         end = time.monotonic() + deadline_s
-        try:
-            loop.call(self._close_backends(deadline_s), max(0.5, deadline_s), "closing backends")
+        try:  # engine.shutdown() itself waits up to deadline_s for EngineCore, then kills it: allow for that
+            loop.call(self._close_backends(deadline_s), max(0.5, deadline_s) + 1.0, "closing backends")
         except (TimeoutError, RuntimeError) as exc:
             log.warning("%s: %s (the supervisor's group kill removes what is left)", self.name, exc)
         loop.stop(max(0.5, end - time.monotonic()))

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
 
 from workers.config import LlmConfig
 from workers.llm_backend import Backend, BackendError, Piece, Prompt
@@ -53,21 +51,18 @@ class TurnAnswerer:
         stream = backend.stream(prompt)
         finish = "stop"
         try:
-            deadline = None if first_timeout_s is None else time.monotonic() + first_timeout_s
-            while True:
-                try:
-                    piece = await _next_piece(stream, deadline)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    return f"no first token within {first_timeout_s:.1f} s (llm.first_token_timeout_s)"
-                self._account(out, piece)
-                if piece.text and not out.say(piece.text):
-                    return None  # cancelled: say nothing more, not even Done
-                if out.spoken:
-                    deadline = None
-                if piece.finish_reason is not None:
-                    finish = piece.finish_reason
+            # One task throughout (no wait_for side task): the deadline is lifted at the first text.
+            async with asyncio.timeout(first_timeout_s) as budget:
+                async for piece in stream:
+                    self._account(out, piece)
+                    if piece.text and not out.say(piece.text):
+                        return None  # cancelled: say nothing more, not even Done
+                    if out.spoken:
+                        budget.reschedule(None)
+                    if piece.finish_reason is not None:
+                        finish = piece.finish_reason
+        except TimeoutError:
+            return f"no first token within {first_timeout_s:.1f} s (llm.first_token_timeout_s)"
         except BackendError as exc:
             if not out.spoken:
                 return str(exc)
@@ -94,8 +89,3 @@ class TurnAnswerer:
             out.prompt_tokens = piece.prompt_tokens
         out.end_call = out.end_call or piece.end_call
 
-
-async def _next_piece(stream: AsyncIterator[Piece], deadline: float | None) -> Piece:
-    if deadline is None:
-        return await anext(stream)
-    return await asyncio.wait_for(anext(stream), max(0.0, deadline - time.monotonic()))

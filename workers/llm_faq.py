@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,12 +55,11 @@ class FaqMatcher:
     """Knowledge entries and their embedded phrasings; `match` is blocking (call it off the loop)."""
 
     def __init__(self, knowledge: Knowledge, model_dir: Path, threshold: float) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a package directory needs no hub, ever
         from sentence_transformers import SentenceTransformer
 
         self.knowledge = knowledge
         self.threshold = threshold
-        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)  # never the hub
         self._owners: list[KnowledgeEntry] = []
         phrasings: list[str] = []
         for entry in knowledge.entries:

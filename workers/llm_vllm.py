@@ -110,11 +110,11 @@ class VllmBackend:
                                 output_kind=RequestOutputKind.DELTA)
         request_id = f"call{prompt.call_id}-turn{prompt.turn_id}-{next(self._ids)}"  # never reused
         first = True
-        finished = False
+        # Cancelling the consuming task (barge-in) closes generate(), which aborts the request in
+        # vLLM itself and frees its KV blocks; a second, explicit abort is not needed.
         try:
             async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id):
                 completion = out.outputs[0]
-                finished = out.finished
                 yield Piece(text=completion.text, tokens=len(completion.token_ids),
                             finish_reason=(completion.finish_reason or "stop") if out.finished else None,
                             prompt_tokens=len(ids) if first else None)
@@ -123,6 +123,3 @@ class VllmBackend:
             raise BackendError(f"vLLM engine died: {exc}") from None
         except EngineGenerateError as exc:
             raise BackendError(f"vLLM could not generate: {exc}") from None
-        finally:
-            if not finished and self._engine is not None:
-                await self._engine.abort(request_id)  # barge-in: free the sequence's KV blocks now
