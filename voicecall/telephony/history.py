@@ -34,6 +34,7 @@ class AgentReply:
     interrupted: bool = False
     end_call: bool = False
     fallback: bool = False
+    apologised: bool = False  # the apology replaced this reply; later worker output is ignored
 
     def add(self, seq: int, text: str) -> SpokenSentence:
         sentence = SpokenSentence(seq, text)

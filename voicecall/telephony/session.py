@@ -281,20 +281,22 @@ class CallSession:
         self.stamps.update(stamps)
         self.state = CallState.PROCESSING
         self.deps.metrics.turns_total.inc()
-        sent = self.deps.links["llm"].send(
+        llm = self.deps.links["llm"]
+        # A request queued to a dead worker would be answered by its successor, after the apology.
+        sent = llm.state == "ready" and llm.send(
             Generate(call_id=self.call_id, turn_id=turn_id, messages=self.conversation.messages(),
                      max_tokens=self.deps.cfg.llm.max_tokens, temperature=self.deps.cfg.llm.temperature,
                      sent_ns=time.monotonic_ns()),
             self.call_id, turn_id,
         )
-        if not sent or self.deps.links["llm"].state != "ready":
+        if not sent:
             self._apologise("llm unavailable")
             return
         self._arm_deadline("first token")
 
     def _on_llm(self, rec: Record, msg: Any) -> None:
         reply = self.reply
-        if reply is None or rec.turn_id != reply.turn_id or reply.interrupted:
+        if reply is None or rec.turn_id != reply.turn_id or reply.interrupted or reply.apologised:
             return
         if rec.kind == KIND_TEXT:
             delta = rec.payload.decode("utf-8", "replace")
@@ -307,7 +309,7 @@ class CallSession:
         elif isinstance(msg, GenerationDone):
             self._generation_done = True
             reply.end_call = msg.end_call
-            reply.fallback = msg.fallback
+            reply.fallback = reply.fallback or msg.fallback
             if msg.fallback:
                 self.fallbacks += 1
                 self.deps.metrics.fallbacks.labels("llm").inc()
@@ -347,7 +349,7 @@ class CallSession:
 
     def _on_tts(self, rec: Record, msg: Any) -> None:
         reply = self.reply
-        if reply is None or rec.turn_id != reply.turn_id or reply.interrupted:
+        if reply is None or rec.turn_id != reply.turn_id or reply.interrupted or reply.apologised:
             return
         if rec.kind == KIND_AUDIO:
             self._play(rec.payload, first_audio_ns=rec.ts_ns)
@@ -494,6 +496,7 @@ class CallSession:
         self._generation_done = True
         self._synth_pending.clear()
         reply.fallback = True
+        reply.apologised = True  # whatever a worker still sends for this turn is not spoken
         if not clip.ready:
             log.error("call %d: %s and no apology audio is available", self.call_id, why)
             self._finish_reply(record=True)
