@@ -34,3 +34,20 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def assert_all_exited(pids: set[int], context: str = "", grace_s: float = 10.0) -> None:
+    """Every pid in `pids` is gone within `grace_s` (stragglers are killed, then reported)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"orphaned processes after exit: {left}\n{context}"

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from ipc.shm import leftover_segments
-from tests.processes import alive, descendants
+from tests.processes import alive, assert_all_exited, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,16 +95,7 @@ class RunningSystem:
                 self.proc.kill()
                 self.proc.wait(10)
             self._log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(alive(p) for p in self.children):
-            time.sleep(0.1)
-        left = [p for p in self.children if alive(p)]
-        for p in left:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        assert not left, f"orphaned processes after exit: {left}"
+        assert_all_exited(self.children, self.log()[-3000:])
         leaked = [s for s in leftover_segments() if s.startswith(f"vc_{self.proc.pid}_")]
         assert not leaked, f"leaked shared memory: {leaked}"
         return code

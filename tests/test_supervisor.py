@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ipc.shm import leftover_segments
-from tests.processes import alive, descendants
+from tests.processes import alive, assert_all_exited, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,13 +69,7 @@ class System:
             if self.proc.poll() is None:
                 self.proc.kill()
             self._log.close()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(alive(p) for p in self.children):
-            time.sleep(0.1)
-        left = [p for p in self.children if alive(p)]
-        for p in left:
-            os.kill(p, signal.SIGKILL)
-        assert not left, f"orphaned processes after exit: {left}\n{self.log()}"
+        assert_all_exited(self.children, self.log())
         assert not [s for s in leftover_segments() if s.startswith(f"vc_{self.proc.pid}_")], "leaked segments"
         return code
 

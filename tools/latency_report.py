@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.simcall import percentiles as pct
 from voicecall.telephony.metrics import STAGES
 from voicecall.telephony.simclient import CallReport, CallScript, Utterance
 
@@ -49,14 +50,6 @@ def build_question_script(n: int, barge_in_every: int, seed: int) -> CallScript:
                                         after_reply=True))
     utterances[0].pause_before_ms = 0
     return CallScript(utterances=utterances, tail_ms=8000, max_s=40.0 * n + 60)
-
-
-def pct(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    return {"n": len(values), "p50": round(float(np.percentile(arr, 50)), 1),
-            "p95": round(float(np.percentile(arr, 95)), 1), "max": round(float(arr.max()), 1)}
 
 
 def server_stages(db: str | Path, call_sids: list[str]) -> dict[str, list[float]]:

@@ -113,10 +113,11 @@ def draw_distributions(dist: dict[str, list[float]], out: Path) -> None:
         raise SystemExit("no recorded turns with timing stamps")
     labels = list(dist)
     fig, ax = plt.subplots(figsize=(11, 0.5 + 0.45 * len(labels)))
-    ax.boxplot([dist[k] for k in labels], vert=False, showfliers=True, widths=0.6)
+    ax.boxplot([dist[k] for k in labels], orientation="horizontal", showfliers=True, widths=0.6)
     ax.set_yticks(range(1, len(labels) + 1), [f"{k} (n={len(dist[k])})" for k in labels], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.set_xlabel("ms (symlog)", fontsize=8)
     ax.set_title("voicecall: latency of every stage over recorded turns", fontsize=9)
     fig.tight_layout()
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=500, help="with --all: how many recent calls")
     p.add_argument("--out", type=Path, help="PNG path (default: trace-<call>.png or trace-all.png)")
     p.add_argument("--json", action="store_true", help="print the data as JSON instead of drawing")
+    p.add_argument("--turns", type=int, default=6, help="waterfalls of at most this many turns (from the first)")
     args = p.parse_args(argv)
     if not Path(args.db).exists():
         print(f"no call records at {args.db}", file=sys.stderr)
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"call": call["id"], "call_sid": call["call_sid"], "turns": turns}))
         return 0
     out = args.out or Path(f"trace-{call['call_sid'] or call['id']}.png")
+    turns = [t for t in turns if t["segments"]][: args.turns]
     draw_waterfall(call, turns, out)
     print(f"wrote {out} ({len(turns)} turns)")
     return 0
