@@ -179,3 +179,28 @@ def test_sigterm_with_a_live_call_drains_within_the_deadline(tmp_path: Path) -> 
         code = s.stop()
     assert code == 0
     assert "ending 1 live call" in s.log()
+
+
+def test_ipc_top_and_metrics_show_every_channel_of_the_running_system(system: RunningSystem) -> None:
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.running_system import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "tools/ipc_top.py", "--url", system.url, "--once", "--json", "--interval", "0.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    channels = {c["channel"]: c for c in json.loads(out.stdout)["channels"]}
+    assert set(channels) == {"stt_in", "stt_out", "llm_in", "llm_out", "tts_in", "tts_out"}
+    assert channels["tts_out"]["producer"] == "tts" and channels["tts_out"]["consumer"] == "telephony"
+    assert all(c["records_total"] > 0 for c in channels.values())  # earlier calls in this module used them all
+    with urllib.request.urlopen(f"{system.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    for name in ("ipc_one_way_seconds_bucket", "ipc_records_total", "ipc_dropped_total", "ipc_occupancy_ratio",
+                 "voicecall_stage_seconds_bucket", "voicecall_barge_ins_total", "voicecall_calls_live"):
+        assert name in text, name
+    assert 'ipc_records_total{channel="stt_in",consumer="stt",producer="telephony"}' in text
