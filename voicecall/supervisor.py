@@ -170,6 +170,10 @@ class Supervisor:
                         f"{name} not ready after {child.load_timeout_s:.0f} s "
                         f"(still '{child.detail}'); raise {name}.process.load_timeout_s if loads are slow"
                     )
+            for name, child in self.children.items():  # died after its Ready while others load
+                if child.state is State.RESTARTING and now >= child.restart_at:
+                    child.restarts += 1
+                    self._spawn(name)
             if gpu_queue and all(self.children[n].state is State.READY for n in WORKERS if self.children[n].gpu
                                  and self.children[n].handle.incarnation):
                 self._spawn(gpu_queue.pop(0))
@@ -247,6 +251,7 @@ class Supervisor:
         child = self.children[name]
         proc = child.handle.process
         assert proc is not None
+        self._read_messages(name, starting)  # its last words (`Failed`) may still be in the pipe
         proc.join(0.5)
         code = proc.exitcode
         why = child.last_reason or (f"killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}")
@@ -254,7 +259,7 @@ class Supervisor:
         if self._stop_requests and not starting:
             child.state = State.STOPPED
             return
-        if starting and child.state is State.LOADING and child.handle.incarnation == 1:
+        if starting and child.state in (State.LOADING, State.FAILED) and child.handle.incarnation == 1:
             child.state = State.FAILED
             child.last_reason = why
             return
