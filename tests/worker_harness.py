@@ -45,6 +45,7 @@ class WorkerHarness:
         self._encode = msgspec.msgpack.Encoder().encode
         self._producer = self.inbound.spec.producer(FullPolicy.WAIT, wait_s=1.0)
         self._consumer = self.outbound.spec.consumer()
+        self._unread: list[Record] = []
 
     def start(self, timeout_s: float = 120.0) -> Ready:
         self.handle.start()
@@ -67,10 +68,13 @@ class WorkerHarness:
         out: list[tuple[Record, Any]] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for rec in self.records(min(0.2, max(deadline - time.monotonic(), 0.0))):
+            batch = self._unread or self.records(min(0.2, max(deadline - time.monotonic(), 0.0)))
+            self._unread = []
+            for i, rec in enumerate(batch):
                 msg = self.codec.decode(rec.payload) if rec.kind == KIND_MESSAGE else None
                 out.append((rec, msg))
                 if until(rec, msg):
+                    self._unread = batch[i + 1 :]  # kept for the next call, never dropped
                     return out
         return out
 
