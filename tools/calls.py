@@ -17,22 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from voicecall.records import STAMPS, call_turns, connect, find_call, recent_calls  # noqa: E402
-from voicecall.telephony.metrics import STAGES  # noqa: E402
+from voicecall.latency import stage_latencies_ms  # noqa: E402
+from voicecall.records import call_turns, connect, find_call, recent_calls  # noqa: E402
 
 
 def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
-def turn_latencies(turn: sqlite3.Row) -> dict[str, float]:
-    """Stage latencies (ms) that this turn's stamps allow."""
-    stamps = {k: turn[k] for k in STAMPS if turn[k]}
-    out = {}
-    for name, a, b in STAGES:
-        if a in stamps and b in stamps and stamps[b] >= stamps[a]:
-            out[name] = round((stamps[b] - stamps[a]) / 1e6, 1)
-    return out
 
 
 def call_as_dict(conn: sqlite3.Connection, call: sqlite3.Row) -> dict:
@@ -40,7 +30,7 @@ def call_as_dict(conn: sqlite3.Connection, call: sqlite3.Row) -> dict:
     for t in call_turns(conn, call["id"]):
         turns.append({
             "turn": t["turn_id"], "role": t["role"], "text": t["text"], "heard": t["heard_text"],
-            "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]), "latency_ms": turn_latencies(t),
+            "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]), "latency_ms": stage_latencies_ms(dict(t)),
         })
     return {**{k: call[k] for k in call.keys()}, "turns": turns}
 

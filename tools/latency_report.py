@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tools.simcall import percentiles as pct
-from voicecall.telephony.metrics import STAGES
+from voicecall.latency import STAGES, stage_latencies_ms
 from voicecall.telephony.simclient import CallReport, CallScript, Utterance
 
 QUESTIONS = (
@@ -63,9 +63,8 @@ def server_stages(db: str | Path, call_sids: list[str]) -> dict[str, list[float]
         call_sids,
     ).fetchall()
     for row in rows:
-        for name, a, b in STAGES:
-            if row[a] and row[b] and row[b] >= row[a]:
-                out[name].append((row[b] - row[a]) / 1e6)
+        for name, ms in stage_latencies_ms(dict(row)).items():
+            out[name].append(ms)
     conn.close()
     return out
 

@@ -21,42 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from voicecall.latency import SEGMENTS, turn_segments  # noqa: E402
 from voicecall.records import call_turns, connect, find_call  # noqa: E402
 
-#: (label, from stamp, to stamp, kind) in pipeline order; kind "ipc" marks a process hop
-SEGMENTS: tuple[tuple[str, str, str, str], ...] = (
-    ("caller speech", "speech_start_ns", "speech_end_ns", "caller"),
-    ("endpoint wait", "speech_end_ns", "turn_end_ns", "stt"),
-    ("STT final", "turn_end_ns", "stt_final_ns", "stt"),
-    ("ipc stt->telephony", "stt_final_ns", "stt_final_recv_ns", "ipc"),
-    ("LLM first token", "stt_final_recv_ns", "llm_first_token_ns", "llm"),
-    ("ipc llm->telephony", "llm_first_token_ns", "llm_first_token_recv_ns", "ipc"),
-    ("first clause", "llm_first_token_recv_ns", "first_clause_ns", "telephony"),
-    ("TTS first audio", "first_clause_ns", "tts_first_audio_ns", "tts"),
-    ("ipc tts->telephony", "tts_first_audio_ns", "tts_first_audio_recv_ns", "ipc"),
-    ("first media sent", "tts_first_audio_recv_ns", "first_media_sent_ns", "telephony"),
-    ("first mark echoed", "first_media_sent_ns", "first_mark_echoed_ns", "caller"),
-)
 COLORS = {"caller": "#8fbf7f", "stt": "#5b8bd9", "llm": "#d9825b", "tts": "#b45bd9", "telephony": "#9a9a9a", "ipc": "#202020"}
-
-
-def turn_segments(turn: sqlite3.Row | dict) -> list[dict]:
-    """The segments of one agent turn whose two stamps are known, in pipeline order (ms from speech end)."""
-    keys = turn.keys()
-    base = turn["speech_end_ns"] if "speech_end_ns" in keys and turn["speech_end_ns"] else None
-    out = []
-    for label, a, b, kind in SEGMENTS:
-        ta, tb = (turn[a] if a in keys else None), (turn[b] if b in keys else None)
-        if not ta or not tb or tb < ta:
-            continue
-        base = base or ta
-        out.append({"stage": label, "kind": kind, "start_ms": (ta - base) / 1e6, "ms": (tb - ta) / 1e6})
-    return out
 
 
 def call_waterfalls(conn: sqlite3.Connection, call: sqlite3.Row) -> list[dict]:
     return [
-        {"turn": t["turn_id"], "text": t["text"], "interrupted": bool(t["interrupted"]), "segments": turn_segments(t)}
+        {"turn": t["turn_id"], "text": t["text"], "interrupted": bool(t["interrupted"]), "segments": turn_segments(dict(t))}
         for t in call_turns(conn, call["id"])
         if t["role"] == "agent"
     ]
@@ -98,7 +71,7 @@ def stage_distributions(conn: sqlite3.Connection, limit_calls: int) -> dict[str,
     ).fetchall()
     dist: dict[str, list[float]] = {label: [] for label, *_ in SEGMENTS}
     for row in rows:
-        for seg in turn_segments(row):
+        for seg in turn_segments(dict(row)):
             dist[seg["stage"]].append(seg["ms"])
     return {k: v for k, v in dist.items() if v}
 

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from voicecall.latency import stage_latencies_ms, turn_segments
 from voicecall.records import call_turns, connect, recent_calls
 
 
@@ -19,10 +20,6 @@ def ended_calls(db_path: str | Path, limit: int) -> dict[str, Any]:
     path = Path(db_path)
     if not path.exists():
         return {"calls": [], "error": f"no call records yet ({path} does not exist)"}
-    # The waterfall is the one `tools/trace.py` draws, so the page and the tool agree.
-    from tools.calls import turn_latencies
-    from tools.trace import turn_segments
-
     try:
         conn = connect(path, readonly=True)
     except sqlite3.Error as exc:
@@ -36,7 +33,7 @@ def ended_calls(db_path: str | Path, limit: int) -> dict[str, Any]:
                 {
                     "turn": t["turn_id"], "role": t["role"], "text": t["text"], "heard": t["heard_text"],
                     "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]),
-                    "latency_ms": turn_latencies(t), "segments": turn_segments(t) if t["role"] == "agent" else [],
+                    "latency_ms": stage_latencies_ms(dict(t)), "segments": turn_segments(dict(t)) if t["role"] == "agent" else [],
                 }
                 for t in call_turns(conn, call["id"])
             ]

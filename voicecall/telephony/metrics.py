@@ -1,25 +1,14 @@
 """Prometheus metrics of the telephony process: per-stage latency, calls, barge-ins, drops.
 
-Stage names follow DESIGN.md §7; each histogram observes the gap between two stamps of a turn.
+Stage names follow DESIGN.md §7 (`voicecall/latency.py`); each observes the gap between two stamps of a turn.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-#: (metric suffix, from stamp, to stamp)
-STAGES: tuple[tuple[str, str, str], ...] = (
-    ("endpointing", "speech_end_ns", "turn_end_ns"),
-    ("stt_final", "turn_end_ns", "stt_final_ns"),
-    ("llm_first_token", "stt_final_ns", "llm_first_token_ns"),
-    ("first_clause", "llm_first_token_ns", "first_clause_ns"),
-    ("tts_first_audio", "first_clause_ns", "tts_first_audio_ns"),
-    ("first_media_sent", "tts_first_audio_ns", "first_media_sent_ns"),
-    ("first_mark_echoed", "first_media_sent_ns", "first_mark_echoed_ns"),
-    ("turn_end_to_first_media", "turn_end_ns", "first_media_sent_ns"),
-    ("voice_to_voice", "speech_end_ns", "first_media_sent_ns"),
-    ("heard_latency", "speech_end_ns", "first_mark_echoed_ns"),
-)
+from voicecall.latency import stage_latencies_ms
+
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
@@ -44,7 +33,5 @@ class CallMetrics:
 
     def observe_turn(self, stamps: dict[str, int]) -> None:
         """Observe every stage whose two stamps are known and ordered."""
-        for name, start, end in STAGES:
-            a, b = stamps.get(start), stamps.get(end)
-            if a and b and b >= a:
-                self.stage.labels(name).observe((b - a) / 1e9)
+        for name, ms in stage_latencies_ms(stamps).items():
+            self.stage.labels(name).observe(ms / 1e3)

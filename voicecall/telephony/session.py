@@ -41,11 +41,12 @@ from ipc.messages import (
 )
 from ipc.ring import Record
 from voicecall.config import Config
+from voicecall.latency import stage_latencies_ms
 from voicecall.records import CallRecords
 from voicecall.telephony.canned import CannedAudio
 from voicecall.telephony.history import AgentReply, Conversation
 from voicecall.telephony.links import WorkerLinks
-from voicecall.telephony.metrics import STAGES, CallMetrics
+from voicecall.telephony.metrics import CallMetrics
 from voicecall.telephony.sentences import SentenceAggregator
 
 log = logging.getLogger("voicecall.call")
@@ -98,6 +99,7 @@ class CallSession:
         self.info = info
         self.port = port
         self.deps = deps
+        self._stt = deps.links["stt"]  # every inbound frame goes there: resolved once
         cfg = deps.cfg
         self.state = CallState.LISTENING
         self.turn = 1  # the caller turn being listened to; frames are stamped with it
@@ -168,7 +170,7 @@ class CallSession:
         """An inbound 20 ms frame: straight to the stt worker, stamped with the caller turn."""
         if self.state is CallState.ENDED:
             return
-        if not self.deps.links["stt"].send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
+        if not self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
             self.deps.metrics.dropped.labels("stt_ring").inc()
 
     def on_mark(self, name: str, played: bool, now_ns: int | None = None) -> None:
@@ -337,11 +339,12 @@ class CallSession:
     def _synthesize(self, seq: int, text: str) -> None:
         assert self.reply is not None
         self._synth_pending.add(seq)
-        ok = self.deps.links["tts"].send(
+        tts = self.deps.links["tts"]
+        ok = tts.state == "ready" and tts.send(
             Synthesize(call_id=self.call_id, turn_id=self.reply.turn_id, seq=seq, text=text, sent_ns=time.monotonic_ns()),
             self.call_id, self.reply.turn_id, seq,
         )
-        if not ok or self.deps.links["tts"].state != "ready":
+        if not ok:
             self._apologise("tts unavailable")
             return
         if not self._audio_seen_for_reply:
@@ -429,7 +432,7 @@ class CallSession:
             )
         if reply.turn_id > 0:
             self.deps.metrics.observe_turn(stamps)
-            self.last_latency_ms = _latencies_ms(stamps)
+            self.last_latency_ms = stage_latencies_ms(stamps)
             self._emit("turn", {"turn": reply.turn_id, "latency_ms": self.last_latency_ms,
                                 "interrupted": reply.interrupted, "heard": reply.heard_text})
         if self.state is not CallState.ENDED:
@@ -544,10 +547,3 @@ class CallSession:
             "age_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 1), "last_latency_ms": self.last_latency_ms,
         }
 
-
-def _latencies_ms(stamps: dict[str, int]) -> dict[str, float]:
-    out = {}
-    for name, a, b in STAGES:
-        if stamps.get(a) and stamps.get(b) and stamps[b] >= stamps[a]:
-            out[name] = round((stamps[b] - stamps[a]) / 1e6, 1)
-    return out
