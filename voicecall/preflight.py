@@ -6,11 +6,11 @@ Nothing here imports a model library: a model counts as present when its files a
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 from voicecall.config import Config
+from workers.package_files import package_dir
 
 
 def _hub_cache_dirs(repo_id: str) -> list[Path]:
@@ -22,10 +22,10 @@ def locate_model(ref: str) -> tuple[Path | None, str]:
     """Where a model reference resolves to, or (None, why not)."""
     if ref.startswith("package:"):
         name, _, rel = ref.removeprefix("package:").partition("/")
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.submodule_search_locations:
-            return None, f"package {name!r} is not installed (pip install {name.replace('_', '-')})"
-        return Path(next(iter(spec.submodule_search_locations))), f"package {name}" + (f" ({rel})" if rel else "")
+        try:
+            return package_dir(name, ref), f"package {name}" + (f" ({rel})" if rel else "")
+        except FileNotFoundError as exc:
+            return None, str(exc)
     path = Path(ref).expanduser()
     if path.exists():
         return path, "local path"

@@ -7,7 +7,7 @@
     GET  /healthz                  -> readiness() as JSON, 200 when ready else 503
 
 Process-level seams: `handler_factory` makes each call's conversation; `readiness` says whether
-the workers can serve (the supervisor's view); `set_draining`, `live_call_count` and
+the workers can serve (the supervisor's view); `set_draining` and
 `end_all_calls` let a draining process refuse new calls and end the live ones.
 """
 
@@ -128,10 +128,6 @@ def set_draining(app: web.Application, draining: bool = True) -> None:
     app[CALLS].draining = draining
 
 
-def live_call_count(app: web.Application) -> int:
-    return app[CALLS].live() if CALLS in app else 0
-
-
 async def end_all_calls(app: web.Application, reason: str) -> None:
     if CALLS in app:
         await app[CALLS].close_all(reason)
@@ -240,5 +236,5 @@ async def healthz(request: web.Request) -> web.Response:
 
 __all__ = [
     "CALLS", "CONFIG", "HANDLER_FACTORY", "READINESS", "SIGNATURES", "Calls", "Readiness",
-    "create_app", "end_all_calls", "live_call_count", "set_draining",
+    "create_app", "end_all_calls", "set_draining",
 ]

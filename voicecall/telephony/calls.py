@@ -61,9 +61,6 @@ class Conversations:
         for session in list(self.sessions.values()):
             session.on_worker_status(worker, state)
 
-    def accepting(self) -> bool:
-        return self.links.ready() and len(self.sessions) < self.cfg.server.max_calls
-
     def open(self, info: CallInfo, port: MediaPort) -> CallSession:
         """Start the conversation of a new call (greeting included)."""
         session = CallSession(next(self._ids), info, port, self.deps)
@@ -101,12 +98,6 @@ class Conversations:
             return True
         except TimeoutError:
             return False
-
-    async def end_all(self, reason: str) -> None:
-        """End every live call politely (the apology, then hang up)."""
-        for session in list(self.sessions.values()):
-            session.end_reason = reason
-            await session.port.hang_up(reason)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [s.snapshot() for s in self.sessions.values()]

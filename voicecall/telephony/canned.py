@@ -52,10 +52,6 @@ class CannedAudio:
             for seq, clip in self.clips.items()
         ]
 
-    @property
-    def turn_id(self) -> int:
-        return self._generation
-
     def on_record(self, rec: Record, msg: object) -> None:
         if rec.turn_id != self._generation:
             return
