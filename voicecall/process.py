@@ -104,17 +104,22 @@ class ChildHandle:
                 self.process.join(0.1)
                 raise ChildFailed(self.name, f"exited during start-up with code {self.process.exitcode}")
 
-    def stop(self, grace_s: float, deadline_s: float = 2.0) -> int | None:
-        """Ask politely (`Stop`), then SIGTERM, then SIGKILL the whole group. Idempotent."""
-        proc = self.process
-        if proc is None:
-            return None
-        if proc.is_alive() and self.channel is not None:
+    def ask_to_stop(self, deadline_s: float) -> None:
+        """Send `Stop` without waiting (so several children wind down in parallel)."""
+        if self.alive() and self.channel is not None:
             try:
                 self.channel.send(Stop(deadline_s=deadline_s))
             except ChannelClosed:
                 pass
-            proc.join(grace_s + deadline_s)
+
+    def stop(self, grace_s: float, deadline_s: float = 2.0, *, asked: bool = False) -> int | None:
+        """Ask politely (`Stop`, unless `asked` already), then SIGTERM, then SIGKILL the group. Idempotent."""
+        proc = self.process
+        if proc is None:
+            return None
+        if not asked:
+            self.ask_to_stop(deadline_s)
+        proc.join(grace_s + deadline_s)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not proc.is_alive():
                 break

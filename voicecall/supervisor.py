@@ -35,7 +35,6 @@ from ipc.messages import (
     HealthReply,
     LoadProgress,
     Ready,
-    Stop,
     WorkerStatus,
 )
 from voicecall.config import Config
@@ -103,7 +102,6 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._drained = False
-        self.started = False
 
     # ------------------------------------------------------------------ signals
 
@@ -170,16 +168,12 @@ class Supervisor:
                         f"{name} not ready after {child.load_timeout_s:.0f} s "
                         f"(still '{child.detail}'); raise {name}.process.load_timeout_s if loads are slow"
                     )
-            for name, child in self.children.items():  # died after its Ready while others load
-                if child.state is State.RESTARTING and now >= child.restart_at:
-                    child.restarts += 1
-                    self._spawn(name)
+            self._respawn_due(now)  # one that died after its Ready while others still load
             if gpu_queue and all(self.children[n].state is State.READY for n in WORKERS if self.children[n].gpu
                                  and self.children[n].handle.incarnation):
                 self._spawn(gpu_queue.pop(0))
         for name in WORKERS:
             self._tell_telephony(name, "ready")
-        self.started = True
         url = f"http://{self.cfg.server.host}:{self.cfg.server.port}"
         self.console.done(
             [(n, c.state.value, c.load_s, c.detail) for n, c in self.children.items()], url
@@ -295,14 +289,19 @@ class Supervisor:
 
     # ------------------------------------------------------------------ steady state
 
-    def _health_and_restarts(self) -> None:
-        now = time.monotonic()
-        sup = self.cfg.supervisor
+    def _respawn_due(self, now: float) -> None:
+        """Start the next incarnation of every child whose restart back-off has passed."""
         for name, child in self.children.items():
             if child.state is State.RESTARTING and now >= child.restart_at:
                 child.restarts += 1
                 self._spawn(name)
-            elif child.state is State.LOADING and now - child.spawned_at > child.load_timeout_s:
+
+    def _health_and_restarts(self) -> None:
+        now = time.monotonic()
+        sup = self.cfg.supervisor
+        self._respawn_due(now)
+        for name, child in self.children.items():
+            if child.state is State.LOADING and now - child.spawned_at > child.load_timeout_s:
                 self._kill_hung(name, f"not ready within {child.load_timeout_s:.0f} s of restart")
             elif child.state is State.READY:
                 if child.health_pending and now - child.health_sent_at > sup.health_timeout_s:
@@ -350,14 +349,11 @@ class Supervisor:
 
     def stop_all(self) -> None:
         grace = self.cfg.supervisor.stop_grace_s
+        deadline_s = min(2.0, grace)
         for child in self.children.values():  # ask everyone first, so they wind down in parallel
-            if child.handle.alive() and child.handle.channel is not None:
-                try:
-                    child.handle.channel.send(Stop(deadline_s=min(2.0, grace)))
-                except ChannelClosed:
-                    pass
+            child.handle.ask_to_stop(deadline_s)
         for name, child in self.children.items():
-            code = child.handle.stop(grace_s=grace, deadline_s=0.0)
+            code = child.handle.stop(grace_s=grace, deadline_s=0.0, asked=True)
             child.state = State.STOPPED
             log.debug("%s stopped (exit %s)", name, code)
         if self.topology is not None:
