@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voicecall.telephony.session import CallInfo
+from voicecall.conversation.session import CallInfo
 
 
 class StubSession:

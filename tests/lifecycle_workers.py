@@ -29,7 +29,8 @@ from ipc.messages import (
     WorkerStatus,
 )
 from ipc.ring import Record
-from workers.base import Progress, Worker, configure_child_logging, enter_own_process_group, start_death_watch
+from ipc.child import bootstrap_child
+from workers.base import Progress, Worker
 
 
 class EchoConfig(msgspec.Struct, kw_only=True):
@@ -81,10 +82,7 @@ class EchoWorker(Worker):
 
 def quiet_telephony_main(spec: Any) -> None:
     """A telephony stand-in that serves no HTTP: it answers the lifecycle and logs WorkerStatus."""
-    enter_own_process_group()
-    configure_child_logging("telephony", "INFO")
-    if spec.death is not None:
-        start_death_watch("telephony", spec.death)
+    bootstrap_child("telephony", "INFO", spec.death)
     chan = ControlChannel(spec.control, ToChild)
     log_path = os.environ.get("QUIET_TELEPHONY_LOG")
     chan.send(Ready(worker="telephony", load_s=0.0))

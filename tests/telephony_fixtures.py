@@ -10,9 +10,9 @@ from aiohttp import web
 
 from voicecall.config import Config, ServerConfig
 from voicecall.telephony.app import Readiness, always_ready, create_app
-from voicecall.telephony.handler import CallHandlerFactory, EchoHandler
-from voicecall.telephony.media_stream import MarkHandle, MediaStream
-from voicecall.telephony.protocol import Start
+from voicecall.twilio.handler import CallHandlerFactory, EchoHandler
+from voicecall.twilio.media_stream import MarkHandle, MediaStream
+from voicecall.twilio.protocol import Start
 
 
 class RecordingHandler:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicecall.audio import (
+from ipc.audio import (
     FRAME_BYTES,
     ULAW_SILENCE,
     frames,

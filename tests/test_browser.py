@@ -32,10 +32,10 @@ from aiohttp import web
 from tests.call_registry import StubRegistry, StubSession
 from tests.cdp import Browser, chromium_missing_reason
 from tests.running_system import RunningSystem, free_port
-from tests.speech_fixtures import transcribe_mulaw, utterance, word_error_rate
-from voicecall.audio import ulaw_decode, ulaw_encode
+from voicecall.sim.speech import transcribe_mulaw, utterance, word_error_rate
+from ipc.audio import ulaw_decode, ulaw_encode
 from voicecall.config import Config
-from voicecall.telephony.views import add_views
+from voicecall.web.views import add_views
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_missing_reason() is not None,
                                                    reason=chromium_missing_reason() or "")]

@@ -30,10 +30,10 @@ from ipc.messages import (
 )
 from ipc.ring import OwnedRing
 from voicecall.config import Config
-from voicecall.telephony.canned import CannedAudio
-from voicecall.telephony.links import WorkerLinks
-from voicecall.telephony.metrics import CallMetrics
-from voicecall.telephony.session import CallInfo, CallSession, CallState, SessionDeps
+from voicecall.conversation.canned import CannedAudio
+from voicecall.conversation.links import WorkerLinks
+from voicecall.conversation.metrics import CallMetrics
+from voicecall.conversation.session import CallInfo, CallSession, CallState, SessionDeps
 
 FRAME = b"\x7f" * 160
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicecall.records import CallRecords, call_turns, connect, find_call
-from voicecall.telephony.history import AgentReply, Conversation
-from voicecall.telephony.sentences import SentenceAggregator
+from voicecall.conversation.history import AgentReply, Conversation
+from voicecall.conversation.sentences import SentenceAggregator
 
 
 def _stream(text: str, step: int, **kw) -> list[str]:

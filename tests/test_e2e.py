@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.running_system import RunningSystem
-from tests.speech_fixtures import normalize_words, transcribe_mulaw, utterance
+from voicecall.sim.speech import normalize_words, transcribe_mulaw, utterance
 from voicecall.records import call_turns, connect, find_call
-from voicecall.telephony.simclient import CallReport, CallScript, SimulatedCall, Utterance
+from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance
 
 pytestmark = pytest.mark.slow
 

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from ipc.messages import ChatMessage
 from workers.config import LlmConfig
-from workers.llm_backend import Piece, Prompt
-from workers.llm_end_call import EndCallFilter
-from workers.llm_faq import FaqBackend, split_pieces
-from workers.llm_knowledge import load_knowledge
-from workers.llm_prompt import INTERRUPTED_NOTE, chat_messages, drop_oldest_exchange, without_system_role
+from workers.llm.backend import Piece, Prompt
+from workers.llm.end_call import EndCallFilter
+from workers.llm.faq import FaqBackend, split_pieces
+from workers.llm.knowledge import load_knowledge
+from workers.llm.prompt import INTERRUPTED_NOTE, chat_messages, drop_oldest_exchange, without_system_role
 
 PARAPHRASES = [
     ("when do you guys open on saturdays", "hours"),

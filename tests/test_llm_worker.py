@@ -28,11 +28,11 @@ from ipc.messages import (
     LlmEvent,
 )
 from ipc.ring import Record
-from tests.worker_harness import WorkerHarness
+from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import LlmConfig
-from workers.llm_knowledge import load_knowledge
+from workers.llm.knowledge import load_knowledge
 
-TARGET = "workers.llm:LlmWorker"
+TARGET = "workers.llm.worker:LlmWorker"
 OK_PIECES = ["Sure", ", we", " can", " do", " that.", " Good", "bye!", " [END", "_CALL]"]
 SLOW_PIECES = 150  # at 20 ms each: a 3 s reply, long enough to cancel in the middle
 ANSWERS = {e.id: e.answer for e in load_knowledge("configs/knowledge/front_desk.toml").entries}

@@ -9,11 +9,11 @@ import time
 import numpy as np
 
 from tests.telephony_fixtures import RecordingHandler, config, running_server
-from voicecall.audio import SAMPLE_RATE, pcm_to_mulaw_8k
-from voicecall.telephony.handler import EchoHandler
-from voicecall.telephony.media_stream import MarkState, MediaStream
-from voicecall.telephony.protocol import OutClear, OutMark, OutMedia, Start
-from voicecall.telephony.simclient import CallScript, SimulatedCall, Utterance
+from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k
+from voicecall.twilio.handler import EchoHandler
+from voicecall.twilio.media_stream import MarkState, MediaStream
+from voicecall.twilio.protocol import OutClear, OutMark, OutMedia, Start
+from voicecall.sim.client import CallScript, SimulatedCall, Utterance
 
 LEAD_MS = 200
 

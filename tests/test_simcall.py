@@ -11,7 +11,7 @@ import numpy as np
 
 from tests.telephony_fixtures import config, running_server
 from tools import simcall
-from voicecall.audio import read_wav_mulaw, ulaw_decode, write_mulaw_wav
+from ipc.audio import read_wav_mulaw, ulaw_decode, write_mulaw_wav
 
 
 def _args(server: str, **over: object) -> argparse.Namespace:

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.telephony_fixtures import config, running_server
-from voicecall.telephony.simclient import SimulatedCall
+from voicecall.sim.client import SimulatedCall
 
 TOKEN = "f" * 32
 PUBLIC = "https://agent.example.com"

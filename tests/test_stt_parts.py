@@ -10,13 +10,13 @@ import time
 import numpy as np
 import pytest
 
-from tests.speech_fixtures import mulaw_to_16k, utterance, word_error_rate
-from voicecall.audio import ulaw_decode
-from workers.call_audio import CallAudio
+from voicecall.sim.speech import mulaw_to_16k, utterance, word_error_rate
+from ipc.audio import ulaw_decode
+from workers.stt.call_audio import CallAudio
 from workers.config import VadConfig
-from workers.endpointing import Completeness, Endpointer, Event, completeness
-from workers.transcription_queue import Job, JobKind, TranscriptionQueue
-from workers.whisper import ModelNotFound, WhisperEngine, repeats_at_end, resolve_model_dir
+from workers.stt.endpointing import Completeness, Endpointer, Event, completeness
+from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
+from workers.stt.whisper import ModelNotFound, WhisperEngine, repeats_at_end, resolve_model_dir
 
 # ---------------------------------------------------------------- endpointing (pure)
 
@@ -140,13 +140,13 @@ def test_queue_runs_finals_first_and_keeps_a_decoder_for_them() -> None:
 
 
 def test_silero_found_without_importing_torch() -> None:
-    code = ("import sys; from workers.vad import SileroVad; SileroVad.load('package:silero_vad/data/silero_vad.onnx'); "
+    code = ("import sys; from workers.stt.vad import SileroVad; SileroVad.load('package:silero_vad/data/silero_vad.onnx'); "
             "assert 'torch' not in sys.modules and 'silero_vad' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_silero_batch_matches_single_and_finds_the_speech() -> None:
-    from workers.vad import WINDOW_MS, SileroVad, VadStream
+    from workers.stt.vad import WINDOW_MS, SileroVad, VadStream
 
     vad = SileroVad.load("package:silero_vad/data/silero_vad.onnx")
     u = utterance("Is the doctor available next week?")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from ipc.messages import CallClosed, CallOpened, Partial, SpeechStarted, SttEvent, TurnEnded
-from tests.speech_fixtures import Utterance, play_in_real_time, utterance, word_error_rate
-from tests.worker_harness import WorkerHarness
+from voicecall.sim.speech import Utterance, play_in_real_time, utterance, word_error_rate
+from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import SttConfig
 
 pytestmark = pytest.mark.slow
-TARGET = "workers.stt:SttWorker"
+TARGET = "workers.stt.worker:SttWorker"
 TOLERANCE_MS = 100
 
 
@@ -89,7 +89,7 @@ def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:
 
 def test_silence_and_noise_are_not_speech(stt: WorkerHarness) -> None:
     rng = np.random.default_rng(5)
-    from voicecall.audio import ulaw_encode
+    from ipc.audio import ulaw_encode
 
     hiss = ulaw_encode((rng.standard_normal(8000 * 2) * 60).astype(np.int16))  # -55 dBFS line noise
     stt.send(CallOpened(call_id=21), call_id=21)

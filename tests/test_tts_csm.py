@@ -15,7 +15,7 @@ import pytest
 
 from ipc.messages import KIND_AUDIO, Cancel, ContextTurn, SentenceDone, SynthesisFailed, Synthesize, TtsEvent
 from tests.test_tts_worker import check_sentence, collect, done_for
-from tests.worker_harness import WorkerHarness
+from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import ProcessConfig, TtsConfig
 
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|AUDIO|>", "<|audio_eos|>"]
@@ -79,7 +79,7 @@ def test_streamed_mimi_groups_equal_one_shot_decode(tiny_csm: Path) -> None:
     import torch  # noqa: PLC0415
     from transformers import CsmForConditionalGeneration  # noqa: PLC0415
 
-    from workers.mimi_stream import MimiStreamDecoder  # noqa: PLC0415
+    from workers.tts.mimi_stream import MimiStreamDecoder  # noqa: PLC0415
 
     codec = CsmForConditionalGeneration.from_pretrained(tiny_csm).eval().codec_model
     torch.manual_seed(1)
@@ -94,8 +94,8 @@ def test_streamed_mimi_groups_equal_one_shot_decode(tiny_csm: Path) -> None:
 
 
 def test_context_segments_reach_the_prompt(tiny_csm: Path) -> None:
-    from workers.tts_csm import CsmVoiceBackend  # noqa: PLC0415
-    from workers.tts_queue import SpeechJob  # noqa: PLC0415
+    from workers.tts.csm import CsmVoiceBackend  # noqa: PLC0415
+    from workers.tts.speech_queue import SpeechJob  # noqa: PLC0415
 
     voice = CsmVoiceBackend(csm_config(tiny_csm, max_sentence_s=1.0, context_turns=3), 1, lambda *a, **k: None)
     chunks: list[Any] = []
@@ -117,7 +117,7 @@ def test_context_segments_reach_the_prompt(tiny_csm: Path) -> None:
 
 def test_csm_worker_streams_frames_cancels_and_takes_context(tiny_csm: Path) -> None:
     config = csm_config(tiny_csm)
-    with WorkerHarness("tts", "workers.tts:TtsWorker", config, TtsEvent, process=config.process) as h:
+    with WorkerHarness("tts", "workers.tts.worker:TtsWorker", config, TtsEvent, process=config.process) as h:
         h.start(120)
         h.send(Synthesize(call_id=1, turn_id=0, seq=0, text="Hello, how are you today?"), 1, 0, 0)
         got = collect(h, done_for(1, 0), 60)

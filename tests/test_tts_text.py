@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voicecall.audio import FRAME_BYTES
-from workers.mulaw_stream import MulawStream
-from workers.speech_text import number_words, ordinal_words, speakable
-from workers.tts_queue import SpeechQueue
+from ipc.audio import FRAME_BYTES
+from workers.tts.mulaw_stream import MulawStream
+from workers.tts.speech_text import number_words, ordinal_words, speakable
+from workers.tts.speech_queue import SpeechQueue
 
 
 @pytest.mark.parametrize(("text", "spoken"), [

@@ -15,11 +15,11 @@ import pytest
 
 from ipc.messages import KIND_AUDIO, Cancel, SentenceDone, SynthesisFailed, Synthesize, TtsEvent
 from ipc.ring import Record
-from tests.worker_harness import WorkerHarness
-from voicecall.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_decode
+from voicecall.sim.worker_harness import WorkerHarness
+from ipc.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_decode
 from workers.config import ProcessConfig, TtsConfig
 
-TARGET = "workers.tts:TtsWorker"
+TARGET = "workers.tts.worker:TtsWorker"
 LONG = [
     "I can move your appointment to Thursday at ten in the morning if that works better for you.",
     "You will get a text message confirming the change along with the address of the clinic.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from voicecall.telephony.protocol import (
+from voicecall.twilio.protocol import (
     OUTBOUND_DECODER,
     BadMessage,
     Connected,

@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from tests.call_registry import StubRegistry, StubSession
 from voicecall.config import Config
 from voicecall.records import CallRecords
-from voicecall.telephony.call_feed import Subscriber
-from voicecall.telephony.views import TOKEN_COOKIE, add_views, softphone_allowed
+from voicecall.web.call_feed import Subscriber
+from voicecall.web.views import TOKEN_COOKIE, add_views, softphone_allowed
 
 TOKEN_ENV = "VOICECALL_SOFTPHONE_TOKEN"
 PROXIED = {"X-Forwarded-For": "203.0.113.9"}  # how a non-loopback visitor looks behind a local proxy

@@ -10,7 +10,7 @@ import pytest
 
 from ipc.messages import CallOpened, SttEvent
 from tests.lifecycle_workers import EchoConfig
-from tests.worker_harness import WorkerHarness
+from voicecall.sim.worker_harness import WorkerHarness
 from voicecall.process import ChildFailed
 
 TARGET = "tests.lifecycle_workers:EchoWorker"

@@ -16,7 +16,7 @@ import numpy as np
 
 from tools.simcall import percentiles as pct
 from voicecall.latency import STAGES, stage_latencies_ms
-from voicecall.telephony.simclient import CallReport, CallScript, Utterance
+from voicecall.sim.client import CallReport, CallScript, Utterance
 
 QUESTIONS = (
     "What time do you open on Saturday?",
@@ -36,7 +36,7 @@ BARGE_IN = "Sorry, actually, where is the clinic?"
 
 
 def build_question_script(n: int, barge_in_every: int, seed: int) -> CallScript:
-    from tests.speech_fixtures import utterance  # Piper speech: the test fixtures' synthesizer
+    from voicecall.sim.speech import utterance  # Piper speech: the test fixtures' synthesizer
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(QUESTIONS))

@@ -1,6 +1,6 @@
 """Benchmark the LLM worker as deployed: Generate -> first token, and tokens per second.
 
-Spawns the real worker (tests.worker_harness: real process, real rings) with the `[llm]` section
+Spawns the real worker (voicecall.sim.worker_harness: real process, real rings) with the `[llm]` section
 of `--config` (the embedded default: the faq backend, MiniLM on one core), sends caller
 questions as telephony does, `--calls` at a time, and times each turn from the moment its
 Generate is written to the ring until its first TEXT record is read (what telephony sees),
@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipc.messages import KIND_TEXT, ChatMessage, Generate, GenerationDone, GenerationFailed, LlmEvent  # noqa: E402
-from tests.worker_harness import WorkerHarness  # noqa: E402
+from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
 from voicecall.config import load_config  # noqa: E402
 from workers.config import LlmConfig, ProcessConfig  # noqa: E402
 
@@ -45,7 +45,7 @@ def pct(values: list[float], q: float) -> float:
 def run(config: LlmConfig, process: ProcessConfig, turns: int, calls: int, max_tokens: int) -> dict[str, Any]:
     """Send `turns` Generates, `calls` in flight at once; per-turn timings from the telephony side."""
     rows: list[dict[str, float]] = []
-    with WorkerHarness("llm", "workers.llm:LlmWorker", config, LlmEvent, process=process) as h:
+    with WorkerHarness("llm", "workers.llm.worker:LlmWorker", config, LlmEvent, process=process) as h:
         t0 = time.monotonic()
         ready = h.start(300)
         start_s = time.monotonic() - t0

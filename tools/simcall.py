@@ -5,7 +5,7 @@
     python tools/simcall.py --calls 200 --duration-s 25 --cpu-pid $(pgrep -f 'voicecall.telephony.server')
 
 Each call: webhook POST (signed with --auth-token), TwiML, Media Stream WebSocket, paced 20 ms
-media, marks echoed after simulated playout, `clear` honoured (see voicecall/telephony/simclient.py).
+media, marks echoed after simulated playout, `clear` honoured (see voicecall/sim/client.py).
 Prints one JSON report: per call for one call, percentiles for many, CPU per live call with --cpu-pid.
 """
 
@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from voicecall.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav  # noqa: E402
-from voicecall.telephony.simclient import CallReport, CallScript, SimulatedCall, Utterance  # noqa: E402
+from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav  # noqa: E402
+from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance  # noqa: E402
 
 
 def tone_mulaw(ms: int, freq: float = 440.0, level: float = 0.3) -> bytes:

@@ -1,6 +1,6 @@
 """Benchmark the STT worker as deployed: turn_end -> stt_final (and the stages around it), VAD CPU.
 
-Spawns the real worker (tests.worker_harness: real process, real rings) with the embedded
+Spawns the real worker (voicecall.sim.worker_harness: real process, real rings) with the embedded
 default config (`configs/cpu.toml` [stt]), plays Piper caller utterances of 1-8 s through 8 kHz
 mu-law at real-time pace on `--calls` simultaneous calls, and reads the worker's TurnEnded stamps.
 VAD CPU is measured in this process on the same audio (Silero, 1 thread), per call, for one call
@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipc.messages import CallClosed, CallOpened, SttEvent, TurnEnded  # noqa: E402
-from tests.speech_fixtures import play_in_real_time, utterance, word_error_rate  # noqa: E402
-from tests.worker_harness import WorkerHarness  # noqa: E402
-from voicecall.audio import ulaw_decode  # noqa: E402
+from voicecall.sim.speech import play_in_real_time, utterance, word_error_rate  # noqa: E402
+from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
+from ipc.audio import ulaw_decode  # noqa: E402
 from voicecall.config import load_config  # noqa: E402
 
 TEXTS = [
@@ -50,7 +50,7 @@ def pct(values: list[float], q: float) -> float:
 
 def vad_cpu(calls: int, seconds: float = 20.0) -> dict[str, float]:
     """Silero CPU per call (% of one core), one call alone and `calls` batched, on real speech."""
-    from workers.vad import WINDOW_MS, SileroVad, VadStream
+    from workers.stt.vad import WINDOW_MS, SileroVad, VadStream
 
     vad = SileroVad.load("package:silero_vad/data/silero_vad.onnx")
     pcm = ulaw_decode(b"".join(utterance(t).mulaw for t in TEXTS[:6]))
@@ -98,7 +98,7 @@ def main() -> None:
     audio = {cid: b"".join(u.mulaw for u in us) for cid, us in plans.items()}
     audio_s = sum(len(a) for a in audio.values()) / 8000
 
-    with WorkerHarness("stt", "workers.stt:SttWorker", cfg, SttEvent, process=cfg.process) as h:
+    with WorkerHarness("stt", "workers.stt.worker:SttWorker", cfg, SttEvent, process=cfg.process) as h:
         h.start(180)
         for cid in plans:
             h.send(CallOpened(call_id=cid), call_id=cid)

@@ -1,6 +1,6 @@
 """Benchmark the tts worker as deployed: Synthesize -> first mu-law frame, and real-time factor.
 
-Spawns the real worker (tests.worker_harness: real process, real rings) with the embedded default
+Spawns the real worker (voicecall.sim.worker_harness: real process, real rings) with the embedded default
 (`configs/cpu.toml` [tts], Piper joe-medium) and sends first sentences of 1, 4, 8 and 16 words,
 each as the first sentence of a new turn, one at a time (an idle worker, like a reply's start).
   first frame = Synthesize written -> first AUDIO record written (its ts_ns is tts_first_audio)
@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ipc.messages import KIND_AUDIO, SentenceDone, Synthesize, TtsEvent  # noqa: E402
-from tests.worker_harness import WorkerHarness  # noqa: E402
+from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
 from voicecall.config import load_config  # noqa: E402
 
 SENTENCES = {
@@ -73,7 +73,7 @@ def main() -> None:
     results: dict[str, Any] = {"config": args.config, "backend": config.backend, "threads": config.process.threads,
                                "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()[0], "rows": {}}
     call_id = 1000
-    with WorkerHarness("tts", "workers.tts:TtsWorker", config, TtsEvent, process=config.process) as h:
+    with WorkerHarness("tts", "workers.tts.worker:TtsWorker", config, TtsEvent, process=config.process) as h:
         ready = h.start(120)
         results["load_s"] = ready.load_s
         for _ in range(2):  # let onnxruntime settle its buffers for several lengths

@@ -110,7 +110,7 @@ class Supervisor:
         self._stop_requests += 1
         try:
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
+        except OSError:  # full (a wake-up is already pending) or already closed by stop_all
             pass
 
     def _install_signals(self) -> None:
@@ -348,7 +348,8 @@ class Supervisor:
         self.stop_all()
 
     def stop_all(self) -> None:
-        grace = self.cfg.supervisor.stop_grace_s
+        # A signal that arrived during the drain escalates: children get a short grace, then SIGKILL.
+        grace = self.cfg.supervisor.stop_grace_s if self._stop_requests <= 1 else min(1.0, self.cfg.supervisor.stop_grace_s)
         deadline_s = min(2.0, grace)
         for child in self.children.values():  # ask everyone first, so they wind down in parallel
             child.handle.ask_to_stop(deadline_s)
@@ -372,6 +373,7 @@ class Supervisor:
         except StartupError as exc:
             log.error("start-up failed: %s", exc)
             self.stop_all()
+            _ignore_stop_signals()
             return 1
         except BaseException:
             self.stop_all()
@@ -380,5 +382,17 @@ class Supervisor:
             self.serve()
         finally:
             self.drain_and_stop()
+            _ignore_stop_signals()
         log.info("stopped cleanly")
         return 0
+
+
+def _ignore_stop_signals() -> None:
+    """Once everything is stopped, later SIGTERM/SIGINT are moot: ignore them.
+
+    Interpreter shutdown restores the default disposition of every signal that has a Python
+    handler, so a second SIGTERM (systemd, kubectl, a twice-pressed Ctrl+C) landing in that
+    window would kill an otherwise clean exit with -15. SIG_IGN survives finalisation.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)

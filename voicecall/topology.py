@@ -20,7 +20,7 @@ from voicecall.config import Config
 from workers.base import WorkerSpec
 
 WORKERS = ("stt", "llm", "tts")
-WORKER_TARGETS = {"stt": "workers.stt:SttWorker", "llm": "workers.llm:LlmWorker", "tts": "workers.tts:TtsWorker"}
+WORKER_TARGETS = {"stt": "workers.stt.worker:SttWorker", "llm": "workers.llm.worker:LlmWorker", "tts": "workers.tts.worker:TtsWorker"}
 
 
 @dataclass

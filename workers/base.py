@@ -22,7 +22,6 @@ import abc
 import importlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from ipc.channel import ChannelClosed, ControlChannel
+from ipc.child import bootstrap_child
 from ipc.messages import (
     KIND_AUDIO,
     KIND_MESSAGE,
@@ -194,52 +194,11 @@ def _apply_device_env(spec: WorkerSpec) -> None:
     os.environ.update(spec.env)
 
 
-def start_death_watch(name: str, death: Connection) -> None:
-    """Exit (with our whole process group) as soon as the supervisor vanishes."""
-    threading.Thread(target=_watch_death, args=(death,), name=f"{name}-death-watch", daemon=True).start()
-
-
-def _watch_death(death: Connection) -> None:
-    # The supervisor holds the only write end; EOF means it is gone, so we must go too,
-    # taking our process group (vLLM's engine process, for one) with us.
-    try:
-        death.recv_bytes()
-    except (EOFError, OSError):
-        pass
-    try:
-        os.killpg(os.getpgid(0), signal.SIGKILL)
-    finally:
-        os._exit(3)
-
-
-def configure_child_logging(name: str, level: str) -> None:
-    """Plain log lines to stderr, prefixed with the process role."""
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format=f"%(asctime)s {name:<9} %(levelname)-7s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-
-
-def enter_own_process_group() -> None:
-    """Lead a process group so the supervisor can reap grandchildren (vLLM) with one killpg."""
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-
-
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of every worker process (spawn target)."""
-    enter_own_process_group()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates shutdown
+    bootstrap_child(spec.name, spec.log_level, spec.death)
     _apply_device_env(spec)
-    configure_child_logging(spec.name, spec.log_level)
     assert spec.control is not None and spec.inbound is not None and spec.outbound is not None
-    if spec.death is not None:
-        start_death_watch(spec.name, spec.death)
     control = ControlChannel(spec.control, ToChild)
     code = 1
     try:

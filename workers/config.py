@@ -30,7 +30,7 @@ class ProcessConfig(_Section):
 
 
 class VadConfig(_Section):
-    """Silero VAD and adaptive silence endpointing (see workers/endpointing.py)."""
+    """Silero VAD and adaptive silence endpointing (see workers/stt/endpointing.py)."""
 
     #: Silero ONNX file: "package:silero_vad/data/silero_vad.onnx" (found without importing torch) or a path.
     model: str = "package:silero_vad/data/silero_vad.onnx"
@@ -95,7 +95,7 @@ class SttConfig(_Section):
 
 
 class LlmConfig(_Section):
-    """Reply generation worker (workers/llm.py): history in, token text + GenerationDone out."""
+    """Reply generation worker (workers/llm/worker.py): history in, token text + GenerationDone out."""
 
     process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
     #: Primary backend: "faq" (knowledge file + MiniLM, the CPU default), "vllm" (in-process
@@ -170,7 +170,7 @@ class LlmConfig(_Section):
 
 
 class TtsConfig(_Section):
-    """Text-to-speech worker (workers/tts.py): sentences in, mu-law 8 kHz frames out."""
+    """Text-to-speech worker (workers/tts/worker.py): sentences in, mu-law 8 kHz frames out."""
 
     process: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
     backend: Literal["piper", "csm"] = "piper"

@@ -23,9 +23,9 @@ from aiohttp import web
 from twilio.twiml.voice_response import VoiceResponse
 
 from voicecall.config import Config
-from voicecall.telephony.handler import CallHandlerFactory, NullHandler
-from voicecall.telephony.media_stream import MediaStream
-from voicecall.telephony.security import SIGNATURE_HEADER, Signatures
+from voicecall.twilio.handler import CallHandlerFactory, NullHandler
+from voicecall.twilio.media_stream import MediaStream
+from voicecall.twilio.security import SIGNATURE_HEADER, Signatures
 
 log = logging.getLogger("voicecall.telephony")
 
@@ -212,7 +212,7 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
 def _softphone_upgrade(request: web.Request) -> bool:
     """An unsigned upgrade from the browser softphone: allowed for loopback (or token) clients,
     which `softphone_allowed` checks; anything else must carry Twilio's signature."""
-    from voicecall.telephony.views import softphone_allowed  # views import app-level seams lazily
+    from voicecall.web.views import softphone_allowed  # views import app-level seams lazily
 
     return softphone_allowed(request, request.app[CONFIG])
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -19,22 +18,18 @@ import msgspec
 from aiohttp import web
 
 from ipc.channel import ChannelClosed, ControlChannel
+from ipc.child import bootstrap_child
 from ipc.messages import Drain, Drained, HealthCheck, HealthReply, Ready, Stop, ToChild, WorkerStatus
 from voicecall.config import Config
-from voicecall.telephony.links import WorkerLinks
+from voicecall.conversation.links import WorkerLinks
 from voicecall.topology import TelephonySpec
-from workers.base import configure_child_logging, enter_own_process_group, start_death_watch
 
 log = logging.getLogger("voicecall.telephony")
 
 
 def telephony_main(spec: TelephonySpec) -> None:
     """Entry point of the telephony process (spawn target)."""
-    enter_own_process_group()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor coordinates shutdown
-    configure_child_logging("telephony", spec.log_level)
-    if spec.death is not None:
-        start_death_watch("telephony", spec.death)
+    bootstrap_child("telephony", spec.log_level, spec.death)
     cfg = msgspec.json.decode(spec.config_json, type=Config)
     code = 0
     try:
@@ -66,9 +61,9 @@ class TelephonyProcess:
         t0 = time.monotonic()
         from voicecall.records import CallRecords
         from voicecall.telephony.app import create_app
-        from voicecall.telephony.calls import Conversations
-        from voicecall.telephony.security import check_bind
-        from voicecall.telephony.views import add_views
+        from voicecall.conversation.calls import Conversations
+        from voicecall.twilio.security import check_bind
+        from voicecall.web.views import add_views
 
         check_bind(self.cfg.server)
         self.links.start()
@@ -147,7 +142,7 @@ def add_observability(app: web.Application, conversations: object, links: Worker
 
     from ipc.stats import ring_snapshot
     from voicecall.telephony.ipc_metrics import RingCollector
-    from voicecall.telephony.security import is_loopback
+    from voicecall.twilio.security import is_loopback
 
     registry = conversations.metrics.registry  # type: ignore[attr-defined]
     registry.register(RingCollector(lambda: [st for link in links.links.values() for st in link.ring_stats()]))

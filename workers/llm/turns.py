@@ -18,7 +18,7 @@ import time
 
 from ipc.messages import GenerationDone, GenerationFailed
 from workers.base import Outbox
-from workers.llm_end_call import EndCallFilter
+from workers.llm.end_call import EndCallFilter
 
 
 class TurnOutput:

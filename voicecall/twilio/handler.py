@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from voicecall.audio import FRAME_MS, ULAW_DECODE
+from ipc.audio import FRAME_MS, ULAW_DECODE
 
 if TYPE_CHECKING:
-    from voicecall.telephony.media_stream import MarkHandle, MediaStream
-    from voicecall.telephony.protocol import Start
+    from voicecall.twilio.media_stream import MarkHandle, MediaStream
+    from voicecall.twilio.protocol import Start
 
 log = logging.getLogger("voicecall.telephony")
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-log = logging.getLogger("voicecall.telephony.views")
+log = logging.getLogger("voicecall.web.views")
 
 #: Events one subscriber may have waiting before the oldest is dropped (a browser tab that
 #: stalls for seconds loses old transcript lines, never the call's progress).
@@ -35,7 +35,7 @@ class _Session(Protocol):
 
 
 class CallRegistry(Protocol):
-    """What the feed needs from `voicecall.telephony.calls.Conversations`."""
+    """What the feed needs from `voicecall.conversation.calls.Conversations`."""
 
     sessions: dict[int, Any]
 

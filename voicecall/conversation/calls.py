@@ -15,10 +15,10 @@ from typing import Any
 from ipc.ring import Record
 from voicecall.config import Config
 from voicecall.records import CallRecords
-from voicecall.telephony.canned import CANNED_CALL_ID, CannedAudio
-from voicecall.telephony.links import WorkerLinks
-from voicecall.telephony.metrics import CallMetrics
-from voicecall.telephony.session import CallInfo, CallSession, MediaPort, SessionDeps
+from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio
+from voicecall.conversation.links import WorkerLinks
+from voicecall.conversation.metrics import CallMetrics
+from voicecall.conversation.session import CallInfo, CallSession, MediaPort, SessionDeps
 
 log = logging.getLogger("voicecall.telephony")
 
@@ -37,7 +37,7 @@ class Conversations:
         self._empty = asyncio.Event()
         self._empty.set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        from voicecall.telephony.hangup import twilio_credentials
+        from voicecall.twilio.hangup import twilio_credentials
 
         self.credentials = twilio_credentials(cfg.server.account_sid_env, cfg.server.auth_token_env)
         links.status_listeners.append(self._on_worker_status)
@@ -123,7 +123,7 @@ class StreamPort:
 
     async def hang_up(self, reason: str) -> None:
         if self._credentials and self._call_sid:
-            from voicecall.telephony.hangup import complete_call
+            from voicecall.twilio.hangup import complete_call
 
             if await complete_call(self._call_sid, self._credentials):
                 return  # Twilio sends `stop` and closes the stream itself

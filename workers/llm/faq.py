@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from workers.config import LlmConfig
-from workers.llm_backend import Piece, Prompt
-from workers.llm_knowledge import Knowledge, KnowledgeEntry, load_knowledge
-from workers.llm_prompt import last_caller_text
+from workers.llm.backend import Piece, Prompt
+from workers.llm.knowledge import Knowledge, KnowledgeEntry, load_knowledge
+from workers.llm.prompt import last_caller_text
 from workers.package_files import package_dir
 
 log = logging.getLogger("voicecall.llm")

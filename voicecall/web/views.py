@@ -1,7 +1,7 @@
 """The browser side of the telephony process: the softphone, the live call view, their feeds.
 
     GET /                   softphone page (speaks Twilio Media Streams to /twilio/media)
-    GET /static/{file}      its JavaScript, AudioWorklet, CSS (files of telephony/static only)
+    GET /static/{file}      its JavaScript, AudioWorklet, CSS (files of web/static only)
     GET /calls              live call view page
     GET /calls.json         live calls (registry) + recent ended calls (records DB, read in a thread)
     GET /softphone/events   WebSocket of call events as JSON: ?callSid=CA... for one call, none for all
@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, web
 
 from voicecall.config import Config
-from voicecall.telephony.call_feed import CallFeed, CallRegistry, Subscriber
-from voicecall.telephony.call_history import ended_calls
+from voicecall.web.call_feed import CallFeed, CallRegistry, Subscriber
+from voicecall.web.call_history import ended_calls
 
-log = logging.getLogger("voicecall.telephony.views")
+log = logging.getLogger("voicecall.web.views")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 TOKEN_COOKIE = "voicecall_softphone"

@@ -16,8 +16,8 @@ import asyncio
 import logging
 
 from workers.config import LlmConfig
-from workers.llm_backend import Backend, BackendError, Piece, Prompt
-from workers.llm_turns import TurnOutput
+from workers.llm.backend import Backend, BackendError, Piece, Prompt
+from workers.llm.turns import TurnOutput
 
 log = logging.getLogger("voicecall.llm")
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from workers.config import TtsConfig
-from workers.tts_queue import SpeechJob
-from workers.tts_voice import Emit, Progress
+from workers.tts.speech_queue import SpeechJob
+from workers.tts.voice import Emit, Progress
 
 log = logging.getLogger("voicecall.tts")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voicecall.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_encode
+from ipc.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_encode
 
 
 class MulawStream:

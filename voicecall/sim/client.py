@@ -31,8 +31,8 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voicecall.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ULAW_SILENCE, read_wav_mulaw
-from voicecall.telephony.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMedia
+from ipc.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ULAW_SILENCE, read_wav_mulaw
+from voicecall.twilio.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMedia
 
 SILENT_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
 _JSON = msgspec.json.Encoder()
@@ -110,7 +110,7 @@ def voiced_span_ms(mulaw: bytes, threshold_dbfs: float = -40.0) -> tuple[int, in
     """
     import numpy as np
 
-    from voicecall.audio import ulaw_decode
+    from ipc.audio import ulaw_decode
 
     n = len(mulaw) // FRAME_BYTES
     if n == 0:

@@ -25,10 +25,10 @@ from ipc.messages import CallClosed, Cancel, ChatMessage, Generate, LlmRequest
 from ipc.ring import Record
 from workers.base import Outbox, Progress, Worker
 from workers.config import LlmConfig
-from workers.llm_answer import TurnAnswerer
-from workers.llm_backend import Backend, Prompt
-from workers.llm_loop import LoopThread
-from workers.llm_turns import TurnOutput, TurnTable
+from workers.llm.answer import TurnAnswerer
+from workers.llm.backend import Backend, Prompt
+from workers.llm.loop import LoopThread
+from workers.llm.turns import TurnOutput, TurnTable
 
 log = logging.getLogger("voicecall.llm")
 
@@ -37,7 +37,7 @@ def make_backends(config: LlmConfig, progress: Progress) -> tuple[Backend, Backe
     """The primary backend and the faq backend (primary itself, the fallback, or None)."""
     faq: Backend | None = None
     if config.backend == "faq" or config.fallback == "faq":
-        from workers.llm_faq import FaqBackend
+        from workers.llm.faq import FaqBackend
 
         progress("loading knowledge + MiniLM", detail=config.knowledge)
         faq = FaqBackend(config)
@@ -45,10 +45,10 @@ def make_backends(config: LlmConfig, progress: Progress) -> tuple[Backend, Backe
         assert faq is not None
         return faq, faq
     if config.backend == "vllm":
-        from workers.llm_vllm import VllmBackend
+        from workers.llm.vllm_engine import VllmBackend
 
         return VllmBackend(config), faq
-    from workers.llm_openai import OpenAiBackend
+    from workers.llm.openai_api import OpenAiBackend
 
     return OpenAiBackend(config), faq
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from workers.config import TtsConfig
-from workers.tts_queue import SpeechJob
+from workers.tts.speech_queue import SpeechJob
 
 Emit = Callable[[np.ndarray], None]
 Progress = Callable[..., None]
@@ -39,9 +39,9 @@ class Voice(Protocol):
 def load_voice(config: TtsConfig, threads: int, progress: Progress) -> Voice:
     """Build the configured backend (`tts.backend`)."""
     if config.backend == "piper":
-        from workers.tts_piper import PiperVoiceBackend  # noqa: PLC0415 - import only the chosen backend
+        from workers.tts.piper_voice import PiperVoiceBackend  # noqa: PLC0415 - import only the chosen backend
 
         return PiperVoiceBackend(config, threads, progress)
-    from workers.tts_csm import CsmVoiceBackend  # noqa: PLC0415
+    from workers.tts.csm import CsmVoiceBackend  # noqa: PLC0415
 
     return CsmVoiceBackend(config, threads, progress)

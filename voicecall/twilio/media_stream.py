@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from voicecall.audio import FRAME_BYTES, FRAME_MS, pad_frame
-from voicecall.telephony.protocol import (
+from ipc.audio import FRAME_BYTES, FRAME_MS, pad_frame
+from voicecall.twilio.protocol import (
     BadMessage,
     Connected,
     Dtmf,
@@ -47,7 +47,7 @@ from voicecall.telephony.protocol import (
 )
 
 if TYPE_CHECKING:
-    from voicecall.telephony.handler import CallHandler
+    from voicecall.twilio.handler import CallHandler
 
 log = logging.getLogger("voicecall.telephony")
 

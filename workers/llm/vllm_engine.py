@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from workers.config import LlmConfig
-from workers.llm_backend import BackendError, Piece, Prompt
-from workers.llm_prompt import chat_messages, drop_oldest_exchange, without_system_role
+from workers.llm.backend import BackendError, Piece, Prompt
+from workers.llm.prompt import chat_messages, drop_oldest_exchange, without_system_role
 
 log = logging.getLogger("voicecall.llm")
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from workers.config import TtsConfig
-from workers.tts_queue import SpeechJob
-from workers.tts_voice import Emit, Progress
+from workers.tts.speech_queue import SpeechJob
+from workers.tts.voice import Emit, Progress
 
 log = logging.getLogger("voicecall.tts")
 
@@ -172,7 +172,7 @@ class _FrameStreamer:
                  job: SpeechJob) -> None:
         import torch  # noqa: PLC0415
 
-        from workers.mimi_stream import MimiStreamDecoder  # noqa: PLC0415
+        from workers.tts.mimi_stream import MimiStreamDecoder  # noqa: PLC0415
 
         self._torch = torch
         self._decoder = MimiStreamDecoder(codec)

@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 
 from workers.config import LlmConfig
-from workers.llm_backend import BackendError, Piece, Prompt
-from workers.llm_prompt import chat_messages
+from workers.llm.backend import BackendError, Piece, Prompt
+from workers.llm.prompt import chat_messages
 
 END_CALL_TOOL = {
     "type": "function",

@@ -31,13 +31,13 @@ from ipc.messages import (
     TtsRequest,
 )
 from ipc.ring import Record
-from voicecall.audio import FRAME_BYTES, FRAME_MS
+from ipc.audio import FRAME_BYTES, FRAME_MS
 from workers.base import Progress, Worker
 from workers.config import TtsConfig
-from workers.mulaw_stream import MulawStream
-from workers.speech_text import speakable
-from workers.tts_queue import SpeechJob, SpeechQueue
-from workers.tts_voice import Voice, load_voice
+from workers.tts.mulaw_stream import MulawStream
+from workers.tts.speech_text import speakable
+from workers.tts.speech_queue import SpeechJob, SpeechQueue
+from workers.tts.voice import Voice, load_voice
 
 log = logging.getLogger("voicecall.tts")
 
