@@ -8,6 +8,8 @@ the file, the key path and what was expected, e.g.::
 
 from __future__ import annotations
 
+import logging
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +17,11 @@ from typing import Any, Literal
 import msgspec
 
 from workers.config import LlmConfig, SttConfig, TtsConfig
+
+log = logging.getLogger("voicecall.config")
+
+#: E.164: "+", a non-zero country digit, at most 15 digits in all.
+E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -29,9 +36,10 @@ class ServerConfig(_Section):
     #: Public base URL Twilio reaches us at (e.g. "https://agent.example.com"); signatures are
     #: computed over it, and the TwiML stream URL is derived from it. Empty: derived from Host.
     public_url: str = ""
-    #: Environment variable holding the Twilio auth token (the token never appears in config).
+    #: Deprecated: set `[twilio] auth_token_env`. Still accepted (copied there, with a log line);
+    #: after loading it always mirrors `twilio.auth_token_env`, which signature checks read.
     auth_token_env: str = "TWILIO_AUTH_TOKEN"
-    #: Environment variable holding the Twilio account SID (for hanging up via the REST API).
+    #: Deprecated: set `[twilio] account_sid_env` (same rules as above).
     account_sid_env: str = "TWILIO_ACCOUNT_SID"
     #: Serve unsigned traffic on a non-loopback address (only for tunnels you trust).
     allow_unsigned: bool = False
@@ -49,6 +57,25 @@ class ServerConfig(_Section):
     #: Environment variable holding the shared token that lets non-loopback clients in (they open
     #: "/?token=..."; the page keeps it in a cookie); unset or empty = loopback only.
     softphone_token_env: str = "VOICECALL_SOFTPHONE_TOKEN"
+
+
+class TwilioConfig(_Section):
+    """Twilio's REST API (hang-up, transfer, outbound calls) and the credentials every Twilio use reads."""
+
+    #: REST API base URL: a regional edge (e.g. "https://api.dublin.ie1.twilio.com") or, in tests,
+    #: a local stand-in. Requests go to {api_base_url}/2010-04-01/Accounts/{AccountSid}/...
+    api_base_url: str = "https://api.twilio.com"
+    #: Environment variable holding the account SID ("AC..."); REST calls need it.
+    account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    #: Environment variable holding the auth token (REST auth and webhook signatures; never in config).
+    auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    #: Our Twilio number in E.164 ("+15551234567"): `From` of outbound calls, caller ID of transfers.
+    #: Empty: outbound calls need an explicit From; transfers show the original caller.
+    caller_id: str = ""
+    #: Seconds to open the TCP/TLS connection to the REST API.
+    connect_timeout_s: float = 3.0
+    #: Seconds a whole REST request may take; a POST that times out is never re-sent.
+    request_timeout_s: float = 8.0
 
 
 class SupervisorConfig(_Section):
@@ -106,6 +133,7 @@ class Config(_Section):
     name: str = "voicecall"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    twilio: TwilioConfig = msgspec.field(default_factory=TwilioConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     ipc: IpcConfig = msgspec.field(default_factory=IpcConfig)
     call: CallConfig = msgspec.field(default_factory=CallConfig)
@@ -164,6 +192,10 @@ def _semantic_problems(cfg: Config) -> list[str]:
         problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
     if cfg.llm.backend == "openai" and not cfg.llm.base_url:
         problems.append("$.llm.base_url: the openai backend needs a base URL")
+    if cfg.twilio.caller_id and not E164.fullmatch(cfg.twilio.caller_id):
+        problems.append(f"$.twilio.caller_id: expected an E.164 number like +15551234567, got {cfg.twilio.caller_id!r}")
+    if not cfg.twilio.api_base_url.startswith(("https://", "http://")):
+        problems.append(f"$.twilio.api_base_url: expected an http(s) URL, got {cfg.twilio.api_base_url!r}")
     if cfg.tts.backend == "csm" and not cfg.tts.model:
         problems.append("$.tts.model: the csm backend needs a model directory or hub id")
     return problems
@@ -193,7 +225,21 @@ def config_from_toml(text: str, path: str = "<string>") -> Config:
     if problems:
         raise ConfigError(path, problems)
     cfg = msgspec.convert(data, Config)
+    _move_deprecated_twilio_keys(data, cfg, path)
     problems = _semantic_problems(cfg)
     if problems:
         raise ConfigError(path, problems)
     return cfg
+
+
+def _move_deprecated_twilio_keys(data: dict[str, Any], cfg: Config, path: str) -> None:
+    """`[server] auth_token_env/account_sid_env` moved to `[twilio]`: honour the old spelling once."""
+    server, twilio = data.get("server", {}), data.get("twilio", {})
+    for key in ("auth_token_env", "account_sid_env"):
+        if key in server:
+            if key in twilio:
+                log.warning("%s: server.%s is deprecated and ignored (twilio.%s is set)", path, key, key)
+            else:
+                log.warning("%s: server.%s is deprecated; move it to [twilio]", path, key)
+                setattr(cfg.twilio, key, server[key])
+        setattr(cfg.server, key, getattr(cfg.twilio, key))  # one value for every reader

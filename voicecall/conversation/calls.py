@@ -19,6 +19,7 @@ from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.session import CallInfo, CallSession, MediaPort, SessionDeps
+from voicecall.twilio.rest import TwilioRest
 
 log = logging.getLogger("voicecall.telephony")
 
@@ -37,9 +38,8 @@ class Conversations:
         self._empty = asyncio.Event()
         self._empty.set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        from voicecall.twilio.hangup import twilio_credentials
-
-        self.credentials = twilio_credentials(cfg.server.account_sid_env, cfg.server.auth_token_env)
+        #: The one Twilio REST client (hang-up, transfer); closed by `close_rest`.
+        self.rest = TwilioRest.from_config(cfg.twilio)
         links.status_listeners.append(self._on_worker_status)
         links.register(CANNED_CALL_ID, self._on_canned)
 
@@ -84,6 +84,9 @@ class Conversations:
         for task in list(self._tasks):
             task.cancel()
 
+    async def close_rest(self) -> None:
+        await self.rest.close()
+
     def handler_factory(self) -> ConversationHandler:
         """The `CallHandlerFactory` given to `create_app`."""
         return ConversationHandler(self)
@@ -106,10 +109,10 @@ class Conversations:
 class StreamPort:
     """A CallSession's view of its MediaStream; hang-up goes through Twilio's REST API when it can."""
 
-    def __init__(self, stream: Any, call_sid: str, credentials: tuple[str, str] | None) -> None:
+    def __init__(self, stream: Any, call_sid: str, rest: TwilioRest) -> None:
         self._stream = stream
         self._call_sid = call_sid
-        self._credentials = credentials
+        self._rest = rest
         self.first_sent_ns: dict[int, int] = stream.first_sent_ns
 
     def play(self, mulaw: bytes, turn_id: int | None = None) -> None:
@@ -122,11 +125,10 @@ class StreamPort:
         self._stream.clear()
 
     async def hang_up(self, reason: str) -> None:
-        if self._credentials and self._call_sid:
-            from voicecall.twilio.hangup import complete_call
+        from voicecall.twilio.hangup import complete_call
 
-            if await complete_call(self._call_sid, self._credentials):
-                return  # Twilio sends `stop` and closes the stream itself
+        if await complete_call(self._rest, self._call_sid):
+            return  # Twilio sends `stop` and closes the stream itself
         await self._stream.hang_up(reason)
 
 
@@ -148,7 +150,7 @@ class ConversationHandler:
             task = asyncio.get_running_loop().create_task(stream.hang_up("not ready"))
             self._conversations.track(task)
             return
-        port = StreamPort(stream, call.call_sid, self._conversations.credentials)
+        port = StreamPort(stream, call.call_sid, self._conversations.rest)
         self.session = self._conversations.open(call, port)
 
     def on_media(self, frame: bytes, chunk: int, media_ms: int, arrival_ns: int) -> None:

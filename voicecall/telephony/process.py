@@ -88,6 +88,7 @@ class TelephonyProcess:
                 self._drain_task.cancel()
             await runner.cleanup()  # closes live streams; their sessions close and record the end
             self.conversations.cancel_tasks()
+            await self.conversations.close_rest()
             self.records.close()
             self.links.close()
 
