@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.telephony_fixtures import config, running_server
-from tools import simcall
 from ipc.audio import read_wav_mulaw, ulaw_decode, write_mulaw_wav
+from tests.telephony_fixtures import config, running_server
+from voicecall.cli import simcall
 
 
 def _args(server: str, **over: object) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""tools/trace.py on a recorded call: valid PNGs of sane size, stages in pipeline order."""
+"""`voicecall trace` on a recorded call: valid PNGs of sane size, stages in pipeline order."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def _record_call(db: Path, n_turns: int = 2) -> None:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "tools/trace.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "voicecall.cli", "trace", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_waterfall_png_and_stage_order(tmp_path: Path) -> None:

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """Live view of every IPC channel of a running voicecall (like `top`, for rings).
 
-    python tools/ipc_top.py                          # attach to http://127.0.0.1:8080, refresh every second
-    python tools/ipc_top.py --url http://host:8080 --interval 2
-    python tools/ipc_top.py --once --json            # one interval, as JSON, for scripts
+    voicecall ipc-top                          # attach to http://127.0.0.1:8080, refresh every second
+    voicecall ipc-top --url http://host:8080 --interval 2
+    voicecall ipc-top --once --json            # one interval, as JSON, for scripts
 
 One row per channel (producer -> consumer, kind): records/s, bytes/s, one-way latency p50/p99
 over the last interval (from each ring's shared histogram), occupancy, drops, wake-ups/s.
@@ -18,12 +17,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ipc.stats import interval  # noqa: E402
+from ipc.stats import interval
 
 
 def fetch(url: str, timeout: float = 3.0) -> dict[str, Any]:

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Draw where each turn's milliseconds went, from the call records.
 
-    python tools/trace.py                      # latest call: one waterfall PNG of all its turns
-    python tools/trace.py CA0123... --out t.png
-    python tools/trace.py --all --out all.png  # every stage's latency distribution over many calls
-    python tools/trace.py --json               # the segments as JSON (no PNG)
+    voicecall trace                      # latest call: one waterfall PNG of all its turns
+    voicecall trace CA0123... --out t.png
+    voicecall trace --all --out all.png  # every stage's latency distribution over many calls
+    voicecall trace --json               # the segments as JSON (no PNG)
 
 A waterfall row is one stage of a turn (caller speech, endpoint wait, STT, ...), drawn from the
 stamps DESIGN §7 names; the thin dark bars are IPC hops (a worker's stamp -> the telephony
@@ -19,10 +18,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from voicecall.latency import SEGMENTS, turn_segments  # noqa: E402
-from voicecall.records import call_turns, connect, find_call  # noqa: E402
+from voicecall.latency import SEGMENTS, turn_segments
+from voicecall.records import call_turns, connect, find_call
 
 COLORS = {"caller": "#8fbf7f", "stt": "#5b8bd9", "llm": "#d9825b", "tts": "#b45bd9", "telephony": "#9a9a9a", "ipc": "#202020"}
 

