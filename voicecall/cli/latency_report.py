@@ -20,7 +20,7 @@ from typing import Any
 from voicecall.latency import STAGES, stage_latencies_ms
 from voicecall.percentiles import summary
 from voicecall.records import connect, recent_calls
-from voicecall.sim.client import CallReport
+from voicecall.sim.script import CallReport
 
 
 def server_stages(db: str | Path, call_sids: list[str]) -> dict[str, list[float]]:

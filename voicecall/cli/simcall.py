@@ -25,7 +25,8 @@ import psutil
 
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav
 from voicecall.percentiles import summary
-from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance
+from voicecall.sim.client import SimulatedCall
+from voicecall.sim.script import CallReport, CallScript, Utterance
 
 
 def tone_mulaw(ms: int, freq: float = 440.0, level: float = 0.3) -> bytes:

@@ -9,8 +9,9 @@
          clear  drops the queued audio and echoes every pending mark at once
     -> stop, close
 
-Used by `tools/simcall.py` and the tests; a `CallScript` is a list of `Utterance`s (each after a
-pause, or barging in N ms after the server starts talking) plus DTMF, so later scripts extend it.
+Used by `voicecall sim` and the tests; a `CallScript` (voicecall/sim/script.py) is a list of
+`Utterance`s (each after a pause, or barging in N ms after the server starts talking) plus DTMF.
+The playback buffer standing for Twilio's outbound side is voicecall/sim/playback.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import binascii
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,173 +31,17 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ipc.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ULAW_SILENCE, read_wav_mulaw
+from ipc.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ULAW_SILENCE
+from voicecall.sim.playback import TwilioBuffer
+from voicecall.sim.script import CallReport, CallScript, Utterance, voiced_span_ms
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMedia
 
 SILENT_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
 _JSON = msgspec.json.Encoder()
 
 
-@dataclass
-class Utterance:
-    """Caller speech: `mulaw` (or a WAV path) after `pause_before_ms` of silence, or, with
-    `barge_in_after_ms`, starting that long after the server's next audio begins."""
-
-    mulaw: bytes = b""
-    wav: str = ""
-    pause_before_ms: int = 0
-    barge_in_after_ms: int | None = None
-    #: like a person: wait until the server has answered and gone quiet, then `pause_before_ms`
-    after_reply: bool = False
-
-    def audio(self) -> bytes:
-        return self.mulaw if self.mulaw else read_wav_mulaw(self.wav)
-
-
-@dataclass
-class CallScript:
-    utterances: list[Utterance] = field(default_factory=list)
-    #: (ms after the stream starts, digit)
-    dtmf: list[tuple[int, str]] = field(default_factory=list)
-    #: silence after the last utterance (to hear the reply) before `stop`
-    tail_ms: int = 2000
-    #: hard limit on the whole call
-    max_s: float = 120.0
-
-
-@dataclass
-class MarkRecord:
-    name: str
-    received_ns: int
-    echoed_ns: int = 0
-    dropped: bool = False  # echoed because of `clear`, its audio never played
-
-
-@dataclass
-class CallReport:
-    call_sid: str = ""
-    stream_sid: str = ""
-    busy: bool = False
-    twiml: str = ""
-    parameters: dict[str, str] = field(default_factory=dict)
-    protocol_errors: list[str] = field(default_factory=list)
-    frames_sent: int = 0
-    media_received: int = 0
-    bytes_received: int = 0
-    clears: int = 0
-    heard_ms: int = 0
-    #: per utterance answered: end of caller speech (last loud frame) -> first outbound audio, ms
-    response_ms: list[float] = field(default_factory=list)
-    #: per utterance answered: end of caller speech -> the first mark after the answer began could
-    #: echo (the audio before it had played): when the caller has provably heard the answer start
-    answer_heard_ms: list[float] = field(default_factory=list)
-    #: per barge-in: caller speech start -> `clear` received, ms
-    barge_in_stop_ms: list[float] = field(default_factory=list)
-    marks: list[dict[str, Any]] = field(default_factory=list)
-    #: most audio ever queued at "Twilio" ahead of playout, ms (the server's pacing bound)
-    max_buffered_ms: float = 0.0
-    closed_by: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
-
-
-def voiced_span_ms(mulaw: bytes, threshold_dbfs: float = -40.0) -> tuple[int, int]:
-    """(onset, end) ms of the loud part of caller audio: what a listener calls "speech".
-
-    A WAV's silent lead-in and tail must not count, or the reply would seem to come sooner
-    (or a barge-in later) than it did.
-    """
-    import numpy as np
-
-    from ipc.audio import ulaw_decode
-
-    n = len(mulaw) // FRAME_BYTES
-    if n == 0:
-        return 0, 0
-    pcm = ulaw_decode(mulaw[: n * FRAME_BYTES]).astype(np.float64).reshape(n, FRAME_BYTES) / 32768.0
-    level = 10 * np.log10(np.maximum((pcm**2).mean(axis=1), 1e-12))
-    loud = np.flatnonzero(level > threshold_dbfs)
-    if not len(loud):
-        return 0, n * FRAME_MS
-    return int(loud[0]) * FRAME_MS, (int(loud[-1]) + 1) * FRAME_MS
-
-
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
-
-
-class TwilioBuffer:
-    """Twilio's outbound playback: audio plays in real time, marks echo at their position."""
-
-    def __init__(self, echo: Any) -> None:
-        self._echo = echo  # async (name) -> None
-        self.play_end_ns = 0
-        self.segments: list[tuple[int, bytes]] = []  # (start ns, audio); truncated by clear
-        self.pending: list[tuple[MarkRecord, asyncio.TimerHandle | None]] = []
-        self.marks: list[MarkRecord] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def media(self, audio: bytes, now_ns: int) -> None:
-        start = max(now_ns, self.play_end_ns)
-        self.segments.append((start, audio))
-        self.play_end_ns = start + len(audio) * 1_000_000_000 // SAMPLE_RATE
-
-    def mark(self, name: str, now_ns: int) -> None:
-        record = MarkRecord(name, now_ns)
-        self.marks.append(record)
-        loop = asyncio.get_running_loop()
-        delay = max(0, self.play_end_ns - now_ns) / 1e9
-        entry: list[Any] = [record, None]
-        timer = loop.call_later(delay, self._due, entry) if delay > 0 else None
-        self.pending.append((record, timer))
-        if timer is None:
-            self._due(entry)
-
-    def _due(self, entry: list[Any]) -> None:
-        record = entry[0]
-        self.pending = [(r, t) for r, t in self.pending if r is not record]
-        self._fire(record, dropped=False)
-
-    def clear(self, now_ns: int) -> None:
-        kept: list[tuple[int, bytes]] = []
-        for start, audio in self.segments:
-            if start >= now_ns:
-                continue
-            played = (now_ns - start) * SAMPLE_RATE // 1_000_000_000
-            kept.append((start, audio[:played]))
-        self.segments = kept
-        self.play_end_ns = now_ns
-        pending, self.pending = self.pending, []
-        for record, timer in pending:
-            if timer is not None:
-                timer.cancel()
-            self._fire(record, dropped=True)
-
-    def _fire(self, record: MarkRecord, dropped: bool) -> None:
-        record.echoed_ns = time.monotonic_ns()
-        record.dropped = dropped
-        task = asyncio.get_running_loop().create_task(self._echo(record.name))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def heard(self, origin_ns: int) -> bytes:
-        """What the caller heard, laid on a timeline from `origin_ns` (gaps are silence)."""
-        out = bytearray()
-        for start, audio in self.segments:
-            at = max(0, (start - origin_ns) * SAMPLE_RATE // 1_000_000_000)
-            if at > len(out):
-                out.extend(bytes([ULAW_SILENCE]) * (at - len(out)))
-            out[at : at + len(audio)] = audio
-        return bytes(out)
-
-    def cancel(self) -> None:
-        for _, timer in self.pending:
-            if timer is not None:
-                timer.cancel()
-        self.pending = []
-        for task in self._tasks:
-            task.cancel()
 
 
 class SimulatedCall:

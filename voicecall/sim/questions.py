@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voicecall.sim.client import CallScript, Utterance
+from voicecall.sim.script import CallScript, Utterance
 
 QUESTIONS = (
     "What time do you open on Saturday?",
