@@ -1,7 +1,9 @@
-# The two commands a newcomer needs: `make run` and `make test`. Each installs what it needs.
+# The two commands a newcomer needs: `make run` and `make test`. Each installs what it needs
+# (`make install` alone: .venv with the `voicecall` command, .venv/bin/voicecall --help).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+VOICECALL := $(VENV)/bin/voicecall
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/cpu.toml
@@ -36,7 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) tools/ipc_bench.py
+	$(VOICECALL) ipc-bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

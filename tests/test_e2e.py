@@ -190,7 +190,7 @@ def test_ipc_top_and_metrics_show_every_channel_of_the_running_system(system: Ru
     from tests.running_system import ROOT
 
     out = subprocess.run(
-        [sys.executable, "tools/ipc_top.py", "--url", system.url, "--once", "--json", "--interval", "0.5"],
+        [sys.executable, "-m", "voicecall.cli", "ipc-top", "--url", system.url, "--once", "--json", "--interval", "0.5"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
