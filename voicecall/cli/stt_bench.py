@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 "start_err_ms", "end_err_ms"):
         vals = [r[key] for r in rows if key in r]
         if vals:
-            summary[key] = {"p50": statistics.median(vals), "p95": percentile(vals, 95), "max": max(vals)}
+            summary[key] = {"p50": percentile(vals, 50), "p95": percentile(vals, 95), "max": max(vals)}
 
     print(f"STT bench: {args.calls} call(s), {expected} utterances ({summary['missed']} missed, "
           f"{splits} extra turns from inner pauses), window {cfg.window_min_frames} frames, "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         for words, texts in SENTENCES.items():
             samples = [measure(h, call_id := call_id + 1, texts[i % len(texts)]) for i in range(args.reps)]
             results["rows"][str(words)] = {
-                key: {"p50": statistics.median(s[key] for s in samples),
+                key: {"p50": percentile([s[key] for s in samples], 50),
                       "p90": percentile([s[key] for s in samples], 90),
                       "min": min(s[key] for s in samples)}
                 for key in samples[0]
