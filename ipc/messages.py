@@ -27,6 +27,7 @@ comparable across processes on one host. Schema evolution: new fields get defaul
 
 from __future__ import annotations
 
+import enum
 from typing import Literal
 
 import msgspec
@@ -36,7 +37,17 @@ KIND_MESSAGE = 1  # payload: msgpack of the ring's message union
 KIND_AUDIO = 2  # payload: mulaw 8 kHz mono bytes
 KIND_TEXT = 3  # payload: UTF-8 text (LLM token deltas)
 
-WorkerName = Literal["stt", "llm", "tts", "telephony"]
+
+
+class WorkerState(enum.Enum):
+    """A child's state as the supervisor sees it (sent to telephony in `WorkerStatus`, by value)."""
+
+    STARTING = "starting"
+    LOADING = "loading"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
 
 class _Msg(msgspec.Struct, tag=True, forbid_unknown_fields=True, kw_only=True):
@@ -69,7 +80,7 @@ class WorkerStatus(_Msg):
     """Telephony only: a worker changed state (so live calls can apologise or fall back)."""
 
     worker: str
-    state: Literal["starting", "loading", "ready", "failed", "restarting", "stopped"]
+    state: WorkerState
     detail: str = ""
     restarts: int = 0
 

@@ -93,7 +93,7 @@ def quiet_telephony_main(spec: Any) -> None:
                 chan.send(HealthReply(nonce=msg.nonce, worker="telephony"))
             elif isinstance(msg, WorkerStatus) and log_path:
                 with open(log_path, "a") as f:
-                    f.write(f"{msg.worker} {msg.state}\n")
+                    f.write(f"{msg.worker} {msg.state.value}\n")
             elif isinstance(msg, Drain):
                 chan.send(Drained())
             elif isinstance(msg, Stop):

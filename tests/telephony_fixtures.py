@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from voicecall.config import Config, ServerConfig
+from voicecall.sim.echo import EchoHandler
 from voicecall.telephony.app import Readiness, always_ready, create_app
-from voicecall.twilio.handler import CallHandlerFactory, EchoHandler
+from voicecall.twilio.handler import CallHandlerFactory
 from voicecall.twilio.media_stream import MarkHandle, MediaStream
 from voicecall.twilio.protocol import Start
 

@@ -27,6 +27,7 @@ from ipc.messages import (
     Synthesize,
     TtsRequest,
     TurnEnded,
+    WorkerState,
 )
 from ipc.ring import OwnedRing
 from voicecall.config import Config
@@ -50,11 +51,15 @@ class FakePort:
     def play(self, mulaw: bytes, turn_id: int | None = None) -> None:
         self.played.append(mulaw)
 
-    def mark(self, name: str, turn_id: int | None = None) -> None:
+    def mark(self, name: str, turn_id: int | None = None) -> Any:
         self.marks.append(name)
 
-    def clear(self) -> None:
+    def clear(self) -> int:
         self.clears += 1
+        return 0
+
+    def first_sent_ns(self, turn_id: int) -> int | None:
+        return None
 
     async def hang_up(self, reason: str) -> None:
         self.hung_up = reason
@@ -100,7 +105,7 @@ def _run(scenario) -> None:  # noqa: ANN001
             links = WorkerLinks({k: r.spec for k, r in rings.items()})
             links.start()
             for w in ("stt", "llm", "tts"):
-                links.set_state(w, "ready")
+                links.set_state(w, WorkerState.READY)
             cfg = Config()
             deps = SessionDeps(cfg=cfg, links=links, records=None, metrics=CallMetrics(),
                                canned=CannedAudio(cfg.call.greeting, cfg.call.apology))
@@ -216,8 +221,8 @@ def test_llm_worker_dying_mid_turn_gets_the_apology() -> None:
         far.emit("stt", _turn_ended(1, "Can I book for Monday?"), 1, 1)
         await _settle()
         before = len(port.played)
-        session.deps.links.set_state("llm", "restarting")
-        session.on_worker_status("llm", "restarting")
+        session.deps.links.set_state("llm", WorkerState.RESTARTING)
+        session.on_worker_status("llm", WorkerState.RESTARTING)
         assert len(port.played) == before + 1 and port.played[-1] == FRAME * 3
         session.on_mark(port.marks[-1], played=True)
         assert session.state is CallState.LISTENING and session.fallbacks == 1

@@ -7,9 +7,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voicecall.records import CallRecords, call_turns, connect, find_call
 from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.sentences import SentenceAggregator
+from voicecall.records import CallRecords, call_turns, connect, find_call
 
 
 def _stream(text: str, step: int, **kw) -> list[str]:

@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 
-from tests.telephony_fixtures import RecordingHandler, config, running_server
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k
-from voicecall.twilio.handler import EchoHandler
+from tests.telephony_fixtures import RecordingHandler, config, running_server
+from voicecall.sim.client import CallScript, SimulatedCall, Utterance
+from voicecall.sim.echo import EchoHandler
 from voicecall.twilio.media_stream import MarkState, MediaStream
 from voicecall.twilio.protocol import OutClear, OutMark, OutMedia, Start
-from voicecall.sim.client import CallScript, SimulatedCall, Utterance
 
 LEAD_MS = 200
 
@@ -70,7 +70,7 @@ def test_sequence_pacing_marks_and_clear() -> None:
             assert handler.m3.state is MarkState.PLAYED
             assert [m.name for m in handler.marks] == ["m2", "m1", "m3"]  # local drop first, then echoes
             assert handler.cleared > 50
-            assert stream.first_sent_ns.get(1, 0) > 0
+            assert (stream.first_sent_ns(1) or 0) > 0
             assert len(handler.frames) == 1 and handler.frames[0][1] == 1  # chunk 1
             report = call.report
             assert report.protocol_errors == []

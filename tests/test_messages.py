@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import subprocess
 import sys
 
@@ -35,9 +36,17 @@ def _sample(tp):
     args = getattr(tp, "__args__", ())
     if args and all(isinstance(a, str) for a in args):  # Literal
         return args[0]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return next(iter(tp))
     if getattr(tp, "__origin__", None) is list:
         return [m.ChatMessage(role="user", content="hi")]
     raise AssertionError(f"no sample for {tp}")
+
+
+def test_worker_state_travels_by_value() -> None:
+    data = msgspec.msgpack.encode(m.WorkerStatus(worker="tts", state=m.WorkerState.RESTARTING))
+    assert msgspec.msgpack.decode(data)["state"] == "restarting"
+    assert m.Codec(m.ToChild).decode(data).state is m.WorkerState.RESTARTING
 
 
 def test_wrong_message_for_channel_is_a_validation_error() -> None:

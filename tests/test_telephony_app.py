@@ -12,9 +12,9 @@ from websockets.exceptions import InvalidStatus
 
 from tests.telephony_fixtures import config, running_server
 from voicecall.config import ServerConfig
+from voicecall.sim.client import SimulatedCall
 from voicecall.telephony.app import set_draining
 from voicecall.twilio.security import UnsafeBindError, check_bind
-from voicecall.sim.client import SimulatedCall
 
 TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC = "https://agent.example.com"

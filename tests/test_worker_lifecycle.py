@@ -10,8 +10,8 @@ import pytest
 
 from ipc.messages import CallOpened, SttEvent
 from tests.lifecycle_workers import EchoConfig
-from voicecall.sim.worker_harness import WorkerHarness
 from voicecall.process import ChildFailed
+from voicecall.sim.worker_harness import WorkerHarness
 
 TARGET = "tests.lifecycle_workers:EchoWorker"
 

@@ -16,7 +16,6 @@ on pipes and sentinels, so a child's death is noticed the moment it happens.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import signal
@@ -35,6 +34,7 @@ from ipc.messages import (
     HealthReply,
     LoadProgress,
     Ready,
+    WorkerState,
     WorkerStatus,
 )
 from voicecall.config import Config
@@ -46,15 +46,6 @@ from workers.base import worker_main
 log = logging.getLogger("voicecall.supervisor")
 
 
-class State(enum.Enum):
-    STARTING = "starting"
-    LOADING = "loading"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
 @dataclass
 class Child:
     """Supervision state of one role."""
@@ -62,7 +53,7 @@ class Child:
     handle: ChildHandle
     load_timeout_s: float
     gpu: bool = False
-    state: State = State.STARTING
+    state: WorkerState = WorkerState.STARTING
     spawned_at: float = 0.0
     ready_at: float = 0.0
     load_s: float = 0.0
@@ -139,7 +130,7 @@ class Supervisor:
     def _spawn(self, name: str) -> None:
         child = self.children[name]
         child.handle.start()
-        child.state = State.LOADING
+        child.state = WorkerState.LOADING
         child.spawned_at = time.monotonic()
         child.health_pending = False
         self.console.status(name, "starting")
@@ -155,25 +146,25 @@ class Supervisor:
                 self._spawn(name)
         if gpu_queue:
             self._spawn(gpu_queue.pop(0))  # GPU workers measure free memory while loading: one at a time
-        while any(c.state is not State.READY for c in self.children.values()):
+        while any(c.state is not WorkerState.READY for c in self.children.values()):
             if self._stop_requests:
                 raise StartupError("interrupted during start-up")
             self._pump(0.5, starting=True)
             now = time.monotonic()
             for name, child in self.children.items():
-                if child.state is State.FAILED:
+                if child.state is WorkerState.FAILED:
                     raise StartupError(f"{name} failed to start: {child.last_reason}")
-                if child.state is State.LOADING and now - child.spawned_at > child.load_timeout_s:
+                if child.state is WorkerState.LOADING and now - child.spawned_at > child.load_timeout_s:
                     raise StartupError(
                         f"{name} not ready after {child.load_timeout_s:.0f} s "
                         f"(still '{child.detail}'); raise {name}.process.load_timeout_s if loads are slow"
                     )
             self._respawn_due(now)  # one that died after its Ready while others still load
-            if gpu_queue and all(self.children[n].state is State.READY for n in WORKERS if self.children[n].gpu
+            if gpu_queue and all(self.children[n].state is WorkerState.READY for n in WORKERS if self.children[n].gpu
                                  and self.children[n].handle.incarnation):
                 self._spawn(gpu_queue.pop(0))
         for name in WORKERS:
-            self._tell_telephony(name, "ready")
+            self._tell_telephony(name, WorkerState.READY)
         url = f"http://{self.cfg.server.host}:{self.cfg.server.port}"
         self.console.done(
             [(n, c.state.value, c.load_s, c.detail) for n, c in self.children.items()], url
@@ -186,9 +177,9 @@ class Supervisor:
         waitables: dict[Any, tuple[str, str]] = {}
         for name, child in self.children.items():
             h = child.handle
-            if h.channel is not None and child.state in (State.LOADING, State.READY):
+            if h.channel is not None and child.state in (WorkerState.LOADING, WorkerState.READY):
                 waitables[h.channel.conn] = (name, "msg")
-            if h.sentinel is not None and child.state in (State.LOADING, State.READY):
+            if h.sentinel is not None and child.state in (WorkerState.LOADING, WorkerState.READY):
                 waitables[h.sentinel] = (name, "dead")
         ready = wait_any([*waitables, self._wake_r], timeout)
         if self._wake_r in ready:
@@ -209,7 +200,7 @@ class Supervisor:
     def _read_messages(self, name: str, starting: bool) -> None:
         child = self.children[name]
         chan = child.handle.channel
-        while chan is not None and child.state in (State.LOADING, State.READY):
+        while chan is not None and child.state in (WorkerState.LOADING, WorkerState.READY):
             try:
                 if not chan.poll(0):
                     return
@@ -220,19 +211,19 @@ class Supervisor:
                 child.detail = msg.stage
                 self.console.progress(msg)
             elif isinstance(msg, Ready):
-                child.state = State.READY
+                child.state = WorkerState.READY
                 child.ready_at = time.monotonic()
                 child.load_s = msg.load_s
                 child.detail = msg.detail or child.detail
                 self.console.status(name, f"ready ({msg.load_s:.1f} s)")
                 if not starting and name != "telephony":
                     log.info("%s is serving again (incarnation %d)", name, child.handle.incarnation)
-                    self._tell_telephony(name, "ready")
+                    self._tell_telephony(name, WorkerState.READY)
             elif isinstance(msg, Failed):
                 child.last_reason = msg.reason
                 log.error("%s reported failure: %s", name, msg.reason)
                 if starting and not msg.recoverable:
-                    child.state = State.FAILED
+                    child.state = WorkerState.FAILED
             elif isinstance(msg, HealthReply):
                 if msg.nonce == child.health_nonce:
                     child.health_pending = False
@@ -251,10 +242,10 @@ class Supervisor:
         why = child.last_reason or (f"killed by signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}")
         child.handle.reap()  # also kills orphaned grandchildren (vLLM's engine process)
         if self._stop_requests and not starting:
-            child.state = State.STOPPED
+            child.state = WorkerState.STOPPED
             return
-        if starting and child.state in (State.LOADING, State.FAILED) and child.handle.incarnation == 1:
-            child.state = State.FAILED
+        if starting and child.state in (WorkerState.LOADING, WorkerState.FAILED) and child.handle.incarnation == 1:
+            child.state = WorkerState.FAILED
             child.last_reason = why
             return
         child.consecutive_crashes = 0 if time.monotonic() - child.ready_at > 60 else child.consecutive_crashes + 1
@@ -264,11 +255,11 @@ class Supervisor:
         )
         log.error("%s died (%s); restarting in %.1f s", name, why, backoff)
         child.history.append(why)
-        child.state = State.RESTARTING
+        child.state = WorkerState.RESTARTING
         child.restart_at = time.monotonic() + backoff
         child.last_reason = ""
         if name != "telephony":
-            self._tell_telephony(name, "restarting", why)
+            self._tell_telephony(name, WorkerState.RESTARTING, why)
 
     def _kill_hung(self, name: str, why: str) -> None:
         child = self.children[name]
@@ -276,13 +267,13 @@ class Supervisor:
         child.last_reason = f"hung: {why}"
         child.handle.signal_group(signal.SIGKILL)  # the sentinel then reports the death
 
-    def _tell_telephony(self, worker: str, state: str, detail: str = "") -> None:
+    def _tell_telephony(self, worker: str, state: WorkerState, detail: str = "") -> None:
         tel = self.children.get("telephony")
-        if tel is None or tel.handle.channel is None or tel.state is not State.READY:
+        if tel is None or tel.handle.channel is None or tel.state is not WorkerState.READY:
             return
         try:
             tel.handle.channel.send(
-                WorkerStatus(worker=worker, state=state, detail=detail, restarts=self.children[worker].restarts)  # type: ignore[arg-type]
+                WorkerStatus(worker=worker, state=state, detail=detail, restarts=self.children[worker].restarts)
             )
         except ChannelClosed:
             pass
@@ -292,7 +283,7 @@ class Supervisor:
     def _respawn_due(self, now: float) -> None:
         """Start the next incarnation of every child whose restart back-off has passed."""
         for name, child in self.children.items():
-            if child.state is State.RESTARTING and now >= child.restart_at:
+            if child.state is WorkerState.RESTARTING and now >= child.restart_at:
                 child.restarts += 1
                 self._spawn(name)
 
@@ -301,9 +292,9 @@ class Supervisor:
         sup = self.cfg.supervisor
         self._respawn_due(now)
         for name, child in self.children.items():
-            if child.state is State.LOADING and now - child.spawned_at > child.load_timeout_s:
+            if child.state is WorkerState.LOADING and now - child.spawned_at > child.load_timeout_s:
                 self._kill_hung(name, f"not ready within {child.load_timeout_s:.0f} s of restart")
-            elif child.state is State.READY:
+            elif child.state is WorkerState.READY:
                 if child.health_pending and now - child.health_sent_at > sup.health_timeout_s:
                     self._kill_hung(name, f"no health reply within {sup.health_timeout_s:.1f} s "
                                           f"(supervisor.health_timeout_s)")
@@ -327,7 +318,7 @@ class Supervisor:
         """Drain calls (bounded), then stop every child and unlink every segment. Idempotent."""
         tel = self.children.get("telephony")
         deadline_s = self.cfg.supervisor.drain_deadline_s
-        if tel is not None and tel.state is State.READY and tel.handle.channel is not None:
+        if tel is not None and tel.state is WorkerState.READY and tel.handle.channel is not None:
             log.info("draining: no new calls; live calls have %.0f s to finish (a second signal ends them now)", deadline_s)
             seen = self._stop_requests
             try:
@@ -355,7 +346,7 @@ class Supervisor:
             child.handle.ask_to_stop(deadline_s)
         for name, child in self.children.items():
             code = child.handle.stop(grace_s=grace, deadline_s=0.0, asked=True)
-            child.state = State.STOPPED
+            child.state = WorkerState.STOPPED
             log.debug("%s stopped (exit %s)", name, code)
         if self.topology is not None:
             self.topology.close()

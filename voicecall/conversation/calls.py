@@ -12,13 +12,17 @@ import itertools
 import logging
 from typing import Any
 
+from ipc.messages import WorkerState
 from ipc.ring import Record
 from voicecall.config import Config
-from voicecall.records import CallRecords
 from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
-from voicecall.conversation.session import CallInfo, CallSession, MediaPort, SessionDeps
+from voicecall.conversation.session import CallInfo, CallSession, SessionDeps
+from voicecall.records import CallRecords
+from voicecall.twilio.handler import CallStream
+from voicecall.twilio.media_stream import MarkHandle
+from voicecall.twilio.protocol import Start
 from voicecall.twilio.rest import TwilioRest
 
 log = logging.getLogger("voicecall.telephony")
@@ -52,16 +56,16 @@ class Conversations:
         if worker == "tts":
             self.canned.on_record(rec, msg)
 
-    def _on_worker_status(self, worker: str, state: str, detail: str) -> None:
-        if state == "restarting":
+    def _on_worker_status(self, worker: str, state: WorkerState, detail: str) -> None:
+        if state is WorkerState.RESTARTING:
             self.metrics.worker_restarts.labels(worker).inc()
-        if worker == "tts" and state == "ready":
+        if worker == "tts" and state is WorkerState.READY:
             for req in self.canned.requests():  # (re)synthesize the greeting and apology
                 self.links["tts"].send(req, CANNED_CALL_ID, req.turn_id, req.seq)
         for session in list(self.sessions.values()):
             session.on_worker_status(worker, state)
 
-    def open(self, info: CallInfo, port: MediaPort) -> CallSession:
+    def open(self, info: CallInfo, port: CallStream) -> CallSession:
         """Start the conversation of a new call (greeting included)."""
         session = CallSession(next(self._ids), info, port, self.deps)
         self.sessions[session.call_id] = session
@@ -107,22 +111,24 @@ class Conversations:
 
 
 class StreamPort:
-    """A CallSession's view of its MediaStream; hang-up goes through Twilio's REST API when it can."""
+    """A `CallStream` whose hang-up goes through Twilio's REST API when it can (else closes the socket)."""
 
-    def __init__(self, stream: Any, call_sid: str, rest: TwilioRest) -> None:
+    def __init__(self, stream: CallStream, call_sid: str, rest: TwilioRest) -> None:
         self._stream = stream
         self._call_sid = call_sid
         self._rest = rest
-        self.first_sent_ns: dict[int, int] = stream.first_sent_ns
 
     def play(self, mulaw: bytes, turn_id: int | None = None) -> None:
         self._stream.play(mulaw, turn_id)
 
-    def mark(self, name: str, turn_id: int | None = None) -> None:
-        self._stream.mark(name, turn_id)
+    def mark(self, name: str, turn_id: int | None = None) -> MarkHandle:
+        return self._stream.mark(name, turn_id)
 
-    def clear(self) -> None:
-        self._stream.clear()
+    def clear(self) -> int:
+        return self._stream.clear()
+
+    def first_sent_ns(self, turn_id: int) -> int | None:
+        return self._stream.first_sent_ns(turn_id)
 
     async def hang_up(self, reason: str) -> None:
         from voicecall.twilio.hangup import complete_call
@@ -139,7 +145,7 @@ class ConversationHandler:
         self._conversations = conversations
         self.session: CallSession | None = None
 
-    def on_start(self, stream: Any, start: Any) -> None:
+    def on_start(self, stream: CallStream, start: Start) -> None:
         info = start.start
         params = info.custom_parameters or {}
         call = CallInfo(call_sid=info.call_sid or params.get("CallSid", ""), stream_sid=info.stream_sid,
@@ -157,7 +163,7 @@ class ConversationHandler:
         if self.session is not None:
             self.session.on_media(frame, chunk, media_ms, arrival_ns)
 
-    def on_mark(self, mark: Any) -> None:
+    def on_mark(self, mark: MarkHandle) -> None:
         if self.session is not None:
             self.session.on_mark(mark.name, mark.played, mark.done_ns or None)
 

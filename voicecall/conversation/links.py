@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from ipc.aio import AsyncRingReader
-from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, LlmEvent, SttEvent, TtsEvent
+from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, LlmEvent, SttEvent, TtsEvent, WorkerState
 from ipc.ring import FullPolicy, Record, RingProducer, RingSpec
 
 log = logging.getLogger("voicecall.telephony")
@@ -36,7 +36,7 @@ class WorkerLink:
         self._encode = msgspec.msgpack.Encoder().encode
         self._reader = AsyncRingReader(self._consumer, self._on_records)
         self.sinks: dict[int, RecordSink] = {}
-        self.state = "starting"
+        self.state = WorkerState.STARTING
         self.detail = ""
         self.restarts = 0
         self.dropped_requests = 0
@@ -93,7 +93,7 @@ class WorkerLinks:
     def __init__(self, rings: dict[str, RingSpec]) -> None:
         self.links = {name: WorkerLink(name, rings[f"{name}_in"], rings[f"{name}_out"]) for name in EVENT_UNIONS}
         self.draining = False
-        self.status_listeners: list[Callable[[str, str, str], None]] = []
+        self.status_listeners: list[Callable[[str, WorkerState, str], None]] = []
 
     def __getitem__(self, name: str) -> WorkerLink:
         return self.links[name]
@@ -102,14 +102,14 @@ class WorkerLinks:
         for link in self.links.values():
             link.start()
 
-    def set_state(self, worker: str, state: str, detail: str = "", restarts: int = 0) -> None:
+    def set_state(self, worker: str, state: WorkerState, detail: str = "", restarts: int = 0) -> None:
         link = self.links[worker]
         link.state, link.detail, link.restarts = state, detail, restarts
         for listener in list(self.status_listeners):
             listener(worker, state, detail)
 
     def ready(self) -> bool:
-        return not self.draining and all(link.state == "ready" for link in self.links.values())
+        return not self.draining and all(link.state is WorkerState.READY for link in self.links.values())
 
     def readiness(self) -> dict[str, Any]:
         """The /healthz body."""
@@ -117,7 +117,7 @@ class WorkerLinks:
             "ready": self.ready(),
             "draining": self.draining,
             "workers": {
-                name: {"state": link.state, "detail": link.detail, "restarts": link.restarts}
+                name: {"state": link.state.value, "detail": link.detail, "restarts": link.restarts}
                 for name, link in self.links.items()
             },
         }

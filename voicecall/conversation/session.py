@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ipc.messages import (
     KIND_AUDIO,
@@ -38,16 +38,18 @@ from ipc.messages import (
     SynthesisFailed,
     Synthesize,
     TurnEnded,
+    WorkerState,
 )
 from ipc.ring import Record
 from voicecall.config import Config
-from voicecall.latency import stage_latencies_ms
-from voicecall.records import CallRecords
 from voicecall.conversation.canned import CannedAudio
 from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.sentences import SentenceAggregator
+from voicecall.latency import stage_latencies_ms
+from voicecall.records import CallRecords
+from voicecall.twilio.handler import CallStream
 
 log = logging.getLogger("voicecall.call")
 
@@ -59,15 +61,6 @@ class CallState(enum.Enum):
     INTERRUPTED = "interrupted"
     ENDING = "ending"
     ENDED = "ended"
-
-
-class MediaPort(Protocol):
-    """What a session needs from the media stream (the Twilio WebSocket)."""
-
-    def play(self, mulaw: bytes, turn_id: int | None = None) -> None: ...
-    def mark(self, name: str, turn_id: int | None = None) -> Any: ...
-    def clear(self) -> None: ...
-    async def hang_up(self, reason: str) -> None: ...
 
 
 @dataclass
@@ -94,7 +87,7 @@ class SessionDeps:
 class CallSession:
     """The conversation of one call."""
 
-    def __init__(self, call_id: int, info: CallInfo, port: MediaPort, deps: SessionDeps) -> None:
+    def __init__(self, call_id: int, info: CallInfo, port: CallStream, deps: SessionDeps) -> None:
         self.call_id = call_id
         self.info = info
         self.port = port
@@ -285,7 +278,7 @@ class CallSession:
         self.deps.metrics.turns_total.inc()
         llm = self.deps.links["llm"]
         # A request queued to a dead worker would be answered by its successor, after the apology.
-        sent = llm.state == "ready" and llm.send(
+        sent = llm.state is WorkerState.READY and llm.send(
             Generate(call_id=self.call_id, turn_id=turn_id, messages=self.conversation.messages(),
                      max_tokens=self.deps.cfg.llm.max_tokens, temperature=self.deps.cfg.llm.temperature,
                      sent_ns=time.monotonic_ns()),
@@ -340,7 +333,7 @@ class CallSession:
         assert self.reply is not None
         self._synth_pending.add(seq)
         tts = self.deps.links["tts"]
-        ok = tts.state == "ready" and tts.send(
+        ok = tts.state is WorkerState.READY and tts.send(
             Synthesize(call_id=self.call_id, turn_id=self.reply.turn_id, seq=seq, text=text, sent_ns=time.monotonic_ns()),
             self.call_id, self.reply.turn_id, seq,
         )
@@ -421,7 +414,7 @@ class CallSession:
         if reply.turn_id > 0:
             self.conversation.add_agent(reply)
             self.turns_answered += 1
-        sent_ns = getattr(self.port, "first_sent_ns", {}).get(reply.turn_id)
+        sent_ns = self.port.first_sent_ns(reply.turn_id)
         if sent_ns and self._audio_seen_for_reply:
             self.stamps["first_media_sent_ns"] = sent_ns  # when the frame really left, not when queued
         stamps = dict(self.stamps)
@@ -510,9 +503,9 @@ class CallSession:
         sentence.frames = len(clip.audio) // 160
         self._place_mark(sentence)
 
-    def on_worker_status(self, worker: str, state: str) -> None:
+    def on_worker_status(self, worker: str, state: WorkerState) -> None:
         """A worker died or came back while this call is live."""
-        if state == "ready":
+        if state is WorkerState.READY:
             if worker in ("stt", "tts"):  # a fresh worker has no per-call state
                 self.deps.links[worker].send(CallOpened(call_id=self.call_id, opened_ns=time.monotonic_ns()), self.call_id)
             return

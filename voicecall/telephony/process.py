@@ -59,9 +59,9 @@ class TelephonyProcess:
 
     async def run(self) -> None:
         t0 = time.monotonic()
+        from voicecall.conversation.calls import Conversations
         from voicecall.records import CallRecords
         from voicecall.telephony.app import create_app
-        from voicecall.conversation.calls import Conversations
         from voicecall.twilio.security import check_bind
         from voicecall.web.views import add_views
 

@@ -16,8 +16,9 @@ import signal
 from aiohttp import web
 
 from voicecall.config import Config, load_config
+from voicecall.sim.echo import EchoHandler
 from voicecall.telephony.app import create_app
-from voicecall.twilio.handler import CallHandlerFactory, EchoHandler, NullHandler
+from voicecall.twilio.handler import CallHandlerFactory, NullHandler
 from voicecall.twilio.security import check_bind
 
 log = logging.getLogger("voicecall.telephony")

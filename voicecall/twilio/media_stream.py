@@ -137,8 +137,7 @@ class MediaStream:
         self.closed = False
         self.close_reason = ""
         self.stats = StreamStats()
-        #: monotonic ns when the first frame of each turn went out (the last few turns only)
-        self.first_sent_ns: dict[int, int] = {}
+        self._first_sent: dict[int, int] = {}  # turn -> monotonic ns its first frame went out (last few)
         self.last_media_ms = -1
         self._lead_ns = max(playout_lead_ms, FRAME_MS) * 1_000_000
         # Wake to refill when the lead drops by this much: a few frames per wake-up, not one.
@@ -191,8 +190,6 @@ class MediaStream:
         self._partial = data[whole:]
         self._kick()
 
-    enqueue_audio = play
-
     def flush(self) -> None:
         """Pad a trailing partial frame with silence and queue it (end of an utterance)."""
         if self._partial:
@@ -211,8 +208,6 @@ class MediaStream:
         self._queue.append(handle)
         self._kick()
         return handle
-
-    send_mark = mark
 
     def clear(self) -> int:
         """Barge-in: drop our queue and Twilio's buffer now (`clear` overtakes queued audio).
@@ -240,6 +235,10 @@ class MediaStream:
             # Told on the next loop turn: the handler is usually inside its own barge-in code now.
             asyncio.get_running_loop().call_soon(self._notify, queued_marks)
         return dropped_frames
+
+    def first_sent_ns(self, turn_id: int) -> int | None:
+        """Monotonic ns when the first frame of `turn_id` left for Twilio (the last few turns only)."""
+        return self._first_sent.get(turn_id)
 
     async def hang_up(self, reason: str) -> None:
         """End the stream from our side (closing the socket ends `<Connect>`, so the call)."""
@@ -449,7 +448,7 @@ class MediaStream:
                 queue.popleft()
                 self._queued_frames -= 1
                 self._play_end_ns += FRAME_NS
-                if self._sending_turn not in self.first_sent_ns:
+                if self._sending_turn not in self._first_sent:
                     self._stamp_first_sent(now)
                 self.stats.frames_out += 1
                 await send(encoder.media(sid, b64(entry).decode("ascii")))
@@ -465,9 +464,9 @@ class MediaStream:
                 self._sending_turn = int(entry)
 
     def _stamp_first_sent(self, now_ns: int) -> None:
-        self.first_sent_ns[self._sending_turn] = now_ns
-        if len(self.first_sent_ns) > 8:
-            del self.first_sent_ns[min(self.first_sent_ns)]
+        self._first_sent[self._sending_turn] = now_ns
+        if len(self._first_sent) > 8:
+            del self._first_sent[min(self._first_sent)]
 
     # ------------------------------------------------------------------ teardown and errors
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ipc.audio import ulaw_decode
 from ipc.messages import (
     CallClosed,
     CallOpened,
@@ -40,10 +41,9 @@ from ipc.messages import (
     TurnEnded,
 )
 from ipc.ring import Record
-from ipc.audio import ulaw_decode
 from workers.base import Progress, Worker
-from workers.stt.call_audio import CallAudio
 from workers.config import SttConfig, VadConfig
+from workers.stt.call_audio import CallAudio
 from workers.stt.endpointing import Endpointer, Event
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, SileroVad, VadStream

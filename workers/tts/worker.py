@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from ipc.audio import FRAME_BYTES, FRAME_MS
 from ipc.messages import (
     CallClosed,
     CallOpened,
@@ -31,12 +32,11 @@ from ipc.messages import (
     TtsRequest,
 )
 from ipc.ring import Record
-from ipc.audio import FRAME_BYTES, FRAME_MS
 from workers.base import Progress, Worker
 from workers.config import TtsConfig
 from workers.tts.mulaw_stream import MulawStream
-from workers.tts.speech_text import speakable
 from workers.tts.speech_queue import SpeechJob, SpeechQueue
+from workers.tts.speech_text import speakable
 from workers.tts.voice import Voice, load_voice
 
 log = logging.getLogger("voicecall.tts")
