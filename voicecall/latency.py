@@ -1,14 +1,43 @@
-"""Where a turn's milliseconds went: stage latencies and waterfall segments from its stamps.
+"""Where a turn's milliseconds went: the turn's stamps, its stage latencies and waterfall segments.
 
-The stamps are DESIGN §7's (plus the receive stamps that show IPC hops); they live in the call
-records and in a live `CallSession`. `/metrics`, the softphone's /calls page, `tools/calls.py`,
+The stamps are DESIGN §7's (plus the receive stamps that show IPC hops), spelled once, in
+`TurnStamps`: a live `CallSession` fills one per turn, and the call records keep one column
+per field (`voicecall.records.STAMPS`). `/metrics`, the softphone's /calls page, `tools/calls.py`,
 `tools/trace.py` and the latency benchmark all read them through these two functions, so every
-view agrees. Pure functions over a mapping: no I/O, nothing heavy imported.
+view agrees. Pure functions over `TurnStamps` or a mapping of the same names (a record row):
+no I/O, nothing heavy imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+import msgspec
+
+
+class TurnStamps(msgspec.Struct, kw_only=True):
+    """One turn's monotonic stamps (ns); 0 means not (yet) known. Field order = record columns."""
+
+    speech_start_ns: int = 0  # caller speech began (speech end minus its media duration)
+    speech_end_ns: int = 0  # arrival of the last voiced inbound frame
+    turn_end_ns: int = 0  # the endpoint was decided
+    stt_final_ns: int = 0  # the final transcript was ready (stt worker)
+    stt_final_recv_ns: int = 0  # ...and reached telephony
+    llm_first_token_ns: int = 0  # the first token was in the ring (llm worker)
+    llm_first_token_recv_ns: int = 0  # ...and reached telephony
+    first_clause_ns: int = 0  # the first clause went to the tts worker
+    tts_first_audio_ns: int = 0  # the first audio was in the ring (tts worker)
+    tts_first_audio_recv_ns: int = 0  # ...and reached telephony
+    first_media_sent_ns: int = 0  # the first frame of the reply left for Twilio
+    first_mark_echoed_ns: int = 0  # Twilio echoed the first mark: the caller heard the first sentence
+
+    def known(self) -> dict[str, int]:
+        """The stamps that are set, by name."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v}
+
+
+#: Every stamp name, in record-column order.
+STAMP_NAMES: tuple[str, ...] = TurnStamps.__struct_fields__
 
 #: (metric suffix, from stamp, to stamp)
 STAGES: tuple[tuple[str, str, str], ...] = (
@@ -40,8 +69,10 @@ SEGMENTS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def stage_latencies_ms(stamps: Mapping[str, int | None]) -> dict[str, float]:
+def stage_latencies_ms(stamps: TurnStamps | Mapping[str, int | None]) -> dict[str, float]:
     """Every stage of `STAGES` whose two stamps are known and ordered, in ms (0.1 ms resolution)."""
+    if isinstance(stamps, TurnStamps):
+        stamps = stamps.known()
     out = {}
     for name, a, b in STAGES:
         ta, tb = stamps.get(a), stamps.get(b)
@@ -50,8 +81,10 @@ def stage_latencies_ms(stamps: Mapping[str, int | None]) -> dict[str, float]:
     return out
 
 
-def turn_segments(stamps: Mapping[str, int | None]) -> list[dict]:
+def turn_segments(stamps: TurnStamps | Mapping[str, int | None]) -> list[dict]:
     """The waterfall of one agent turn: known segments in pipeline order, ms from speech end."""
+    if isinstance(stamps, TurnStamps):
+        stamps = stamps.known()
     base = stamps.get("speech_end_ns") or None
     out = []
     for label, a, b, kind in SEGMENTS:
@@ -61,3 +94,7 @@ def turn_segments(stamps: Mapping[str, int | None]) -> list[dict]:
         base = base or ta
         out.append({"stage": label, "kind": kind, "start_ms": (ta - base) / 1e6, "ms": (tb - ta) / 1e6})
     return out
+
+
+assert {n for _, a, b in STAGES for n in (a, b)} <= set(STAMP_NAMES), "a stage names an unknown stamp"
+assert {n for _, a, b, _ in SEGMENTS for n in (a, b)} <= set(STAMP_NAMES), "a segment names an unknown stamp"

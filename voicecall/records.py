@@ -12,20 +12,19 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from voicecall.latency import STAMP_NAMES, TurnStamps
 
 log = logging.getLogger("voicecall.records")
 
 SCHEMA_VERSION = 1
-#: Per-turn monotonic stamps (DESIGN §7), plus when telephony *received* each worker's stamped
-#: result, so the IPC hop of every stage is visible (`tools/trace.py`).
-STAMPS = (
-    "speech_start_ns", "speech_end_ns", "turn_end_ns", "stt_final_ns", "stt_final_recv_ns",
-    "llm_first_token_ns", "llm_first_token_recv_ns", "first_clause_ns", "tts_first_audio_ns",
-    "tts_first_audio_recv_ns", "first_media_sent_ns", "first_mark_echoed_ns",
-)
+#: Per-turn monotonic stamps (DESIGN §7, `TurnStamps`), plus when telephony *received* each
+#: worker's stamped result, so the IPC hop of every stage is visible (`tools/trace.py`).
+#: One INTEGER column each in `turns`; other tools read these columns by name.
+STAMPS = STAMP_NAMES
 _MIGRATIONS = {
     1: f"""
     CREATE TABLE IF NOT EXISTS calls (
@@ -123,8 +122,10 @@ class CallRecords:
 
     def turn(self, row_id: Callable[[], int | None], turn_id: int, role: str, text: str, *,
              heard_text: str | None = None, interrupted: bool = False, fallback: bool = False,
-             stamps: dict[str, int] | None = None) -> None:
+             stamps: TurnStamps | Mapping[str, int] | None = None) -> None:
         """Append one turn (caller or agent) with whatever timing stamps it has."""
+        if isinstance(stamps, TurnStamps):
+            stamps = stamps.known()
         stamps = {k: v for k, v in (stamps or {}).items() if k in STAMPS and v}
 
         def job(conn: sqlite3.Connection) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from voicecall.latency import stage_latencies_ms
+from voicecall.latency import TurnStamps, stage_latencies_ms
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -31,7 +31,7 @@ class CallMetrics:
         self.dropped = Counter("voicecall_dropped_frames", "Audio frames dropped", ["where"], registry=r)
         self.worker_restarts = Counter("voicecall_worker_restarts", "Worker restarts seen", ["worker"], registry=r)
 
-    def observe_turn(self, stamps: dict[str, int]) -> None:
+    def observe_turn(self, stamps: TurnStamps) -> None:
         """Observe every stage whose two stamps are known and ordered."""
         for name, ms in stage_latencies_ms(stamps).items():
             self.stage.labels(name).observe(ms / 1e3)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ipc.messages import (
     KIND_AUDIO,
     KIND_TEXT,
@@ -47,7 +49,7 @@ from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.sentences import SentenceAggregator
-from voicecall.latency import stage_latencies_ms
+from voicecall.latency import TurnStamps, stage_latencies_ms
 from voicecall.records import CallRecords
 from voicecall.twilio.handler import CallStream
 
@@ -97,7 +99,7 @@ class CallSession:
         self.state = CallState.LISTENING
         self.turn = 1  # the caller turn being listened to; frames are stamped with it
         self.reply: AgentReply | None = None
-        self.stamps: dict[str, int] = {}
+        self.stamps = TurnStamps()
         self.conversation = Conversation(cfg.call.max_history_turns)
         self._aggregator = SentenceAggregator(cfg.call.first_clause_min_chars)
         self._next_seq = 0
@@ -176,7 +178,8 @@ class CallSession:
             return
         if played:
             sentence.played = True
-            self.stamps.setdefault("first_mark_echoed_ns", now_ns or time.monotonic_ns())
+            if not self.stamps.first_mark_echoed_ns:
+                self.stamps.first_mark_echoed_ns = now_ns or time.monotonic_ns()
         self._maybe_reply_finished()
 
     def on_dtmf(self, digit: str) -> None:
@@ -198,7 +201,7 @@ class CallSession:
         self.turn += 1
         now = time.monotonic_ns()
         self._answer(turn, f"(The caller pressed these keys on the phone keypad: {digits})",
-                     {"turn_end_ns": now, "stt_final_ns": now})
+                     TurnStamps(turn_end_ns=now, stt_final_ns=now))
 
     async def close(self, reason: str) -> None:
         """The stream ended (stop, socket gone, hang-up): cancel everything, close the record."""
@@ -260,12 +263,12 @@ class CallSession:
                 self.deps.metrics.false_barge_ins.inc()
                 return
             spoken_ns = max(msg.speech_end_media_ms - msg.speech_start_media_ms, 0) * 1_000_000
-            self._answer(msg.turn_id, text, {
-                "speech_start_ns": msg.speech_end_ns - spoken_ns, "speech_end_ns": msg.speech_end_ns,
-                "turn_end_ns": msg.turn_end_ns, "stt_final_ns": msg.stt_final_ns, "stt_final_recv_ns": time.monotonic_ns(),
-            })
+            self._answer(msg.turn_id, text, TurnStamps(
+                speech_start_ns=msg.speech_end_ns - spoken_ns, speech_end_ns=msg.speech_end_ns,
+                turn_end_ns=msg.turn_end_ns, stt_final_ns=msg.stt_final_ns, stt_final_recv_ns=time.monotonic_ns(),
+            ))
 
-    def _answer(self, turn_id: int, text: str, stamps: dict[str, int]) -> None:
+    def _answer(self, turn_id: int, text: str, stamps: TurnStamps) -> None:
         """Start the reply to caller turn `turn_id` (superseding any reply still in flight)."""
         if self.reply is not None:
             self._interrupt("new caller turn")
@@ -273,7 +276,7 @@ class CallSession:
         if self.deps.records is not None:
             self.deps.records.turn(self._row, turn_id, "caller", text, stamps=stamps)
         self._begin_reply(turn_id)
-        self.stamps.update(stamps)
+        self.stamps = msgspec.structs.replace(stamps)
         self.state = CallState.PROCESSING
         self.deps.metrics.turns_total.inc()
         llm = self.deps.links["llm"]
@@ -295,9 +298,9 @@ class CallSession:
             return
         if rec.kind == KIND_TEXT:
             delta = rec.payload.decode("utf-8", "replace")
-            if "llm_first_token_ns" not in self.stamps:
-                self.stamps["llm_first_token_ns"] = rec.ts_ns
-                self.stamps["llm_first_token_recv_ns"] = time.monotonic_ns()
+            if not self.stamps.llm_first_token_ns:
+                self.stamps.llm_first_token_ns = rec.ts_ns
+                self.stamps.llm_first_token_recv_ns = time.monotonic_ns()
             reply.generated += delta
             for piece in self._aggregator.push(delta):
                 self._speak_piece(piece)
@@ -325,7 +328,8 @@ class CallSession:
         seq = self._next_seq
         self._next_seq += 1
         self.reply.add(seq, text)
-        self.stamps.setdefault("first_clause_ns", time.monotonic_ns())
+        if not self.stamps.first_clause_ns:
+            self.stamps.first_clause_ns = time.monotonic_ns()
         self._synthesize(seq, text)
         self._emit("agent", {"text": text, "turn": self.reply.turn_id})
 
@@ -365,9 +369,10 @@ class CallSession:
         if not self._audio_seen_for_reply:
             self._audio_seen_for_reply = True
             self._cancel_deadline()
-            self.stamps.setdefault("tts_first_audio_ns", first_audio_ns)
-            self.stamps.setdefault("tts_first_audio_recv_ns", time.monotonic_ns())
-            self.stamps.setdefault("first_media_sent_ns", time.monotonic_ns())
+            stamps = self.stamps
+            stamps.tts_first_audio_ns = stamps.tts_first_audio_ns or first_audio_ns
+            stamps.tts_first_audio_recv_ns = stamps.tts_first_audio_recv_ns or time.monotonic_ns()
+            stamps.first_media_sent_ns = stamps.first_media_sent_ns or time.monotonic_ns()
             if self.state is not CallState.ENDING:
                 self.state = CallState.SPEAKING
             assert self.reply is not None
@@ -387,7 +392,7 @@ class CallSession:
 
     def _begin_reply(self, turn_id: int) -> AgentReply:
         self.reply = AgentReply(turn_id)
-        self.stamps = {}
+        self.stamps = TurnStamps()
         self._aggregator = SentenceAggregator(self.deps.cfg.call.first_clause_min_chars)
         self._next_seq = 0
         self._generation_done = False
@@ -416,8 +421,8 @@ class CallSession:
             self.turns_answered += 1
         sent_ns = self.port.first_sent_ns(reply.turn_id)
         if sent_ns and self._audio_seen_for_reply:
-            self.stamps["first_media_sent_ns"] = sent_ns  # when the frame really left, not when queued
-        stamps = dict(self.stamps)
+            self.stamps.first_media_sent_ns = sent_ns  # when the frame really left, not when queued
+        stamps = msgspec.structs.replace(self.stamps)
         if record and self.deps.records is not None:
             self.deps.records.turn(
                 self._row, reply.turn_id, "agent", reply.generated or reply.spoken_text, heard_text=reply.heard_text,
