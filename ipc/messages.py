@@ -312,6 +312,9 @@ class SynthesisFailed(_Msg):
 
 TtsEvent = SentenceDone | SynthesisFailed
 
+#: Whatever a worker's event ring carries in MESSAGE records (each ring decodes its own union).
+WorkerEvent = SttEvent | LlmEvent | TtsEvent
+
 
 # ---------------------------------------------------------------- codecs
 

@@ -12,7 +12,7 @@ import itertools
 import logging
 from typing import Any
 
-from ipc.messages import WorkerState
+from ipc.messages import SentenceDone, SynthesisFailed, WorkerEvent, WorkerState
 from ipc.ring import Record
 from voicecall.config import Config
 from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio
@@ -52,9 +52,10 @@ class Conversations:
         """Observers of call events (the softphone transcript and /calls views)."""
         return self.deps.listeners
 
-    def _on_canned(self, worker: str, rec: Record, msg: Any) -> None:
-        if worker == "tts":
-            self.canned.on_record(rec, msg)
+    def _on_canned(self, worker: str, rec: Record, msg: WorkerEvent | None) -> None:
+        match msg:
+            case SentenceDone() | SynthesisFailed() | None if worker == "tts":
+                self.canned.on_record(rec, msg)
 
     def _on_worker_status(self, worker: str, state: WorkerState, detail: str) -> None:
         if state is WorkerState.RESTARTING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ipc.messages import SentenceDone, Synthesize
+from ipc.messages import SentenceDone, Synthesize, TtsEvent
 from ipc.ring import Record
 
 log = logging.getLogger("voicecall.telephony")
@@ -52,7 +52,7 @@ class CannedAudio:
             for seq, clip in self.clips.items()
         ]
 
-    def on_record(self, rec: Record, msg: object) -> None:
+    def on_record(self, rec: Record, msg: TtsEvent | None) -> None:
         if rec.turn_id != self._generation:
             return
         clip = self.clips.get(rec.seq)

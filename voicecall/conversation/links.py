@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from ipc.aio import AsyncRingReader
-from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, LlmEvent, SttEvent, TtsEvent, WorkerState
+from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, LlmEvent, SttEvent, TtsEvent, WorkerEvent, WorkerState
 from ipc.ring import FullPolicy, Record, RingProducer, RingSpec
 
 log = logging.getLogger("voicecall.telephony")
@@ -22,7 +22,7 @@ log = logging.getLogger("voicecall.telephony")
 EVENT_UNIONS = {"stt": SttEvent, "llm": LlmEvent, "tts": TtsEvent}
 
 #: (worker, record, decoded message or None for AUDIO/TEXT records)
-RecordSink = Callable[[str, Record, Any], None]
+RecordSink = Callable[[str, Record, WorkerEvent | None], None]
 
 
 class WorkerLink:

@@ -33,13 +33,17 @@ from ipc.messages import (
     Generate,
     GenerationDone,
     GenerationFailed,
+    LlmEvent,
     Partial,
     PlaybackState,
     SentenceDone,
     SpeechStarted,
+    SttEvent,
     SynthesisFailed,
     Synthesize,
+    TtsEvent,
     TurnEnded,
+    WorkerEvent,
     WorkerState,
 )
 from ipc.ring import Record
@@ -230,17 +234,22 @@ class CallSession:
 
     # ------------------------------------------------------------------ worker events
 
-    def _on_worker_record(self, worker: str, rec: Record, msg: Any) -> None:
+    def _on_worker_record(self, worker: str, rec: Record, msg: WorkerEvent | None) -> None:
         if self.state is CallState.ENDED:
             return
-        if worker == "stt":
-            self._on_stt(msg)
-        elif worker == "llm":
-            self._on_llm(rec, msg)
-        else:
-            self._on_tts(rec, msg)
+        match msg:
+            case SpeechStarted() | Partial() | TurnEnded():
+                self._on_stt(msg)
+            case GenerationDone() | GenerationFailed():
+                self._on_llm(rec, msg)
+            case SentenceDone() | SynthesisFailed():
+                self._on_tts(rec, msg)
+            case None if worker == "llm":
+                self._on_llm(rec, None)
+            case None if worker == "tts":
+                self._on_tts(rec, None)
 
-    def _on_stt(self, msg: Any) -> None:
+    def _on_stt(self, msg: SttEvent) -> None:
         if isinstance(msg, SpeechStarted):
             if msg.turn_id < self.turn:
                 return
@@ -292,7 +301,8 @@ class CallSession:
             return
         self._arm_deadline("first token")
 
-    def _on_llm(self, rec: Record, msg: Any) -> None:
+    def _on_llm(self, rec: Record, msg: LlmEvent | None) -> None:
+        """TEXT records (token deltas, `msg` None) and the generation's end."""
         reply = self.reply
         if reply is None or rec.turn_id != reply.turn_id or reply.interrupted or reply.apologised:
             return
@@ -347,7 +357,8 @@ class CallSession:
         if not self._audio_seen_for_reply:
             self._arm_deadline("first audio")
 
-    def _on_tts(self, rec: Record, msg: Any) -> None:
+    def _on_tts(self, rec: Record, msg: TtsEvent | None) -> None:
+        """AUDIO records (`msg` None) and each sentence's end."""
         reply = self.reply
         if reply is None or rec.turn_id != reply.turn_id or reply.interrupted or reply.apologised:
             return

@@ -100,7 +100,7 @@ class TelephonyProcess:
             log.warning("supervisor channel closed; stopping")
             self._stop.set()
 
-    def _handle(self, msg: object) -> None:
+    def _handle(self, msg: ToChild) -> None:
         if isinstance(msg, HealthCheck):
             self.control.send(HealthReply(nonce=msg.nonce, worker="telephony", busy_calls=self.live_calls()))
         elif isinstance(msg, WorkerStatus):

@@ -135,7 +135,7 @@ class LlmWorker(Worker):
 
     # -- requests (serve loop: never blocks)
 
-    def on_message(self, msg: Any, record: Record) -> None:
+    def on_message(self, msg: LlmRequest, record: Record) -> None:
         if isinstance(msg, Generate):
             self._generate(msg)
         elif isinstance(msg, Cancel):

@@ -152,7 +152,7 @@ class SttWorker(Worker):
 
     # ------------------------------------------------------------------ serve loop
 
-    def on_message(self, msg: Any, record: Record) -> None:
+    def on_message(self, msg: SttRequest, record: Record) -> None:
         with self._lock:
             if isinstance(msg, CallOpened):
                 self._calls.setdefault(msg.call_id, _Call(self.policy))

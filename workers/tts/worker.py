@@ -105,7 +105,7 @@ class TtsWorker(Worker):
 
     # -- requests (serve loop: never blocks)
 
-    def on_message(self, msg: Any, record: Record) -> None:
+    def on_message(self, msg: TtsRequest, record: Record) -> None:
         if isinstance(msg, Synthesize):
             if self._queue.submit(msg.call_id, msg.turn_id, msg.seq, msg.text) is None:
                 log.debug("%s: call %d turn %d seq %d dropped (cancelled or superseded)",
