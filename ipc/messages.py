@@ -20,8 +20,11 @@ other (a `GenerationDone` never arrives before the last token it counts).
 Hot per-chunk structs skip GC tracking (`gc=False`); `array_like` is not used because msgspec
 unions cannot mix array-like and map-like structs.
 
-Every per-call message names its call and turn (`call_id`, `turn_id`); a consumer drops
-anything for a turn older than the call's current one. Timestamps are `time.monotonic_ns()`,
+Every per-call record names its call and turn in the ring record header (`Record.call_id`,
+`.turn_id`, `.seq`): the one authority, because data records (AUDIO, TEXT) carry nothing else
+and routing needs no decode. A consumer drops anything for a turn older than the call's
+current one. The `call_id`/`turn_id` fields of the Structs below repeat the header (always
+equal; redundant, to be removed, see `ipc/ring.py`): new code reads the header. Timestamps are `time.monotonic_ns()`,
 comparable across processes on one host. Schema evolution: new fields get defaults.
 """
 

@@ -22,6 +22,13 @@ Record framing inside data (every record starts 32-byte aligned, so a pad header
     |     u32     | u16  |  u16  |   u32   |   u32   | u32 | u32 |  u64   | (padded)   |
     +-------------+------+-------+---------+---------+-----+-----+--------+------------+
 
+The header's `call_id`, `turn_id` and `seq` are a record's routing key, and the one authority
+for it: AUDIO and TEXT records carry nothing else, and the telephony side routes each record to
+its call and drops anything for an older turn from the header alone, without decoding the
+payload. MESSAGE payloads (`ipc.messages`) still repeat `call_id`/`turn_id` (and `seq`) as
+Struct fields, always equal to the header's; that copy is redundant and due to go (issue 13),
+so new code reads the header.
+
 A record never straddles the end of data: when it does not fit before the end, the producer
 publishes a PAD record (kind 0xFFFF, payload_len with bit 31 set) over the remainder, then writes the record at offset 0
 once there is room there (so a record as large as the whole ring still fits an empty ring).
