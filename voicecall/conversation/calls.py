@@ -21,7 +21,7 @@ from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.session import CallInfo, CallSession, SessionDeps
 from voicecall.records import CallRecords
 from voicecall.twilio.handler import CallStream
-from voicecall.twilio.media_stream import MarkHandle
+from voicecall.twilio.playout import MarkHandle
 from voicecall.twilio.protocol import Start
 from voicecall.twilio.rest import TwilioRest
 

@@ -14,7 +14,7 @@ from ipc.audio import FRAME_MS, ULAW_DECODE
 
 if TYPE_CHECKING:
     from voicecall.twilio.handler import CallStream
-    from voicecall.twilio.media_stream import MarkHandle
+    from voicecall.twilio.playout import MarkHandle
     from voicecall.twilio.protocol import Start
 
 

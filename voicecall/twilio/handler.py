@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from voicecall.twilio.media_stream import MarkHandle
+    from voicecall.twilio.playout import MarkHandle
     from voicecall.twilio.protocol import Start
 
 
