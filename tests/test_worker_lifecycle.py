@@ -10,8 +10,7 @@ import pytest
 
 from ipc.messages import CallOpened, SttEvent
 from tests.lifecycle_workers import EchoConfig
-from voicecall.process import ChildFailed
-from voicecall.sim.worker_harness import WorkerHarness
+from voicecall.sim.worker_harness import WorkerHarness, WorkerStartFailed
 
 TARGET = "tests.lifecycle_workers:EchoWorker"
 
@@ -33,7 +32,7 @@ def test_load_progress_ready_serve_stop() -> None:
 
 def test_failed_load_names_worker_and_cause() -> None:
     with WorkerHarness("echo", TARGET, EchoConfig(fail_load="/models/missing.onnx"), SttEvent) as h:
-        with pytest.raises(ChildFailed) as err:
+        with pytest.raises(WorkerStartFailed) as err:
             h.start(30)
         assert err.value.name == "echo"
         assert "missing.onnx" in err.value.reason and "FileNotFoundError" in err.value.reason

@@ -13,28 +13,17 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ipc.channel import ChannelClosed, ControlChannel
-from ipc.messages import Failed, FromChild, LoadProgress, Ready, Stop
+from ipc.messages import FromChild, Stop
 
 log = logging.getLogger("voicecall.process")
 
 SPAWN = mp.get_context("spawn")
-
-
-class ChildFailed(Exception):
-    """A child could not start or serve; `recoverable` says whether restarting may help."""
-
-    def __init__(self, name: str, reason: str, recoverable: bool = True) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-        self.recoverable = recoverable
 
 
 class ChildHandle:
@@ -48,7 +37,6 @@ class ChildHandle:
         self.channel: ControlChannel | None = None
         self._death_writer: Connection | None = None
         self.incarnation = 0
-        self.ready_info: Ready | None = None
 
     @property
     def pid(self) -> int | None:
@@ -67,7 +55,6 @@ class ChildHandle:
         death_reader, death_writer = SPAWN.Pipe(duplex=False)
         spec = replace(self._spec, control=child_ctl, death=death_reader)
         self.incarnation += 1
-        self.ready_info = None
         proc = SPAWN.Process(target=self._main, args=(spec,), name=f"voicecall-{self.name}", daemon=False)
         proc.start()
         child_ctl.close()  # the child has its own copies now
@@ -76,33 +63,6 @@ class ChildHandle:
         self.channel = ControlChannel(parent_ctl, FromChild)
         self._death_writer = death_writer
         log.info("%s: spawned pid %d (incarnation %d)", self.name, proc.pid, self.incarnation)
-
-    def wait_ready(self, timeout_s: float, on_progress: Callable[[LoadProgress], None] | None = None) -> Ready:
-        """Block until `Ready`; raise ChildFailed on `Failed`, death, or after `timeout_s`."""
-        assert self.channel is not None and self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChildFailed(self.name, f"not ready after {timeout_s:.0f} s (raise {self.name}.process.load_timeout_s)")
-            ready = mp.connection.wait([self.channel.conn, self.process.sentinel], timeout=min(left, 1.0))
-            if self.channel.conn in ready:
-                try:
-                    msg = self.channel.recv()
-                except ChannelClosed:
-                    msg = None
-                if isinstance(msg, Ready):
-                    self.ready_info = msg
-                    return msg
-                if isinstance(msg, Failed):
-                    raise ChildFailed(self.name, msg.reason, msg.recoverable)
-                if isinstance(msg, LoadProgress) and on_progress is not None:
-                    on_progress(msg)
-                if msg is not None:
-                    continue
-            if not self.process.is_alive():
-                self.process.join(0.1)
-                raise ChildFailed(self.name, f"exited during start-up with code {self.process.exitcode}")
 
     def ask_to_stop(self, deadline_s: float) -> None:
         """Send `Stop` without waiting (so several children wind down in parallel)."""

@@ -5,17 +5,27 @@ Used by the worker tests (stt, llm, tts, lifecycle): real spawn, real rings, rea
 
 from __future__ import annotations
 
+import multiprocessing.connection
 import time
 from typing import Any
 
 import msgspec
 
-from ipc.channel import ControlChannel
-from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, HealthCheck, HealthReply, LoadProgress, Ready
+from ipc.channel import ChannelClosed, ControlChannel
+from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, Failed, HealthCheck, HealthReply, LoadProgress, Ready
 from ipc.ring import FullPolicy, OwnedRing, Record
 from voicecall.process import ChildHandle
 from workers.base import WorkerSpec, worker_main
 from workers.config import ProcessConfig
+
+
+class WorkerStartFailed(Exception):
+    """The worker could not start: it sent `Failed`, died, or was not ready in time."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 class WorkerHarness:
@@ -48,8 +58,30 @@ class WorkerHarness:
         self._unread: list[Record] = []
 
     def start(self, timeout_s: float = 120.0) -> Ready:
+        """Spawn the worker and block until `Ready` (load progress is kept in `progress`)."""
         self.handle.start()
-        return self.handle.wait_ready(timeout_s, self.progress.append)
+        chan, proc = self.handle.channel, self.handle.process
+        assert chan is not None and proc is not None
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            ready = multiprocessing.connection.wait([chan.conn, proc.sentinel], timeout=min(left, 1.0))
+            if chan.conn in ready:
+                try:
+                    msg = chan.recv()
+                except ChannelClosed:
+                    msg = None
+                if isinstance(msg, Ready):
+                    return msg
+                if isinstance(msg, Failed):
+                    raise WorkerStartFailed(self.handle.name, msg.reason)
+                if isinstance(msg, LoadProgress):
+                    self.progress.append(msg)
+                if msg is not None:
+                    continue
+            if not proc.is_alive():
+                proc.join(0.1)
+                raise WorkerStartFailed(self.handle.name, f"exited during start-up with code {proc.exitcode}")
+        raise WorkerStartFailed(self.handle.name, f"not ready after {timeout_s:.0f} s")
 
     def send(self, msg: msgspec.Struct, call_id: int = 0, turn_id: int = 0, seq: int = 0) -> None:
         assert self._producer.write(KIND_MESSAGE, self._encode(msg), call_id, turn_id, seq)
