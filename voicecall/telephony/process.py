@@ -95,7 +95,9 @@ class TelephonyProcess:
     def _on_control(self) -> None:
         try:
             while self.control.poll(0):
-                self._handle(self.control.recv())
+                msg = self.control.recv()
+                if msg is not None:
+                    self._handle(msg)
         except ChannelClosed:
             log.warning("supervisor channel closed; stopping")
             self._stop.set()

@@ -136,6 +136,9 @@ class OutboundPlayout:
     def _handler_failed(self, method: str) -> None:
         raise NotImplementedError
 
+    def _protocol_error(self, what: str) -> None:
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ outbound API (for the handler)
 
     @property
