@@ -34,9 +34,14 @@ def _config(tmp_path: Path, softphone: bool = True) -> Config:
     return cfg
 
 
+async def _plain(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
 async def _client(cfg: Config, conv: StubRegistry) -> TestClient:
     app = web.Application()
     add_views(app, conv, cfg)
+    app.router.add_get("/plain", _plain)  # stands for the Twilio routes: not the views' guard to judge
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     return client
@@ -87,15 +92,18 @@ def test_pages_and_static_files_for_loopback(tmp_path: Path) -> None:
             assert r.status == 200 and "text/html" in r.headers["Content-Type"]
             page = await r.text()
             assert 'id="call"' in page and "softphone.js" in page
+            assert r.headers["Cache-Control"] == "no-cache"
             r = await client.get("/calls")
             assert r.status == 200 and 'id="live"' in await r.text()
             for name in ("softphone.js", "phone-worklet.js", "twilio-stream.js", "mulaw.js", "calls.js", "transcript.js"):
                 r = await client.get(f"/static/{name}")
                 assert r.status == 200, name
                 assert "javascript" in r.headers["Content-Type"], (name, r.headers["Content-Type"])  # worklets need it
+                assert r.headers["Cache-Control"] == "no-cache", name
             assert (await client.get("/static/style.css")).status == 200
             assert (await client.get("/static/nothing.js")).status == 404
             assert (await client.get("/static/..%2Fviews.py")).status == 404
+            assert (await client.get("/static/")).status in (403, 404)  # no directory listing
         finally:
             await client.close()
 
@@ -112,6 +120,7 @@ def test_remote_clients_need_the_token_everywhere(tmp_path: Path, monkeypatch: p
                 r = await client.get(path, headers=PROXIED)
                 assert r.status == 403, path
                 assert TOKEN_ENV in await r.text()  # the refusal says how to get in
+            assert (await client.get("/plain", headers=PROXIED)).status == 200  # the guard keeps to its routes
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await client.ws_connect("/softphone/events", headers=PROXIED)
             assert exc.value.status == 403
@@ -145,6 +154,8 @@ def test_cross_site_socket_and_disabled_softphone_are_refused(tmp_path: Path) ->
         try:
             r = await client.get("/")
             assert r.status == 404 and "server.softphone" in await r.text()
+            assert (await client.get("/static/style.css")).status == 404
+            assert (await client.get("/plain")).status == 200
         finally:
             await client.close()
 

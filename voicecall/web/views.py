@@ -1,7 +1,7 @@
 """The browser side of the telephony process: the softphone, the live call view, their feeds.
 
     GET /                   softphone page (speaks Twilio Media Streams to /twilio/media)
-    GET /static/{file}      its JavaScript, AudioWorklet, CSS (files of web/static only)
+    GET /static/{file}      its JavaScript, AudioWorklet, CSS (aiohttp's static route on web/static)
     GET /calls              live call view page
     GET /calls.json         live calls (registry) + recent ended calls (records DB, read in a thread)
     GET /softphone/events   WebSocket of call events as JSON: ?callSid=CA... for one call, none for all
@@ -12,6 +12,7 @@ is allowed while `server.softphone` is true; any other client must present the s
 held in the env var named by `server.softphone_token_env` (query `?token=`, header
 `X-Softphone-Token`, or the cookie the page sets), and a cross-origin browser request is always
 refused (no other site can drive the softphone or read transcripts through the visitor's browser).
+One middleware (`softphone_guard`) applies the rule to these routes and to no other.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import hmac
 import ipaddress
 import logging
 import os
+from collections.abc import Set
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler, Middleware
 
 from voicecall.config import Config
 from voicecall.web.call_feed import CallFeed, CallRegistry, Subscriber
@@ -108,6 +111,24 @@ def _guard(request: web.Request, cfg: Config) -> None:
             f"${cfg.server.softphone_token_env} and open /?token=<token>\n"))
 
 
+def softphone_guard(cfg: Config, guarded: Set[web.AbstractResource]) -> Middleware:
+    """Middleware: the access rule for the `guarded` resources; files they serve are not cached.
+
+    Every other route (the Twilio webhooks, /healthz) passes straight through.
+    """
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.resource not in guarded:
+            return await handler(request)
+        _guard(request, cfg)
+        response = await handler(request)
+        if isinstance(response, web.FileResponse):  # pages and scripts change with every deploy
+            response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    return guard
+
+
 # ---------------------------------------------------------------- routes
 
 
@@ -116,12 +137,10 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
     feed = CallFeed(conversations)
     app[FEED_KEY] = feed
     app[SOCKETS_KEY] = set()
-    static_files = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file()}
 
-    def page(name: str) -> Any:
+    def page(name: str) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
-            _guard(request, cfg)
-            resp = web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": "no-cache"})
+            resp = web.FileResponse(STATIC_DIR / name)
             token = request.query.get("token")
             if token and not _is_loopback_client(request):  # remember it for scripts and sockets
                 resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure)
@@ -129,15 +148,7 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
 
         return handler
 
-    async def static(request: web.Request) -> web.StreamResponse:
-        _guard(request, cfg)
-        path = static_files.get(request.match_info["name"])  # a fixed set: no path traversal
-        if path is None:
-            raise web.HTTPNotFound(text=f"no static file {request.match_info['name']!r}\n")
-        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
-
     async def calls_json(request: web.Request) -> web.Response:
-        _guard(request, cfg)
         try:
             limit = min(max(int(request.query.get("limit", "20")), 1), MAX_ENDED_CALLS)
         except ValueError:
@@ -147,7 +158,6 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
                                   "records_error": history["error"]})
 
     async def events(request: web.Request) -> web.StreamResponse:
-        _guard(request, cfg)
         call_sid = request.query.get("callSid") or None
         ws = web.WebSocketResponse(heartbeat=20.0)
         await ws.prepare(request)
@@ -177,11 +187,12 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
     feed.attach()
     app.on_shutdown.append(close_sockets)
     app.on_cleanup.append(detach)
-    app.router.add_get("/", page("index.html"))
-    app.router.add_get("/calls", page("calls.html"))
-    app.router.add_get("/calls.json", calls_json)
-    app.router.add_get("/static/{name}", static)
-    app.router.add_get("/softphone/events", events)
+    routes = (app.router.add_get("/", page("index.html")),
+              app.router.add_get("/calls", page("calls.html")),
+              app.router.add_get("/calls.json", calls_json),
+              app.router.add_get("/softphone/events", events))
+    static = app.router.add_static("/static", STATIC_DIR)  # its own checks: no path traversal, no index
+    app.middlewares.append(softphone_guard(cfg, {static, *(r.resource for r in routes)}))
 
 
 async def _pump(ws: web.WebSocketResponse, sub: Subscriber, first: dict[str, Any]) -> None:
