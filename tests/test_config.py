@@ -39,8 +39,31 @@ def test_all_problems_reported_at_once() -> None:
 def test_semantic_checks() -> None:
     with pytest.raises(ConfigError) as err:
         config_from_toml('[ipc]\naudio_in_ring_bytes = 100000\n[llm]\nbackend = "vllm"\n')
-    assert any("audio_in_ring_bytes" in p for p in err.value.problems)
+    assert "$.ipc.audio_in_ring_bytes: expected a power of two, got 100000" in err.value.problems
     assert any("$.llm.model" in p for p in err.value.problems)
+
+
+def test_ranges_name_file_key_bound_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "cpu.toml"
+    path.write_text('[stt.vad]\nthreshold = 1.5\n[server]\nport = 0\nplayout_lead_ms = 10\n'
+                    '[ipc]\nevents_ring_bytes = 1024\n[llm.process]\nthreads = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [  # every broken bound at once, not just each section's first
+        "$.stt.vad.threshold: Expected `float` < 1.0, got 1.5",
+        "$.server.port: Expected `int` >= 1, got 0",
+        "$.server.playout_lead_ms: Expected `int` >= 20, got 10",
+        "$.ipc.events_ring_bytes: Expected `int` >= 65536, got 1024",
+        "$.llm.process.threads: Expected `int` >= 1, got 0",
+    ]
+    assert f"{path}: $.stt.vad.threshold: Expected `float` < 1.0, got 1.5" in str(err.value)
+
+
+def test_environment_variable_names_are_checked() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_toml('[server]\nsoftphone_token_env = "my token"\n')
+    (problem,) = err.value.problems
+    assert problem.startswith("$.server.softphone_token_env: Expected `str` matching regex") and "'my token'" in problem
 
 
 def test_not_toml() -> None:

