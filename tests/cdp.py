@@ -23,6 +23,8 @@ from typing import Any
 
 from websockets.sync.client import connect
 
+from tests.waiting import wait_until
+
 CHROMIUM = "/usr/bin/chromium"
 #: Flags without which Chromium hangs or phones home on this closed network, plus a fake
 #: microphone and sound that plays without a user gesture.
@@ -73,18 +75,18 @@ class Browser:
 
     def _page_ws_url(self, timeout_s: float) -> str:
         port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def page_url() -> str | None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"chromium exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if port_file.exists() and port_file.read_text().strip():
-                port = port_file.read_text().split()[0]
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
-                    pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
-                if pages:
-                    return pages[0]["webSocketDebuggerUrl"]
-            time.sleep(0.1)
-        raise RuntimeError(f"chromium did not open its DevTools port within {timeout_s:.0f} s:\n{self.log()[-3000:]}")
+            if not (port_file.exists() and port_file.read_text().strip()):
+                return None
+            port = port_file.read_text().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
+                pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
+            return pages[0]["webSocketDebuggerUrl"] if pages else None
+
+        return wait_until(page_url, timeout_s, lambda: f"chromium's DevTools port:\n{self.log()[-3000:]}", poll_s=0.1)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -129,15 +131,8 @@ class Browser:
 
     def wait_for(self, expression: str, timeout_s: float, what: str = "", poll_s: float = 0.1) -> Any:
         """Poll a page expression until it is truthy; the timeout names what was awaited."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"waited {timeout_s:.0f} s for {what or expression}; console:\n"
-                                   + "\n".join(self.console[-30:]))
-            time.sleep(poll_s)
+        return wait_until(lambda: self.evaluate(expression), timeout_s,
+                          lambda: f"{what or expression}; console:\n" + "\n".join(self.console[-30:]), poll_s=poll_s)
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import random
-import time
 
 import pytest
 
 from ipc.shm import leftover_segments, unlink_segment
+from tests.waiting import wait_until
 
 
 def _creator_pid(name: str) -> int:
@@ -40,14 +40,16 @@ def no_leaked_segments():
     """Fail any test that leaves a `/dev/shm/vc_*` segment behind (and clean it up)."""
     before = set(leftover_segments())
     yield
-    deadline = time.monotonic() + 2.0
-    leaked = {n for n in set(leftover_segments()) - before if _orphaned(n)}
-    while leaked and time.monotonic() < deadline:  # an owner in a child may be finishing its exit
-        time.sleep(0.05)
-        leaked = {n for n in set(leftover_segments()) - before if _orphaned(n)}
-    for name in leaked:
-        unlink_segment(name)
-    assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
+
+    def leaked() -> list[str]:
+        return sorted(n for n in set(leftover_segments()) - before if _orphaned(n))
+
+    try:  # an owner in a child may be finishing its exit
+        wait_until(lambda: not leaked(), 2.0,
+                   lambda: f"a child owner to unlink them (test leaked shared-memory segments: {leaked()})")
+    finally:
+        for name in leaked():
+            unlink_segment(name)
 
 
 @pytest.fixture

@@ -121,6 +121,7 @@ def ring_bell(bell: Doorbell, times: int) -> None:
 
 
 def wait_bell(bell: Doorbell, result: Connection) -> None:
+    result.send("waiting")
     result.send(bell.wait(10.0))
 
 

@@ -12,13 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from ipc.shm import leftover_segments
 from tests.processes import alive, assert_all_exited, descendants
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,20 +60,18 @@ class RunningSystem:
             return e.code, json.loads(e.read() or b"{}")
 
     def wait_ready(self, timeout_s: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             self.children |= descendants(self.proc.pid)
             if self.proc.poll() is not None:
                 raise AssertionError(f"voicecall exited with {self.proc.returncode}:\n{self.log()[-6000:]}")
             try:
                 code, body = self.healthz()
-                if code == 200 and body.get("ready"):
-                    self.children |= descendants(self.proc.pid)
-                    return
             except (OSError, ValueError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"voicecall not ready after {timeout_s:.0f} s:\n{self.log()[-6000:]}")
+                return False
+            return code == 200 and bool(body.get("ready"))
+
+        wait_until(ready, timeout_s, lambda: f"voicecall to be ready:\n{self.log()[-6000:]}", poll_s=0.3)
+        self.children |= descendants(self.proc.pid)
 
     def pid_of(self, role: str) -> int:
         """The live pid of a child role, from the supervisor's log."""

@@ -29,13 +29,14 @@ import numpy as np
 import pytest
 from aiohttp import web
 
+from ipc.audio import ulaw_decode, ulaw_encode
 from tests.call_registry import StubRegistry, StubSession
 from tests.cdp import Browser, chromium_missing_reason
 from tests.running_system import RunningSystem, free_port
-from voicecall.sim.speech import transcribe_mulaw, utterance, word_error_rate
-from ipc.audio import ulaw_decode, ulaw_encode
+from tests.waiting import wait_until, wait_until_async
 from voicecall.config import Config
-from voicecall.web.views import add_views
+from voicecall.sim.speech import transcribe_mulaw, utterance, word_error_rate
+from voicecall.web.views import SOCKETS_KEY, add_views
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(chromium_missing_reason() is not None,
                                                    reason=chromium_missing_reason() or "")]
@@ -158,7 +159,7 @@ class ScriptedPeer:
             await send({"event": "mark", "streamSid": sid, "mark": {"name": name}})
 
         try:
-            await asyncio.sleep(0.3)
+            await wait_until_async(lambda: self.app[SOCKETS_KEY], 10, "the page to subscribe to the call's events")
             self.registry.emit(1, "agent", {"text": "Hello, this is the scripted peer.", "turn": 0})
             await media(_tone(1.0))                 # one big message: Twilio takes any size
             await mark("a")
@@ -247,7 +248,7 @@ def test_page_speaks_twilio_media_streams(tmp_path: Path) -> None:
         assert browser.evaluate("document.querySelector('#latency tbody').innerText").count("612") == 1
         stats = browser.evaluate("window.softphone.stats")
         problems = browser.evaluate("window.softphone.problems")
-        time.sleep(0.5)  # let the DTMF frame go before hanging up
+        wait_until(lambda: any('"dtmf"' in raw for _, raw in peer.frames), 5, "the DTMF frame to reach the peer")
         browser.evaluate("document.getElementById('hangup').click()")
         browser.wait_for("window.softphone.state === 'ended'", 10, what="the call to end")
         assert peer.closed.wait(10), "the media socket stayed open after hang-up"
@@ -315,14 +316,13 @@ def test_softphone_call_to_the_running_system(tmp_path: Path) -> None:
         call_sid = browser.evaluate("window.softphone.callSid")
         browser.evaluate("document.getElementById('hangup').click()")
         browser.wait_for("window.softphone.state === 'ended'", 10, what="the call to end")
-        deadline = time.monotonic() + 15
-        while True:
+
+        def ended_call() -> list[dict[str, Any]]:
             data = _get_json(system.url + "/calls.json")
-            ended = [c for c in data["ended"] if c["call_sid"] == call_sid]
-            if not data["live"] and ended:
-                break
-            assert time.monotonic() < deadline, f"call not recorded as ended: {data}"
-            time.sleep(0.3)
+            return [] if data["live"] else [c for c in data["ended"] if c["call_sid"] == call_sid]
+
+        ended = wait_until(ended_call, 15, lambda: f"the call to be recorded as ended: {_get_json(system.url + '/calls.json')}",
+                           poll_s=0.3)
         agent_turns = [t for t in ended[0]["turns"] if t["role"] == "agent" and t["turn"] >= 1]
         assert agent_turns and agent_turns[0]["segments"], ended[0]
         browser.navigate(system.url + "/calls")

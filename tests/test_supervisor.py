@@ -10,13 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ipc.shm import leftover_segments
 from tests.processes import alive, assert_all_exited, descendants
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,15 +49,15 @@ class System:
         return self.log_path.read_text()
 
     def wait_for(self, text: str, timeout: float = 60.0, count: int = 1) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def seen() -> bool:
             self.children |= descendants(self.proc.pid)
             if self.log().count(text) >= count:
-                return
+                return True
             if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not seen (x{count}); log:\n{self.log()}")
+                raise AssertionError(f"{text!r} not seen (x{count}) before exit {self.proc.returncode}; log:\n{self.log()}")
+            return False
+
+        wait_until(seen, timeout, lambda: f"{text!r} (x{count}); log:\n{self.log()}", poll_s=0.1)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         self.children |= descendants(self.proc.pid)
@@ -115,10 +115,7 @@ def test_sigkilled_worker_is_restarted_and_telephony_told(system, victim: str) -
     s.wait_for(f"{victim} is serving again")
     assert f"{victim} died (killed by signal SIGKILL)" in s.log()
     assert f"{victim} restarting" in s.status_log.read_text()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and f"{victim} ready" not in s.status_log.read_text():
-        time.sleep(0.1)
-    assert f"{victim} ready" in s.status_log.read_text()
+    wait_until(lambda: f"{victim} ready" in s.status_log.read_text(), 5, f"telephony to hear that {victim} is ready")
     assert _worker_pid(s, victim) != first
     assert s.stop() == 0
 
@@ -142,10 +139,6 @@ def test_hung_worker_detected_by_health_check_and_restarted(system) -> None:
 
 
 def _worker_pid(s: System, name: str) -> int:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pids = [p for p in _pids_from_log(s.log(), name) if alive(p)]
-        if pids:
-            return pids[-1]
-        time.sleep(0.1)
-    raise AssertionError(f"no live {name} pid in log:\n{s.log()}")
+    pids = wait_until(lambda: [p for p in _pids_from_log(s.log(), name) if alive(p)], 10,
+                      lambda: f"a live {name} pid in the log:\n{s.log()}", poll_s=0.1)
+    return pids[-1]

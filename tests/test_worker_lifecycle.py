@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from ipc.messages import CallOpened, SttEvent
 from tests.lifecycle_workers import EchoConfig
+from tests.waiting import wait_until
 from voicecall.sim.worker_harness import WorkerHarness, WorkerStartFailed
 
 TARGET = "tests.lifecycle_workers:EchoWorker"
@@ -53,10 +53,7 @@ def test_worker_exits_when_supervisor_vanishes() -> None:
         pid = h.handle.pid
         h.handle._death_writer.close()  # type: ignore[union-attr]
         h.handle._death_writer = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and h.handle.alive():
-            time.sleep(0.05)
-        assert not h.handle.alive()
+        wait_until(lambda: not h.handle.alive(), 10, "the worker to exit")
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 

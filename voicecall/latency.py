@@ -1,11 +1,11 @@
 """Where a turn's milliseconds went: the turn's stamps, its stage latencies and waterfall segments.
 
-The stamps are DESIGN §7's (plus the receive stamps that show IPC hops), spelled once, in
-`TurnStamps`: a live `CallSession` fills one per turn, and the call records keep one column
-per field (`voicecall.records.STAMPS`). `/metrics`, the softphone's /calls page, `tools/calls.py`,
-`tools/trace.py` and the latency benchmark all read them through these two functions, so every
-view agrees. Pure functions over `TurnStamps` or a mapping of the same names (a record row):
-no I/O, nothing heavy imported.
+The stamps are a turn's monotonic clock readings (plus the receive stamps that show IPC hops),
+spelled once, in `TurnStamps`: a live `CallSession` fills one per turn, and the call records keep
+one column per field (`voicecall.records.STAMPS`). `/metrics`, the softphone's /calls page,
+`tools/calls.py`, `tools/trace.py` and the latency benchmark all read them through these two
+functions, so every view agrees. Pure functions over `TurnStamps` or a mapping of the same names
+(a record row): no I/O, nothing heavy imported.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from voicecall.latency import STAMP_NAMES, TurnStamps
 log = logging.getLogger("voicecall.records")
 
 SCHEMA_VERSION = 1
-#: Per-turn monotonic stamps (DESIGN §7, `TurnStamps`), plus when telephony *received* each
+#: Per-turn monotonic stamps (`voicecall.latency.TurnStamps`), plus when telephony *received* each
 #: worker's stamped result, so the IPC hop of every stage is visible (`tools/trace.py`).
 #: One INTEGER column each in `turns`; other tools read these columns by name.
 STAMPS = STAMP_NAMES

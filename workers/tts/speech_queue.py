@@ -1,6 +1,6 @@
 """Which sentence the tts worker speaks next, for many calls at once, and what a cancel stops.
 
-Rules (DESIGN §3, issue 6):
+Rules:
 - a call's sentences are spoken one at a time, in arrival order (its audio must stay in order);
 - the first sentence of a turn nobody has heard yet goes ahead of later sentences of other calls'
   long replies: the key is (turn already started?, arrival);
