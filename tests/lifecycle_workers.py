@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from ipc.channel import ChannelClosed, ControlChannel
+from ipc.child import bootstrap_child
 from ipc.messages import (
     CallClosed,
     CallOpened,
@@ -29,7 +30,6 @@ from ipc.messages import (
     WorkerStatus,
 )
 from ipc.ring import Record
-from ipc.child import bootstrap_child
 from workers.base import Progress, Worker
 
 

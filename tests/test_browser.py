@@ -321,8 +321,8 @@ def test_softphone_call_to_the_running_system(tmp_path: Path) -> None:
             data = _get_json(system.url + "/calls.json")
             return [] if data["live"] else [c for c in data["ended"] if c["call_sid"] == call_sid]
 
-        ended = wait_until(ended_call, 15, lambda: f"the call to be recorded as ended: {_get_json(system.url + '/calls.json')}",
-                           poll_s=0.3)
+        ended = wait_until(ended_call, 15, poll_s=0.3,
+                           what=lambda: f"the call to be recorded as ended: {_get_json(system.url + '/calls.json')}")
         agent_turns = [t for t in ended[0]["turns"] if t["role"] == "agent" and t["turn"] >= 1]
         assert agent_turns and agent_turns[0]["segments"], ended[0]
         browser.navigate(system.url + "/calls")

@@ -30,6 +30,7 @@ from ipc.messages import (
     WorkerState,
 )
 from ipc.ring import OwnedRing
+from tests.waiting import wait_until_async
 from voicecall.config import Config
 from voicecall.conversation.canned import CannedAudio
 from voicecall.conversation.links import WorkerLinks
@@ -87,14 +88,21 @@ class FarEnd:
     def requests(self, worker: str) -> list[Any]:
         return [self.codecs[worker].decode(r.payload) for r in self.inbox[worker].read_batch() if r.kind == KIND_MESSAGE]
 
+    def delivered(self) -> bool:
+        return all(st.records_out == st.records_in for st in (end.stats() for end in self.out.values()))
+
     def close(self) -> None:
         for end in (*self.out.values(), *self.inbox.values()):
             end.close()
 
 
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0.01)
+async def _settle(far: FarEnd) -> None:
+    """Until the session has read every record the workers' ends wrote.
+
+    It handles each record as it reads it (synchronously, on this loop), so after this what the
+    session did about them is done: requests written, port called, state changed.
+    """
+    await wait_until_async(far.delivered, 5, "the session to read every record the workers' ends wrote", poll_s=0.001)
 
 
 def _run(scenario) -> None:  # noqa: ANN001
@@ -131,12 +139,12 @@ def _turn_ended(turn: int, text: str) -> TurnEnded:
 
 
 async def _finish_greeting(session: CallSession, port: FakePort, far: FarEnd) -> None:
-    await _settle()
+    await _settle(far)
     greet = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
     assert greet and greet[0].turn_id == 0
     far.audio(1, 0, 0)
     far.emit("tts", SentenceDone(call_id=1, turn_id=0, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 0)
-    await _settle()
+    await _settle(far)
     session.on_mark(port.marks[-1], played=True)
     assert session.state is CallState.LISTENING
 
@@ -145,19 +153,19 @@ def test_turn_streams_through_llm_and_tts_and_finishes_on_marks() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
         await _finish_greeting(session, port, far)
         far.emit("stt", _turn_ended(1, "What are your hours?"), 1, 1)
-        await _settle()
+        await _settle(far)
         gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
         assert gen and gen[0].turn_id == 1 and gen[0].messages[-1].content == "What are your hours?"
         assert session.state is CallState.PROCESSING and session.turn == 2
         far.tokens(1, 1, "We open at eight in the morning. We close at five.")
         far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
-        await _settle()
+        await _settle(far)
         synth = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
         assert [s.text for s in synth] == ["We open at eight in the morning.", "We close at five."]
         for s in synth:
             far.audio(1, 1, s.seq)
             far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=s.seq, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
-        await _settle()
+        await _settle(far)
         assert session.state is CallState.SPEAKING
         for name in port.marks[-2:]:
             session.on_mark(name, played=True)
@@ -172,27 +180,27 @@ def test_barge_in_clears_cancels_and_keeps_only_heard_text() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
         await _finish_greeting(session, port, far)
         far.emit("stt", _turn_ended(1, "Where are you?"), 1, 1)
-        await _settle()
+        await _settle(far)
         far.requests("llm")
         far.tokens(1, 1, "We are at 12 Maple Street. Parking is behind the building. Buses stop outside.")
         far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
-        await _settle()
+        await _settle(far)
         synth = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
         far.audio(1, 1, 0)
         far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
         far.audio(1, 1, 1)
-        await _settle()
+        await _settle(far)
         session.on_mark(port.marks[-1], played=True)  # the caller heard sentence 0 only
         played_before = len(port.played)
         far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
-        await _settle()
+        await _settle(far)
         assert port.clears == 1 and session.state is CallState.LISTENING
         cancels = {(type(m).__name__, m.turn_id) for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)}
         assert cancels == {("Cancel", 1)}
         msg = session.conversation.entries[-1]
         assert msg.interrupted and msg.content == "We are at 12 Maple Street."
         far.audio(1, 1, 2)  # stale audio of the cancelled turn must never be played
-        await _settle()
+        await _settle(far)
         assert len(port.played) == played_before
         assert len(synth) == 3
 
@@ -201,12 +209,12 @@ def test_barge_in_clears_cancels_and_keeps_only_heard_text() -> None:
 
 def test_backchannel_while_speaking_is_not_a_turn() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
-        await _settle()
+        await _settle(far)
         far.audio(1, 0, 0)  # greeting audio playing
-        await _settle()
+        await _settle(far)
         assert session.state is CallState.SPEAKING
         far.emit("stt", _turn_ended(1, "Mm-hm."), 1, 1)
-        await _settle()
+        await _settle(far)
         assert not [m for m in far.requests("llm") if isinstance(m, Generate)]
         assert session.state is CallState.SPEAKING
 
@@ -219,7 +227,7 @@ def test_llm_worker_dying_mid_turn_gets_the_apology() -> None:
         session.deps.canned.apology.audio += FRAME * 3
         session.deps.canned.apology.ready = True
         far.emit("stt", _turn_ended(1, "Can I book for Monday?"), 1, 1)
-        await _settle()
+        await _settle(far)
         before = len(port.played)
         session.deps.links.set_state("llm", WorkerState.RESTARTING)
         session.on_worker_status("llm", WorkerState.RESTARTING)

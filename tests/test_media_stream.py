@@ -10,6 +10,7 @@ import numpy as np
 
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k
 from tests.telephony_fixtures import RecordingHandler, config, running_server
+from tests.waiting import wait_until_async
 from voicecall.sim.client import CallScript, SimulatedCall, Utterance
 from voicecall.sim.echo import EchoHandler
 from voicecall.twilio.media_stream import MarkState, MediaStream
@@ -52,16 +53,16 @@ def test_sequence_pacing_marks_and_clear() -> None:
             assert await call.place() == 200
             await call.connect()
             await asyncio.wait_for(call.server_audio.wait(), 2)
-            await asyncio.sleep(0.06)
-            await call.send_dtmf("1")  # m1 is at "Twilio" (within the lead), m2 still queued at the server
-            await asyncio.sleep(0.3)
+            handler = RecordingHandler.instances[-1]
+            assert isinstance(handler, Speaker)
+            await wait_until_async(lambda: any(isinstance(m, OutMark) for m in call.received), 2, "m1 at the caller")
+            await call.send_dtmf("1")  # m1 is at "Twilio" (within the lead, unplayed), m2 still queued at the server
+            await wait_until_async(lambda: len(handler.marks) == 2, 2, "the clear to drop m2 here and m1 at the caller")
             await call.send_dtmf("2")
-            await asyncio.sleep(0.4)
+            await wait_until_async(lambda: len(handler.marks) == 3, 2, "m3 to be played")
             await call.send_frame(tone(20))
             await call.stop()
             await call.close()
-            handler = RecordingHandler.instances[-1]
-            assert isinstance(handler, Speaker)
             stream = handler.stream
             assert stream is not None and handler.closed == ["stop"]
             assert handler.digits == ["1", "2"]
@@ -103,7 +104,7 @@ def test_pacing_sends_real_time_after_the_lead() -> None:
             await call.place()
             t0 = time.monotonic_ns()
             await call.connect()
-            await asyncio.sleep(1.3)
+            await wait_until_async(lambda: call.buffer.marks, 3, "the end mark at the caller")
             handler = RecordingHandler.instances[-1]
             sent_s = (call.buffer.marks[0].received_ns - t0) / 1e9
             assert 0.7 <= sent_s <= 1.2, sent_s  # 1 s of audio, sent at most 200 ms ahead
@@ -165,10 +166,8 @@ def test_bad_input_never_hurts_the_call_or_its_neighbours() -> None:
 
             report = await healthy_task
             assert report.protocol_errors == [] and report.response_ms, report
-            for _ in range(100):
-                if len([k for k in KeepStream.kept if k.close_reason]) == 3:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: len([k for k in KeepStream.kept if k.close_reason]) == 3, 2,
+                                   "the three streams to close")
 
         by_sid = {k.kept_stream.stream_sid: k for k in KeepStream.kept}
         b = by_sid[bad.stream_sid]
@@ -199,6 +198,12 @@ def test_fifty_concurrent_streams() -> None:
     asyncio.run(main())
 
 
+def _closed(i: int) -> list[str]:
+    """What ended the i-th stream ([] while it is open, or before the server accepted it)."""
+    handlers = RecordingHandler.instances
+    return handlers[i].closed if len(handlers) > i else []
+
+
 def test_idle_oversize_and_shutdown_end_streams_cleanly() -> None:
     RecordingHandler.instances.clear()
 
@@ -207,20 +212,21 @@ def test_idle_oversize_and_shutdown_end_streams_cleanly() -> None:
                                   factory=RecordingHandler) as (url, _):
             quiet = SimulatedCall(url)
             await quiet.place()
-            await quiet.connect()
-            await asyncio.sleep(0.8)  # says nothing: idle timeout
+            await quiet.connect()  # and says nothing: idle timeout
+            await wait_until_async(lambda: _closed(0), 3, "the quiet stream to time out")
             await quiet.close()
             big = SimulatedCall(url)
             await big.place()
             await big.connect()
             await big.send_text('{"event": "media", "pad": "' + "x" * 8000 + '"}')  # over the limit
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: _closed(1), 3, "the oversized message to end its stream")
             await big.close()
             live = SimulatedCall(url)
             await live.place()
             await live.connect()
             await live.send_frame(tone(20))
-            await asyncio.sleep(0.1)
+            handlers = RecordingHandler.instances
+            await wait_until_async(lambda: len(handlers) == 3 and handlers[2].frames, 3, "the live stream's first frame")
             t0 = time.monotonic()
         # leaving the context shut the server down with `live` still connected
         assert time.monotonic() - t0 < 3.0

@@ -54,7 +54,8 @@ class System:
             if self.log().count(text) >= count:
                 return True
             if self.proc.poll() is not None:
-                raise AssertionError(f"{text!r} not seen (x{count}) before exit {self.proc.returncode}; log:\n{self.log()}")
+                raise AssertionError(f"{text!r} not seen (x{count}) before exit {self.proc.returncode}; "
+                                     f"log:\n{self.log()}")
             return False
 
         wait_until(seen, timeout, lambda: f"{text!r} (x{count}); log:\n{self.log()}", poll_s=0.1)

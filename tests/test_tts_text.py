@@ -7,8 +7,8 @@ import pytest
 
 from ipc.audio import FRAME_BYTES
 from workers.tts.mulaw_stream import MulawStream
-from workers.tts.speech_text import number_words, ordinal_words, speakable
 from workers.tts.speech_queue import SpeechQueue
+from workers.tts.speech_text import number_words, ordinal_words, speakable
 
 
 @pytest.mark.parametrize(("text", "spoken"), [

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ipc.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_decode
 from ipc.messages import KIND_AUDIO, Cancel, SentenceDone, SynthesisFailed, Synthesize, TtsEvent
 from ipc.ring import Record
 from voicecall.sim.worker_harness import WorkerHarness
-from ipc.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_decode
 from workers.config import ProcessConfig, TtsConfig
 
 TARGET = "workers.tts.worker:TtsWorker"
