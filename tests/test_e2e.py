@@ -183,6 +183,48 @@ def test_sigterm_with_a_live_call_drains_within_the_deadline(tmp_path: Path) -> 
     assert "ending 1 live call" in s.log()
 
 
+@pytest.mark.parametrize("second_after_s", [0.0, 1.0], ids=["burst", "during-drain"])
+def test_a_second_sigterm_still_exits_cleanly(tmp_path: Path, second_after_s: float) -> None:
+    """systemd, `kubectl delete` and a twice-pressed Ctrl+C send a second signal: the exit stays
+    0 with no orphan and no segment left (RunningSystem.stop checks both). One that lands during
+    the drain cuts it short: the live call ends now, not after `drain_deadline_s`. (Two back to
+    back may reach Python as one: the kernel and CPython coalesce a pending signal.)"""
+    drain_s = 3.0 if second_after_s == 0 else 30.0
+    s = RunningSystem(tmp_path, extra_toml="")
+    s.config.write_text(s.config.read_text().replace("drain_deadline_s = 10.0", f"drain_deadline_s = {drain_s}"))
+    code: int | None = None
+    try:
+        s.wait_ready()
+
+        async def main() -> tuple[CallReport, float]:
+            call = SimulatedCall(s.url)
+            assert await call.place() == 200
+            await call.connect()
+            await call.silence(1000)
+            t0 = time.monotonic()
+            s.proc.send_signal(signal.SIGTERM)
+            if second_after_s:
+                await call.silence(int(second_after_s * 1000))
+            s.proc.send_signal(signal.SIGTERM)
+            while not call.report.closed_by and time.monotonic() - t0 < 20:
+                try:
+                    await call.silence(100)
+                except Exception:  # noqa: BLE001 - the server closed the socket under us
+                    await asyncio.sleep(0.1)
+            return call.report, time.monotonic() - t0
+
+        report, took = asyncio.run(main())
+        code = s.proc.wait(30)
+        assert report.closed_by.startswith("server"), report.closed_by
+        assert took < min(drain_s + 3.0, 10.0), f"the live call took {took:.1f} s to end"
+    finally:
+        stopped = s.stop()  # asserts no orphan and no leaked segment; signals nothing if already exited
+    assert code == stopped == 0, s.log()[-4000:]
+    assert "killed by signal" not in s.log()
+    if second_after_s:
+        assert "second signal: ending live calls now" in s.log()
+
+
 def test_ipc_top_and_metrics_show_every_channel_of_the_running_system(system: RunningSystem) -> None:
     import json
     import subprocess

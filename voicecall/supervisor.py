@@ -319,7 +319,12 @@ class Supervisor:
         tel = self.children.get("telephony")
         deadline_s = self.cfg.supervisor.drain_deadline_s
         if tel is not None and tel.state is WorkerState.READY and tel.handle.channel is not None:
-            log.info("draining: no new calls; live calls have %.0f s to finish (a second signal ends them now)", deadline_s)
+            if self._stop_requests > 1:  # two signals before the drain began (a burst): no grace at all
+                deadline_s = 0.0
+                log.warning("second signal: ending live calls now")
+            else:
+                log.info("draining: no new calls; live calls have %.0f s to finish (a second signal ends them now)",
+                         deadline_s)
             seen = self._stop_requests
             try:
                 tel.handle.channel.send(Drain(deadline_s=deadline_s))
