@@ -1,0 +1,155 @@
+"""Faults on the whole real system: protocol fuzzing beside a live call, a hung (stopped) worker,
+telephony itself killed. One system serves the module; each test places its own calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.running_system import RunningSystem
+from tests.twilio_fuzz import Junk, malformed_frames
+from voicecall.records import call_turns, connect, find_call
+from voicecall.sim.client import SimulatedCall
+from voicecall.sim.speech import normalize_words, transcribe_mulaw, utterance
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+FUZZ_EXAMPLES = 100
+FUZZ_BATCH = 100  # frames per example: 100 x 100 = 10,000 malformed frames a run
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
+    s = RunningSystem(tmp_path_factory.mktemp("faults"), extra_toml="")
+    # A stopped worker is found by the health check: a short timeout keeps the test short.
+    s.config.write_text(s.config.read_text().replace("health_timeout_s = 10.0", "health_timeout_s = 3.0"))
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        code = s.stop()
+        print(s.log()[-6000:])
+        assert code == 0
+
+
+class LoopThread:
+    """An event loop on a thread: the calls live there while hypothesis drives the main thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fuzz-loop", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def _heard(call: SimulatedCall) -> set[str]:
+    text = transcribe_mulaw(b"".join(audio for _start, audio in call.buffer.segments))
+    print(f"caller heard: {text!r}")
+    return set(normalize_words(text))
+
+
+def _record(system: RunningSystem, call_sid: str, timeout_s: float = 5.0) -> tuple[dict, list[dict]]:
+    conn = connect(system.db, readonly=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        call = find_call(conn, call_sid)
+        if call is not None and call["ended_at"]:
+            return dict(call), [dict(t) for t in call_turns(conn, call["id"])]
+        time.sleep(0.1)
+    raise AssertionError(f"no finished record for {call_sid}")
+
+
+# The calls' thread (websockets, aiohttp) touches `random` while hypothesis generates on this one.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem) -> None:
+    """10,000 generated malformed frames, on a fuzz call's socket and (those it must drop) on a
+    live call's socket between its real audio: no crash, and the live call still answers."""
+    telephony_pid = system.pid_of("telephony")
+    q1 = utterance("What time do you open on Saturday?")
+    q2 = utterance("Where are you located?")
+    runner = LoopThread()
+    fuzz_done = asyncio.Event()
+    live = SimulatedCall(system.url)
+    fuzz = SimulatedCall(system.url)
+    sent = {"fuzz": 0, "live": 0}
+
+    async def live_call() -> None:
+        assert await live.place() == 200
+        await live.connect()
+        await live.silence(4500)  # the greeting
+        await live.stream_audio(q1.mulaw)
+        await live.silence(6000)  # the answer
+        while not fuzz_done.is_set():  # the second question comes after every malformed frame
+            await live.silence(200)
+        await live.stream_audio(q2.mulaw)
+        await live.silence(8000)
+        await live.stop()
+        await live.close()
+
+    async def open_fuzz_call() -> None:
+        assert await fuzz.place() == 200
+        await fuzz.connect()
+
+    async def send_batch(batch: list[Junk]) -> None:
+        assert fuzz.ws is not None and live.ws is not None
+        for junk in batch:
+            await fuzz.ws.send(junk.for_stream(fuzz.stream_sid))
+            sent["fuzz"] += 1
+            if junk.live_safe:
+                await live.ws.send(junk.for_stream(live.stream_sid))
+                sent["live"] += 1
+        # A socket the server gave up on (a crash in its frame handling) fails the next send.
+        await fuzz.ws.ping()
+
+    runner.submit(open_fuzz_call()).result(30)
+    live_done = runner.submit(live_call())
+    time.sleep(1.0)  # the live call is connected and hearing its greeting
+
+    # No shrinking: the system under test keeps its state between examples, so a failing batch is
+    # reported as generated (each frame is also counted in the server's log).
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @given(batch=st.lists(malformed_frames, min_size=FUZZ_BATCH, max_size=FUZZ_BATCH))
+    def fuzz_once(batch: list[Junk]) -> None:
+        runner.submit(send_batch(batch)).result(30)
+
+    try:
+        fuzz_once()
+        runner.loop.call_soon_threadsafe(fuzz_done.set)
+        live_done.result(120)
+        runner.submit(fuzz.close()).result(30)
+    finally:
+        runner.close()
+    print(f"malformed frames sent: {sent}")
+    assert sent["fuzz"] >= FUZZ_EXAMPLES * FUZZ_BATCH and sent["live"] > 3000, sent
+    assert not live.report.protocol_errors, live.report.protocol_errors
+    words = _heard(live)
+    assert {"saturday", "nine"} <= words and {"maple", "street"} <= words, words
+    _rec, turns = _record(system, live.call_sid)
+    callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
+    assert len(callers) == 2 and "saturday" in callers[0] and "located" in callers[1], callers
+    assert system.pid_of("telephony") == telephony_pid, "telephony restarted"
+    log = system.log()
+    for bad in ("Traceback", "Error handling request", "failed (", "telephony died"):
+        assert bad not in log, f"{bad!r} in the log:\n{log[-6000:]}"
+    assert "protocol error #" in log
