@@ -153,3 +153,56 @@ def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem
     for bad in ("Traceback", "Error handling request", "failed (", "telephony died"):
         assert bad not in log, f"{bad!r} in the log:\n{log[-6000:]}"
     assert "protocol error #" in log
+
+
+def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_the_apology(system: RunningSystem) -> None:
+    """SIGSTOP (hung, not dead): no health reply within `supervisor.health_timeout_s`, so the
+    supervisor kills the stopped group and starts a new llm; the call in flight hears the
+    apology and its next question is answered."""
+    q = utterance("Do you have parking?")
+    q2 = utterance("How much does a checkup cost?")
+    stopped = system.pid_of("llm")
+    timings: dict[str, float] = {}
+
+    async def main() -> SimulatedCall:
+        call = SimulatedCall(system.url)
+        assert await call.place() == 200
+        await call.connect()
+        await call.silence(4500)  # the greeting
+        os.killpg(stopped, signal.SIGSTOP)
+        timings["stopped"] = time.monotonic()
+        await call.stream_audio(q.mulaw)
+        while "llm died" not in system.log() and time.monotonic() - timings["stopped"] < 30:
+            await call.silence(200)
+        timings["killed"] = time.monotonic()
+        for _ in range(150):
+            if "llm is serving again" in system.log():
+                break
+            await call.silence(200)
+        await call.silence(1000)
+        await call.stream_audio(q2.mulaw)
+        await call.silence(9000)
+        await call.stop()
+        await call.close()
+        return call
+
+    try:
+        call = asyncio.run(main())
+    finally:
+        try:
+            os.killpg(stopped, signal.SIGCONT)  # if the supervisor did not kill it, let the test's teardown
+        except ProcessLookupError:
+            pass
+    log = system.log()
+    assert "llm is hung (no health reply within 3.0 s (supervisor.health_timeout_s))" in log, log[-4000:]
+    took = timings["killed"] - timings["stopped"]
+    print(f"stopped -> killed: {took:.1f} s (health_interval_s 2 + health_timeout_s 3)")
+    assert took < 2.0 + 3.0 + 5.0, took  # generous: the log is polled and the box is shared
+    assert "llm is serving again" in log
+    words = _heard(call)
+    assert {"sorry", "problem"} & words, words
+    assert {"consultation", "checkup", "insurance"} <= words, words
+    _rec, turns = _record(system, call.call_sid)
+    agents = [t for t in turns if t["role"] == "agent"]
+    assert agents[0]["fallback"] == 1 and "sorry" in agents[0]["text"].lower(), agents
+    assert "seventy five" in agents[-1]["text"], agents
