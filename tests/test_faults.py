@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -206,3 +205,61 @@ def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_
     agents = [t for t in turns if t["role"] == "agent"]
     assert agents[0]["fallback"] == 1 and "sorry" in agents[0]["text"].lower(), agents
     assert "seventy five" in agents[-1]["text"], agents
+
+
+def test_killed_telephony_keeps_every_recorded_turn_and_comes_back(system: RunningSystem) -> None:
+    """SIGKILL of telephony mid-call: what was recorded before stays (WAL, committed per write),
+    the supervisor starts a new telephony, which marks the orphaned call as ended abnormally,
+    and the next call is answered by the same (never restarted) workers."""
+    q = utterance("What time do you open on Saturday?")
+    q2 = utterance("Where are you located?")
+    victim = system.pid_of("telephony")
+    workers = {name: system.pid_of(name) for name in ("stt", "llm", "tts")}
+
+    async def cut_call() -> SimulatedCall:
+        call = SimulatedCall(system.url)
+        assert await call.place() == 200
+        await call.connect()
+        await call.silence(4500)
+        await call.stream_audio(q.mulaw)
+        conn = connect(system.db, readonly=True)
+        for _ in range(100):  # until the answer is recorded (it is written once it has played)
+            row = find_call(conn, call.call_sid)
+            if row is not None and len(call_turns(conn, row["id"])) >= 2:
+                break
+            await call.silence(200)
+        conn.close()
+        os.killpg(victim, signal.SIGKILL)
+        try:
+            await call.silence(1000)
+        except Exception:  # noqa: BLE001 - the socket died with the process
+            pass
+        await call.close()
+        return call
+
+    cut = asyncio.run(cut_call())
+    assert cut.report.closed_by, cut.report.as_dict()
+    rec, turns = _record(system, cut.call_sid, timeout_s=60)  # ended_at is set by the next telephony
+    assert rec["end_reason"].startswith("ended abnormally"), rec
+    assert [t["role"] for t in turns[:2]] == ["caller", "agent"], turns
+    assert "saturday" in turns[0]["text"].lower() and "nine to one" in turns[1]["text"], turns
+    system.wait_ready(60)
+    assert system.pid_of("telephony") != victim
+    assert "telephony died (killed by signal SIGKILL)" in system.log()
+
+    async def next_call() -> SimulatedCall:
+        call = SimulatedCall(system.url)
+        assert await call.place() == 200
+        await call.connect()
+        await call.silence(4500)
+        await call.stream_audio(q2.mulaw)
+        await call.silence(8000)
+        await call.stop()
+        await call.close()
+        return call
+
+    after = asyncio.run(next_call())
+    assert {"maple", "street"} <= _heard(after)
+    _rec2, turns2 = _record(system, after.call_sid)
+    assert any("Maple Street" in t["text"] for t in turns2 if t["role"] == "agent"), turns2
+    assert {name: system.pid_of(name) for name in workers} == workers, "a worker was restarted"

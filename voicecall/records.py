@@ -83,6 +83,18 @@ class CallRecords:
         self._thread.start()
         self.errors = 0
 
+    def end_abandoned_calls(self, reason: str = "ended abnormally: telephony stopped without closing it") -> int:
+        """Close every call row left open (its telephony was killed); returns how many.
+
+        Run once at start-up, before any call is accepted: no call is live then, so an open row
+        can only be one whose process died mid-call. Its turns were committed one by one and stay.
+        """
+        cur = self._conn.execute("UPDATE calls SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL",
+                                 (time.time(), reason))
+        if cur.rowcount:
+            log.warning("%d call(s) left open by a previous telephony marked %r", cur.rowcount, reason)
+        return int(cur.rowcount)
+
     def _run(self) -> None:
         while True:
             job = self._queue.get()

@@ -219,6 +219,11 @@ class Supervisor:
                 if not starting and name != "telephony":
                     log.info("%s is serving again (incarnation %d)", name, child.handle.incarnation)
                     self._tell_telephony(name, WorkerState.READY)
+                elif not starting:  # a new telephony knows nothing yet: tell it where every worker stands
+                    log.info("telephony is serving again (incarnation %d)", child.handle.incarnation)
+                    for worker in WORKERS:
+                        ready = self.children[worker].state is WorkerState.READY
+                        self._tell_telephony(worker, WorkerState.READY if ready else WorkerState.RESTARTING)
             elif isinstance(msg, Failed):
                 child.last_reason = msg.reason
                 log.error("%s reported failure: %s", name, msg.reason)

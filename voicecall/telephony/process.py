@@ -68,6 +68,7 @@ class TelephonyProcess:
         check_bind(self.cfg.server)
         self.links.start()
         self.records = CallRecords(self.cfg.records.db_path)
+        self.records.end_abandoned_calls()  # a previous incarnation was killed mid-call (README "Faults")
         self.conversations = Conversations(self.cfg, self.links, self.records)
         self.app = create_app(self.cfg, handler_factory=self.conversations.handler_factory, readiness=self.links.readiness)
         add_views(self.app, self.conversations, self.cfg)
