@@ -58,3 +58,32 @@ def leftover_segments(prefix: str = SEGMENT_PREFIX) -> list[str]:
         return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
     except FileNotFoundError:
         return []
+
+
+def creator_pid(name: str) -> int:
+    """The pid in `vc_<pid>_<label>_<random>`, or -1 for a name of another shape."""
+    try:
+        return int(name[len(SEGMENT_PREFIX):].split("_", 1)[0])
+    except ValueError:
+        return -1
+
+
+def unlink_orphaned_segments(prefix: str = SEGMENT_PREFIX) -> list[str]:
+    """Unlink segments whose creator process is gone (a supervisor killed with SIGKILL).
+
+    Only the creator unlinks; when it was killed, nobody would. A live creator's segments
+    (another voicecall on this machine) are left alone.
+    """
+    removed = []
+    for name in leftover_segments(prefix):
+        pid = creator_pid(name)
+        if pid <= 0 or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            if unlink_segment(name):
+                removed.append(name)
+        except PermissionError:
+            continue  # alive, someone else's
+    return removed

@@ -79,3 +79,23 @@ def test_the_leak_fixture_fails_a_leaking_test_and_cleans_up(tmp_path: Path) -> 
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "test leaked shared-memory segments" in proc.stdout and "leaky" in proc.stdout
     assert not [n for n in leftover_segments() if "_leaky_" in n]  # the fixture also removed what it found
+
+
+def test_segments_of_a_dead_creator_are_unlinked_and_live_ones_kept() -> None:
+    import os
+
+    from ipc.shm import unlink_orphaned_segments
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = f"{SEGMENT_PREFIX}{dead.pid}_test_orphan"
+    alive = f"{SEGMENT_PREFIX}{os.getppid()}_test_alive"  # our parent is alive: not ours to judge
+    for name in (orphan, alive):
+        create_segment(name, 64).close()
+    try:
+        removed = unlink_orphaned_segments()
+        assert orphan in removed and alive not in removed
+        assert orphan not in leftover_segments() and alive in leftover_segments()
+    finally:
+        unlink_segment(orphan)
+        unlink_segment(alive)

@@ -37,6 +37,7 @@ from ipc.messages import (
     WorkerState,
     WorkerStatus,
 )
+from ipc.shm import unlink_orphaned_segments
 from voicecall.config import Config
 from voicecall.console import StartupConsole
 from voicecall.process import ChildHandle
@@ -137,6 +138,9 @@ class Supervisor:
 
     def start(self) -> None:
         """Create rings, spawn everything, and block until all are ready (or raise StartupError)."""
+        orphaned = unlink_orphaned_segments()
+        if orphaned:
+            log.warning("unlinked %d shared-memory segment(s) of a killed voicecall: %s", len(orphaned), ", ".join(orphaned))
         self.topology = Topology(self.cfg)
         self._make_children()
         self._spawn("telephony")
