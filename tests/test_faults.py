@@ -83,6 +83,7 @@ def _record(system: RunningSystem, call_sid: str, timeout_s: float = 5.0) -> tup
 def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem) -> None:
     """10,000 generated malformed frames, on a fuzz call's socket and (those it must drop) on a
     live call's socket between its real audio: no crash, and the live call still answers."""
+    system.wait_ready()  # an earlier test may have left a worker reloading
     telephony_pid = system.pid_of("telephony")
     q1 = utterance("What time do you open on Saturday?")
     q2 = utterance("Where are you located?")
@@ -158,6 +159,7 @@ def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_
     """SIGSTOP (hung, not dead): no health reply within `supervisor.health_timeout_s`, so the
     supervisor kills the stopped group and starts a new llm; the call in flight hears the
     apology and its next question is answered."""
+    system.wait_ready()  # an earlier test may have left a worker reloading
     q = utterance("Do you have parking?")
     q2 = utterance("How much does a checkup cost?")
     stopped = system.pid_of("llm")
@@ -174,7 +176,7 @@ def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_
         while "llm died" not in system.log() and time.monotonic() - timings["stopped"] < 30:
             await call.silence(200)
         timings["killed"] = time.monotonic()
-        for _ in range(150):
+        for _ in range(600):  # a reload takes 2-45 s on this shared box
             if "llm is serving again" in system.log():
                 break
             await call.silence(200)
@@ -211,6 +213,7 @@ def test_killed_telephony_keeps_every_recorded_turn_and_comes_back(system: Runni
     """SIGKILL of telephony mid-call: what was recorded before stays (WAL, committed per write),
     the supervisor starts a new telephony, which marks the orphaned call as ended abnormally,
     and the next call is answered by the same (never restarted) workers."""
+    system.wait_ready()  # an earlier test may have left a worker reloading
     q = utterance("What time do you open on Saturday?")
     q2 = utterance("Where are you located?")
     victim = system.pid_of("telephony")
@@ -263,3 +266,46 @@ def test_killed_telephony_keeps_every_recorded_turn_and_comes_back(system: Runni
     _rec2, turns2 = _record(system, after.call_sid)
     assert any("Maple Street" in t["text"] for t in turns2 if t["role"] == "agent"), turns2
     assert {name: system.pid_of(name) for name in workers} == workers, "a worker was restarted"
+
+
+def test_stt_killed_mid_utterance_asks_the_caller_to_repeat(system: RunningSystem) -> None:
+    """SIGKILL of stt while the caller talks: the new worker hears only the end of the question,
+    so the agent says it missed that (not an answer to a fragment), then answers the repeat."""
+    system.wait_ready()  # an earlier test may have left a worker reloading
+    long_q = utterance("Could you tell me please what time you open on Saturday morning for a checkup?")
+    again = utterance("What time do you open on Saturday?")
+
+    async def main() -> SimulatedCall:
+        call = SimulatedCall(system.url)
+        assert await call.place() == 200
+        await call.connect()
+        await call.silence(4500)  # the greeting
+        victim = system.pid_of("stt")
+        speaking = asyncio.get_running_loop().create_task(call.stream_audio(long_q.mulaw))
+        await asyncio.sleep(1.5)  # well into the question: speech has started
+        os.killpg(victim, signal.SIGKILL)
+        await speaking
+        for _ in range(600):
+            if "stt is serving again" in system.log():
+                break
+            await call.silence(200)
+        await call.silence(5000)  # "sorry, I missed that"
+        await call.stream_audio(again.mulaw)
+        await call.silence(7000)
+        await call.stop()
+        await call.close()
+        return call
+
+    call = asyncio.run(main())
+    words = _heard(call)
+    assert {"missed", "again"} <= words, words
+    assert {"saturday", "nine"} <= words, words
+    _rec, turns = _record(system, call.call_sid)
+    agents = [t["text"] for t in turns if t["role"] == "agent"]
+    assert agents[0].startswith("Sorry, I missed that"), agents
+    assert len(agents) == 2 and "nine to one" in agents[1], agents
+    callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
+    assert callers and "saturday" in callers[-1], callers
+    conn = connect(system.db, readonly=True)
+    events = conn.execute("SELECT kind FROM call_events WHERE call_id = ?", (_rec["id"],)).fetchall()
+    assert [e[0] for e in events].count("missed_words") == 1, [tuple(e) for e in events]

@@ -117,6 +117,8 @@ class CallConfig(_Section):
     greeting: str = "Hello, thanks for calling. How can I help you today?"
     #: Spoken when a worker fails mid-turn and no fallback answer is available.
     apology: str = "Sorry, I had a problem just now. Could you say that again?"
+    #: Spoken when the speech recogniser restarted while the caller was talking (their words are lost).
+    missed_words: str = "Sorry, I missed that, could you say it again?"
     #: Spoken to callers when the system is full, starting up or shutting down.
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
     #: Characters a first clause needs before it may be spoken early (shorter waits for more).

@@ -49,7 +49,7 @@ class Conversations:
         self.cfg = cfg
         self.links = links
         self.metrics = metrics or CallMetrics()
-        self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology)
+        self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology, cfg.call.missed_words)
         self.deps = SessionDeps(cfg=cfg, links=links, records=records, metrics=self.metrics, canned=self.canned)
         self.sessions: dict[int, CallSession] = {}
         self._ids = itertools.count(first_call_id())

@@ -1,4 +1,4 @@
-"""Audio synthesized once per TTS incarnation and kept: the greeting and the apology.
+"""Audio synthesized once per TTS incarnation and kept: the greeting, the apology, "say it again".
 
 The greeting is the same for every call, so it is synthesized when the TTS worker becomes ready
 and played the instant a stream starts. The apology must be playable precisely when the TTS
@@ -29,8 +29,8 @@ class CannedClip:
 class CannedAudio:
     """Greeting and apology as mulaw, filled from the TTS worker's output for call 0."""
 
-    def __init__(self, greeting: str, apology: str) -> None:
-        self.clips = {1: CannedClip(greeting), 2: CannedClip(apology)}
+    def __init__(self, greeting: str, apology: str, missed_words: str = "Sorry, I missed that, could you say it again?") -> None:
+        self.clips = {1: CannedClip(greeting), 2: CannedClip(apology), 3: CannedClip(missed_words)}
         self._generation = 0
 
     @property
@@ -40,6 +40,10 @@ class CannedAudio:
     @property
     def apology(self) -> CannedClip:
         return self.clips[2]
+
+    @property
+    def missed_words(self) -> CannedClip:
+        return self.clips[3]
 
     def requests(self) -> list[Synthesize]:
         """What to ask the TTS worker for (again after each of its restarts)."""

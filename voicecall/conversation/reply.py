@@ -19,7 +19,7 @@ import msgspec
 
 from ipc.messages import Cancel, PlaybackState
 from voicecall.config import Config
-from voicecall.conversation.canned import CannedAudio
+from voicecall.conversation.canned import CannedAudio, CannedClip
 from voicecall.conversation.history import AgentReply, Conversation, SpokenSentence
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
@@ -212,8 +212,8 @@ class ReplyBookkeeping:
         self._cancel_reply()
         self._apologise(f"no {what} within {delay:.1f} s")
 
-    def _apologise(self, why: str) -> None:
-        """Say the apology from the canned audio (works even while the TTS worker is down)."""
+    def _apologise(self, why: str, clip: CannedClip | None = None) -> None:
+        """Say the apology (or another canned `clip`) from the canned audio (works even while the TTS worker is down)."""
         reply = self.reply
         if reply is None:
             return
@@ -222,7 +222,7 @@ class ReplyBookkeeping:
         if self.deps.records is not None:
             self.deps.records.event(self._row, "apology", why)
         self._cancel_deadline()
-        clip = self.deps.canned.apology
+        clip = clip or self.deps.canned.apology
         self._generation_done = True
         self._synth_pending.clear()
         reply.fallback = True

@@ -45,6 +45,7 @@ from ipc.messages import (
 )
 from ipc.ring import Record
 from voicecall.conversation.history import AgentReply, Conversation
+from voicecall.conversation.missed_words import MissedWords
 from voicecall.conversation.reply import CallInfo, CallState, ReplyBookkeeping, SessionDeps
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.latency import TurnStamps
@@ -85,6 +86,7 @@ class CallSession(ReplyBookkeeping):
         self.last_latency_ms: dict[str, float] = {}
         self.end_reason = ""
         self._audio_seen_for_reply = False
+        self.missed = MissedWords(self._ask_again)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -177,6 +179,7 @@ class CallSession(ReplyBookkeeping):
         self._cancel_deadline()
         if self._dtmf_timer is not None:
             self._dtmf_timer.cancel()
+        self.missed.close()
         links = self.deps.links
         for name in ("stt", "llm", "tts"):
             links[name].send(CallClosed(call_id=self.call_id), self.call_id)
@@ -211,6 +214,7 @@ class CallSession(ReplyBookkeeping):
             if msg.turn_id < self.turn:
                 return
             self._emit("speech", {"turn": msg.turn_id})
+            self.missed.speech_started()
             if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
                 self._interrupt("barge-in")
         elif isinstance(msg, Partial):
@@ -222,6 +226,9 @@ class CallSession(ReplyBookkeeping):
             text = msg.text.strip()
             self._emit("final", {"text": text, "turn": msg.turn_id})
             self.turn = msg.turn_id + 1
+            if self.missed.turn_ended():  # the rest of an utterance whose start died with the stt worker
+                self._ask_again(f"heard only {text!r} after an stt restart", msg.turn_id)
+                return
             if not text or not any(ch.isalnum() for ch in text):
                 return  # noise with no words: keep listening
             if self.reply is not None and self.state is CallState.SPEAKING:
@@ -335,6 +342,10 @@ class CallSession(ReplyBookkeeping):
 
     def on_worker_status(self, worker: str, state: WorkerState) -> None:
         """A worker died or came back while this call is live."""
+        if worker == "stt" and state is WorkerState.READY:
+            self.missed.stt_ready()
+        elif worker == "stt":
+            self.missed.stt_restarting()
         if state is WorkerState.READY:
             if worker in ("stt", "tts"):  # a fresh worker has no per-call state
                 self.deps.links[worker].send(CallOpened(call_id=self.call_id, opened_ns=time.monotonic_ns()), self.call_id)
@@ -347,6 +358,20 @@ class CallSession(ReplyBookkeeping):
         elif worker == "tts" and (self._synth_pending or self.state is CallState.PROCESSING):
             self._cancel_reply()
             self._apologise("tts worker restarting")
+
+    def _ask_again(self, why: str, turn_id: int | None = None) -> None:
+        """The caller's words were lost: say "missed that, say it again" as the reply to their turn."""
+        if self.state is CallState.ENDED or self.reply is not None:
+            return  # something is being said already; the caller can speak over it
+        if turn_id is None:  # no TurnEnded came: close the lost turn here, so nothing late answers it
+            turn_id = self.turn
+            self.turn += 1
+        log.info("call %d turn %d: asking the caller to repeat (%s)", self.call_id, turn_id, why)
+        if self.deps.records is not None:
+            self.deps.records.event(self._row, "missed_words", why)
+        self._begin_reply(turn_id)
+        self.state = CallState.PROCESSING
+        self._apologise(why, clip=self.deps.canned.missed_words)
 
     def snapshot(self) -> dict[str, Any]:
         """Live state for the /calls view."""

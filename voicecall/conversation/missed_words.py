@@ -1,0 +1,81 @@
+"""Words lost with an STT worker: ask the caller to repeat instead of answering a fragment.
+
+    caller talking (SpeechStarted, no TurnEnded yet) --stt restarting--> LOST
+    LOST --stt ready--> wait `grace_s` for the new worker to hear speech in the backlog
+         +-- SpeechStarted within it: the rest of the utterance --> its TurnEnded is a FRAGMENT:
+         |                                                          swallowed, then "say it again"
+         +-- nothing: the caller had finished ----------------------> "say it again" at once
+
+The dead worker took the beginning of the utterance with it; its successor hears only the rest,
+and answering that would answer a question nobody asked. A person would say they missed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+
+
+class _Phase(enum.Enum):
+    IDLE = "idle"
+    LOST = "lost"  # the worker died while the caller was talking
+    GRACE = "grace"  # a new worker serves; is the caller still talking?
+    FRAGMENT = "fragment"  # yes: the next TurnEnded is the rest of a lost utterance
+
+
+class MissedWords:
+    """Per call: knows whether the caller was mid-utterance when the stt worker went away."""
+
+    def __init__(self, ask_again: Callable[[str], None], grace_s: float = 0.8) -> None:
+        self._ask_again = ask_again
+        self._grace_s = grace_s
+        self._speaking = False
+        self._phase = _Phase.IDLE
+        self._timer: asyncio.TimerHandle | None = None
+        self.asked = 0
+
+    def speech_started(self) -> None:
+        self._speaking = True
+        if self._phase is _Phase.GRACE:
+            self._cancel_timer()
+            self._phase = _Phase.FRAGMENT
+
+    def turn_ended(self) -> bool:
+        """True when this TurnEnded is the rest of a lost utterance: do not answer it."""
+        self._speaking = False
+        if self._phase is not _Phase.FRAGMENT:
+            return False
+        self._phase = _Phase.IDLE
+        self._ask("the stt worker restarted mid-utterance; heard only the end")
+        return True
+
+    def stt_restarting(self) -> None:
+        if self._speaking and self._phase is _Phase.IDLE:
+            self._phase = _Phase.LOST
+        self._speaking = False  # the new worker starts with no utterance open
+
+    def stt_ready(self) -> None:
+        if self._phase is not _Phase.LOST:
+            return
+        self._phase = _Phase.GRACE
+        self._timer = asyncio.get_running_loop().call_later(self._grace_s, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._timer = None
+        if self._phase is _Phase.GRACE:
+            self._phase = _Phase.IDLE
+            self._ask("the stt worker restarted mid-utterance")
+
+    def _ask(self, why: str) -> None:
+        self.asked += 1
+        self._ask_again(why)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close(self) -> None:
+        self._cancel_timer()
+        self._phase = _Phase.IDLE
