@@ -1,0 +1,57 @@
+"""The "say it again" rule after an stt restart, on its own (the real thing: tests/test_faults.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from voicecall.conversation.missed_words import MissedWords
+
+
+def _run(steps) -> list[str]:
+    asked: list[str] = []
+
+    async def main() -> None:
+        mw = MissedWords(asked.append, grace_s=0.05)
+        await steps(mw)
+        mw.close()
+
+    asyncio.run(main())
+    return asked
+
+
+def test_restart_while_talking_and_talking_on_swallows_the_fragment() -> None:
+    swallowed: list[bool] = []
+
+    async def steps(mw: MissedWords) -> None:
+        mw.speech_started()
+        mw.stt_restarting()
+        mw.stt_ready()
+        mw.speech_started()  # the new worker hears the rest of the utterance
+        swallowed.append(mw.turn_ended())
+        swallowed.append(mw.turn_ended())  # the repeat is answered normally
+
+    assert _run(steps) == ["the stt worker restarted mid-utterance; heard only the end"]
+    assert swallowed == [True, False]
+
+
+def test_restart_while_talking_then_silence_asks_after_the_grace() -> None:
+    async def steps(mw: MissedWords) -> None:
+        mw.speech_started()
+        mw.stt_restarting()
+        mw.stt_ready()
+        await asyncio.sleep(0.15)
+
+    assert _run(steps) == ["the stt worker restarted mid-utterance"]
+
+
+def test_restart_between_utterances_asks_nothing() -> None:
+    async def steps(mw: MissedWords) -> None:
+        mw.speech_started()
+        assert not mw.turn_ended()
+        mw.stt_restarting()
+        mw.stt_ready()
+        await asyncio.sleep(0.15)
+        mw.speech_started()
+        assert not mw.turn_ended()
+
+    assert _run(steps) == []
