@@ -6,21 +6,9 @@ import time
 
 import psutil
 
+from voicecall.sim.system import alive, descendants
 
-def descendants(root_pid: int) -> set[int]:
-    """Pids whose parent chain leads to `root_pid`."""
-    try:
-        return {child.pid for child in psutil.Process(root_pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+__all__ = ["alive", "assert_all_exited", "descendants"]
 
 
 def assert_all_exited(pids: set[int], context: str = "", grace_s: float = 10.0) -> None:

@@ -30,7 +30,7 @@ def test_restart_while_talking_and_talking_on_swallows_the_fragment() -> None:
         swallowed.append(mw.turn_ended())
         swallowed.append(mw.turn_ended())  # the repeat is answered normally
 
-    assert _run(steps) == ["the stt worker restarted mid-utterance; heard only the end"]
+    assert _run(steps) == []  # the session asks, with the fragment's turn
     assert swallowed == [True, False]
 
 
@@ -55,3 +55,18 @@ def test_restart_between_utterances_asks_nothing() -> None:
         assert not mw.turn_ended()
 
     assert _run(steps) == []
+
+
+def test_an_utterance_begun_before_the_loss_is_a_fragment_even_without_speech_started() -> None:
+    verdicts: list[bool] = []
+
+    async def steps(mw: MissedWords) -> None:
+        mw.stt_restarting(media_ms=10_000)  # the caller had only just begun: no SpeechStarted yet
+        mw.stt_ready()
+        verdicts.append(mw.turn_ended(speech_start_media_ms=10_040))
+        verdicts.append(mw.turn_ended(speech_start_media_ms=10_040))  # only the first one after the loss
+        mw.stt_restarting(media_ms=20_000)
+        verdicts.append(mw.turn_ended(speech_start_media_ms=21_000))  # begun after: a new utterance
+
+    assert _run(steps) == []
+    assert verdicts == [True, False, False]

@@ -8,6 +8,10 @@
 
 The dead worker took the beginning of the utterance with it; its successor hears only the rest,
 and answering that would answer a question nobody asked. A person would say they missed it.
+
+A caller who had only just begun (no SpeechStarted yet: it needs `min_speech_ms`) is caught by
+the media clock instead: the first utterance the new worker ends, if it began before the moment
+the old one was lost, is a fragment too.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class MissedWords:
         self._speaking = False
         self._phase = _Phase.IDLE
         self._timer: asyncio.TimerHandle | None = None
+        self._lost_at_ms: int | None = None  # media time of the last frame sent when the worker was lost
         self.asked = 0
 
     def speech_started(self) -> None:
@@ -41,18 +46,20 @@ class MissedWords:
             self._cancel_timer()
             self._phase = _Phase.FRAGMENT
 
-    def turn_ended(self) -> bool:
-        """True when this TurnEnded is the rest of a lost utterance: do not answer it."""
+    def turn_ended(self, speech_start_media_ms: int = -1) -> bool:
+        """True when this TurnEnded is the rest of a lost utterance: ask again instead of answering."""
         self._speaking = False
-        if self._phase is not _Phase.FRAGMENT:
-            return False
-        self._phase = _Phase.IDLE
-        self._ask("the stt worker restarted mid-utterance; heard only the end")
-        return True
+        lost_at, self._lost_at_ms = self._lost_at_ms, None  # only the first utterance after a loss
+        if self._phase is _Phase.FRAGMENT:
+            self._phase = _Phase.IDLE
+            return True
+        # Started before the old worker was lost (+ one VAD window of slack): that one heard its beginning.
+        return lost_at is not None and 0 <= speech_start_media_ms <= lost_at + 100
 
-    def stt_restarting(self) -> None:
+    def stt_restarting(self, media_ms: int = -1) -> None:
         if self._speaking and self._phase is _Phase.IDLE:
             self._phase = _Phase.LOST
+        self._lost_at_ms = media_ms if media_ms >= 0 else None
         self._speaking = False  # the new worker starts with no utterance open
 
     def stt_ready(self) -> None:

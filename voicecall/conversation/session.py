@@ -87,6 +87,7 @@ class CallSession(ReplyBookkeeping):
         self.end_reason = ""
         self._audio_seen_for_reply = False
         self.missed = MissedWords(self._ask_again)
+        self._last_media_ms = -1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,6 +129,7 @@ class CallSession(ReplyBookkeeping):
         """An inbound 20 ms frame: straight to the stt worker, stamped with the caller turn."""
         if self.state is CallState.ENDED:
             return
+        self._last_media_ms = media_ms
         if not self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
             self.deps.metrics.dropped.labels("stt_ring").inc()
 
@@ -226,7 +228,7 @@ class CallSession(ReplyBookkeeping):
             text = msg.text.strip()
             self._emit("final", {"text": text, "turn": msg.turn_id})
             self.turn = msg.turn_id + 1
-            if self.missed.turn_ended():  # the rest of an utterance whose start died with the stt worker
+            if self.missed.turn_ended(msg.speech_start_media_ms):  # the rest of an utterance whose start died with stt
                 self._ask_again(f"heard only {text!r} after an stt restart", msg.turn_id)
                 return
             if not text or not any(ch.isalnum() for ch in text):
@@ -345,7 +347,7 @@ class CallSession(ReplyBookkeeping):
         if worker == "stt" and state is WorkerState.READY:
             self.missed.stt_ready()
         elif worker == "stt":
-            self.missed.stt_restarting()
+            self.missed.stt_restarting(self._last_media_ms)
         if state is WorkerState.READY:
             if worker in ("stt", "tts"):  # a fresh worker has no per-call state
                 self.deps.links[worker].send(CallOpened(call_id=self.call_id, opened_ns=time.monotonic_ns()), self.call_id)

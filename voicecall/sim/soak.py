@@ -1,0 +1,314 @@
+"""A chaos soak: N simulated callers for M minutes against a voicecall started here, with faults.
+
+    LocalSystem (run.py, own port and call db, small stt_in ring)
+      ├─ N caller loops: call after call, each a random mix of questions, barge-ins,
+      │  backchannels, DTMF, malformed frames, and sometimes a hang-up mid-sentence
+      ├─ a fault every `fault_every_s` (voicecall/sim/soak_faults.py), in a fixed cycle
+      └─ at the end: SIGTERM, then what was left (processes, segments) and the call records
+
+The report compares what the callers said and heard with what the records hold, counts the
+apologies, the longest silence a caller sat through after finishing a question, RSS growth of
+the whole process tree per 1000 calls (from the end of the warm-up), restarts per role and
+each fault's recovery time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from websockets.exceptions import ConnectionClosed
+
+from voicecall.sim.client import SimulatedCall
+from voicecall.sim.questions import BARGE_IN, QUESTIONS
+from voicecall.sim.soak_faults import DEFAULT_CYCLE, FaultInjector, FaultResult
+from voicecall.sim.system import LocalSystem
+
+BACKCHANNEL = "Uh huh, okay."
+ACTIONS = ("question", "question", "barge_in", "backchannel", "dtmf", "malformed")
+REPLY_LIMIT_S = 20.0  # a caller who hears nothing for this long after a question gives up waiting
+MALFORMED = ('{"event": "media"}', "not json", '{"event": "dance"}', '{"event": "media", "streamSid": "MZx", '
+             '"media": {"payload": "%%%"}}', '[1, 2]', '{"event": "mark", "mark": {"name": 5}}', "")
+#: The stt input ring a soak runs with: small enough that a 4 s stall of stt overflows it at 8 calls.
+SOAK_TOML = "[ipc]\naudio_in_ring_bytes = 131072\n"
+
+
+@dataclass
+class SoakSettings:
+    calls: int = 8
+    minutes: float = 2.0
+    fault_every_s: float = 60.0
+    faults: tuple[str, ...] = DEFAULT_CYCLE
+    seed: int = 1
+    base_config: str = "configs/cpu.toml"
+    workdir: Path = Path("data/soak")
+    warmup_s: float = 30.0  # RSS growth is measured from here on
+
+
+@dataclass
+class CallerStats:
+    calls_started: int = 0
+    calls_completed: int = 0  # reached its end (stop, or the agent's goodbye)
+    calls_cut: int = 0  # the connection died under it (a telephony restart) or the call failed
+    refused: int = 0
+    hangups_mid_sentence: int = 0
+    caller_turns: int = 0  # questions, barge-ins, DTMF entries spoken in full
+    barge_ins: int = 0
+    backchannels: int = 0
+    malformed_frames: int = 0
+    replies_heard: int = 0
+    silences_s: list[float] = field(default_factory=list)
+    call_sids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Speech:
+    """Every utterance a soak caller may say, synthesized once (Piper)."""
+
+    def __init__(self) -> None:
+        from voicecall.sim.speech import utterance
+
+        self.questions = [utterance(q).mulaw for q in QUESTIONS]
+        self.barge_in = utterance(BARGE_IN).mulaw
+        self.backchannel = utterance(BACKCHANNEL, lead_ms=200, trail_ms=200).mulaw
+
+
+class SoakCaller:
+    """One caller placing call after call until the soak ends."""
+
+    def __init__(self, url: str, speech: Speech, rng: random.Random, stats: CallerStats,
+                 session: aiohttp.ClientSession) -> None:
+        self.url, self.speech, self.rng, self.stats, self.session = url, speech, rng, stats, session
+
+    async def run_until(self, end: float) -> None:
+        while time.monotonic() < end:
+            await self.one_call()
+
+    async def one_call(self) -> None:
+        call = SimulatedCall(self.url, session=self.session)
+        stats = self.stats
+        try:
+            async with asyncio.timeout(240):
+                if await call.place() != 200 or not call.stream_url:
+                    stats.refused += 1
+                    await asyncio.sleep(1.0)
+                    return
+                stats.calls_started += 1
+                stats.call_sids.append(call.call_sid)
+                await call.connect()
+                await call._wait_for_quiet(quiet_ms=400, limit_s=15.0)  # the greeting
+                for _ in range(self.rng.randint(1, 3)):
+                    await getattr(self, "_" + self.rng.choice(ACTIONS))(call)
+                if self.rng.random() < 0.2:
+                    await self._hang_up_mid_sentence(call)
+                else:
+                    await call.stop()
+                stats.calls_completed += 1
+        except (ConnectionClosed, OSError, TimeoutError, aiohttp.ClientError) as exc:
+            stats.calls_cut += 1
+            stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(0.5)
+        finally:
+            with contextlib.suppress(Exception):
+                await call.close()
+            stats.replies_heard += len(call.report.response_ms)
+
+    async def _ask(self, call: SimulatedCall, audio: bytes) -> bool:
+        """Say `audio` and wait for the answer to start; True if it did."""
+        heard = len(call.report.response_ms)
+        await call._speak(audio, [])
+        self.stats.caller_turns += 1
+        waited = 0.0
+        while len(call.report.response_ms) == heard and waited < REPLY_LIMIT_S:
+            await call.silence(100)
+            waited += 0.1
+        answered = len(call.report.response_ms) > heard
+        self.stats.silences_s.append(call.report.response_ms[-1] / 1000 if answered else REPLY_LIMIT_S)
+        return answered
+
+    async def _question(self, call: SimulatedCall) -> None:
+        await call.silence(self.rng.randint(300, 900))
+        await self._ask(call, self.rng.choice(self.speech.questions))
+        await call._wait_for_quiet(quiet_ms=400, limit_s=30.0)
+
+    async def _barge_in(self, call: SimulatedCall) -> None:
+        if await self._ask(call, self.rng.choice(self.speech.questions)):
+            await call.silence(self.rng.randint(600, 1500))
+            await self._ask(call, self.speech.barge_in)  # over the answer
+            self.stats.barge_ins += 1
+        await call._wait_for_quiet(quiet_ms=400, limit_s=30.0)
+
+    async def _backchannel(self, call: SimulatedCall) -> None:
+        if await self._ask(call, self.rng.choice(self.speech.questions)):
+            await call.silence(800)
+            await call.stream_audio(self.speech.backchannel)
+            self.stats.backchannels += 1
+        await call._wait_for_quiet(quiet_ms=400, limit_s=30.0)
+
+    async def _dtmf(self, call: SimulatedCall) -> None:
+        heard = len(call.report.response_ms)
+        for digit in "12#":
+            await call.send_dtmf(digit)
+            await call.silence(100)
+        self.stats.caller_turns += 1
+        waited = 0.0
+        while len(call.report.response_ms) == heard and not call.server_audio.is_set() and waited < REPLY_LIMIT_S:
+            await call.silence(100)
+            waited += 0.1
+        await call._wait_for_quiet(quiet_ms=400, limit_s=30.0)
+
+    async def _malformed(self, call: SimulatedCall) -> None:
+        assert call.ws is not None
+        for _ in range(20):
+            if self.rng.random() < 0.8:
+                await call.send_text(self.rng.choice(MALFORMED))
+            else:
+                await call.ws.send(bytes([self.rng.randrange(256)]) * 7)  # a binary frame
+            self.stats.malformed_frames += 1
+        await call.silence(200)
+
+    async def _hang_up_mid_sentence(self, call: SimulatedCall) -> None:
+        if await self._ask(call, self.rng.choice(self.speech.questions)):
+            await call.silence(self.rng.randint(200, 1200))
+        self.stats.hangups_mid_sentence += 1
+        await call.stop()
+
+
+async def _faults(injector: FaultInjector, settings: SoakSettings, end: float, out: list[FaultResult]) -> None:
+    i = 0
+    while True:
+        await asyncio.sleep(settings.fault_every_s)
+        if time.monotonic() >= end or not settings.faults:
+            return
+        out.append(await injector.inject(settings.faults[i % len(settings.faults)]))
+        i += 1
+
+
+def tree_rss_mb(pid: int) -> float:
+    from voicecall.cli.simcall import tree_rss_mb as rss
+
+    return rss(pid)
+
+
+async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
+    speech = Speech()
+    stats = CallerStats()
+    faults: list[FaultResult] = []
+    t0 = time.monotonic()
+    end = t0 + settings.minutes * 60
+    injector = FaultInjector(system, t0)
+    rng = random.Random(settings.seed)
+    rss: dict[str, float] = {}
+
+    async def warmup_rss() -> None:
+        await asyncio.sleep(settings.warmup_s)
+        rss["start_mb"] = await asyncio.to_thread(tree_rss_mb, system.proc.pid)
+        rss["start_calls"] = stats.calls_completed + stats.calls_cut
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        callers = [SoakCaller(system.url, speech, random.Random(rng.random()), stats, session) for _ in range(settings.calls)]
+        tasks = []
+        for caller in callers:
+            tasks.append(asyncio.create_task(caller.run_until(end)))
+            await asyncio.sleep(0.5)  # a ramp, as real calls arrive
+        side = [asyncio.create_task(_faults(injector, settings, end, faults)), asyncio.create_task(warmup_rss())]
+        await asyncio.gather(*tasks)
+        for task in side:
+            task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+    rss["end_mb"] = tree_rss_mb(system.proc.pid)
+    rss["end_calls"] = stats.calls_completed + stats.calls_cut
+    return _report(system, settings, stats, faults, rss, time.monotonic() - t0)
+
+
+def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, faults: list[FaultResult],
+            rss: dict[str, float], took_s: float) -> dict[str, Any]:
+    log = system.log()
+    conn = sqlite3.connect(f"file:{system.db}?mode=ro", uri=True)
+    sids = stats.call_sids
+    marks = ",".join("?" * len(sids)) or "''"
+    rows = conn.execute(f"SELECT t.role, t.text, t.turn_id FROM turns t JOIN calls c ON c.id = t.call_id "
+                        f"WHERE c.call_sid IN ({marks})", sids).fetchall()
+    missed = conn.execute(f"SELECT count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
+                          f"WHERE e.kind = 'missed_words' AND c.call_sid IN ({marks})", sids).fetchone()[0]
+    open_rows = conn.execute("SELECT count(*) FROM calls WHERE ended_at IS NULL").fetchone()[0]
+    conn.close()
+    from voicecall.config import CallConfig, load_config
+
+    call_cfg = load_config(system.config).call if system.config.exists() else CallConfig()
+    canned = (call_cfg.apology, call_cfg.missed_words)
+    # A backchannel that the server took for a turn is not one the caller meant: questions have 3+ words.
+    caller_rows = [t for r, t, _ in rows if r == "caller" and (len(t.split()) > 2 or t.startswith("("))]
+    agent_rows = [t for r, t, turn in rows if r == "agent" and turn > 0]
+    calls = rss.get("end_calls", 0) - rss.get("start_calls", 0)
+    growth = (rss["end_mb"] - rss["start_mb"]) / calls * 1000 if calls > 0 and "start_mb" in rss else None
+    restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
+    return {
+        "settings": {"calls": settings.calls, "minutes": settings.minutes, "fault_every_s": settings.fault_every_s,
+                     "seed": settings.seed, "config": settings.base_config, "took_s": round(took_s, 1)},
+        "calls_started": stats.calls_started, "calls_completed": stats.calls_completed, "calls_cut": stats.calls_cut,
+        "calls_refused": stats.refused, "hangups_mid_sentence": stats.hangups_mid_sentence,
+        "caller_turns_spoken": stats.caller_turns, "caller_turns_recorded": len(caller_rows),
+        "missed_words_asked": missed, "barge_ins": stats.barge_ins, "backchannels": stats.backchannels, "malformed_frames": stats.malformed_frames,
+        "agent_replies_heard": stats.replies_heard, "agent_turns_recorded": len(agent_rows),
+        "apologies_recorded": sum(t in canned for t in agent_rows),
+        "longest_silence_s": round(max(stats.silences_s, default=0.0), 2),
+        "silences_over_2s": sum(s > 2.0 for s in stats.silences_s),
+        "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+        "rss_growth_mb_per_1000_calls": None if growth is None else round(growth, 1),
+        "restarts": restarts, "calls_left_open": open_rows,
+        "faults": [f.as_dict() for f in faults], "errors": stats.errors[:20],
+    }
+
+
+def run_soak(settings: SoakSettings) -> dict[str, Any]:
+    """Start a system, soak it, stop it; the report includes what the stop left behind."""
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    system = LocalSystem(settings.workdir, extra_toml=SOAK_TOML, base=settings.base_config)
+    report: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 300
+        while not system.ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"voicecall not ready after 300 s:\n{system.log()[-4000:]}")
+            time.sleep(0.3)
+        report = asyncio.run(_soak(system, settings))
+    finally:
+        left = system.stop()
+        report["exit_code"] = left.exit_code
+        report["leaked_processes"] = left.processes
+        report["leaked_segments"] = left.segments
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a Markdown table (README-ready)."""
+    s = report["settings"]
+    rows = [
+        ("duration", f"{s['took_s'] / 60:.1f} min, {s['calls']} concurrent callers, a fault every {s['fault_every_s']:.0f} s"),
+        ("calls completed / cut by a fault / refused", f"{report['calls_completed']} / {report['calls_cut']} / {report['calls_refused']}"),
+        ("caller turns spoken / recorded", f"{report['caller_turns_spoken']} / {report['caller_turns_recorded']}"
+                                           f" (+ {report['missed_words_asked']} 'missed that, say it again')"),
+        ("agent replies heard / turns recorded", f"{report['agent_replies_heard']} / {report['agent_turns_recorded']}"),
+        ("apologies recorded", str(report["apologies_recorded"])),
+        ("barge-ins, backchannels, hang-ups mid-sentence, malformed frames",
+         f"{report['barge_ins']}, {report['backchannels']}, {report['hangups_mid_sentence']}, {report['malformed_frames']}"),
+        ("longest silence after a question (s)", f"{report['longest_silence_s']} ({report['silences_over_2s']} over 2 s)"),
+        ("RSS growth per 1000 calls (MB)", str(report["rss_growth_mb_per_1000_calls"])),
+        ("restarts", ", ".join(f"{k} {v}" for k, v in report["restarts"].items())),
+        ("leaked processes / segments", f"{len(report.get('leaked_processes', []))} / {len(report.get('leaked_segments', []))}"),
+        ("exit code", str(report.get("exit_code"))),
+    ]
+    lines = ["| measure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    if report["faults"]:
+        lines += ["", "| at (s) | fault | recovered in (s) | detail |", "|---|---|---|---|"]
+        lines += [f"| {f['at_s']} | {f['fault']} | {f['recovery_s']} | {f['detail']} |" for f in report["faults"]]
+    return "\n".join(lines)
