@@ -32,12 +32,14 @@ def free_port() -> int:
 class RunningSystem:
     """A started voicecall; `url`, `db`, `log()`, `healthz()`, `stop()`."""
 
-    def __init__(self, tmp: Path, extra_toml: str = "", base: str = "configs/cpu.toml") -> None:
+    def __init__(self, tmp: Path, extra_toml: str = "", base: str = "configs/cpu.toml", records_url: str = "",
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "calls.db"
         text = (ROOT / base).read_text()
-        text = text.replace('port = 8080', f'port = {self.port}').replace('db_path = "data/calls.db"', f'db_path = "{self.db}"')
+        records = records_url or f"sqlite:///{self.db}"
+        text = text.replace('port = 8080', f'port = {self.port}').replace('url = "sqlite:///data/calls.db"', f'url = "{records}"')
         text = text.replace('knowledge = "configs/', f'knowledge = "{ROOT}/configs/')
         self.config = tmp / "system.toml"
         self.config.write_text(text + "\n" + extra_toml)
@@ -45,7 +47,7 @@ class RunningSystem:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "--config", str(self.config)], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.children: set[int] = set()
 
