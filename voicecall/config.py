@@ -244,8 +244,8 @@ def _semantic_problems(cfg: Config) -> list[str]:
             problems.append(f"$.ipc.{key}: expected a power of two, got {v}")
     if cfg.llm.backend == "vllm" and not cfg.llm.model:
         problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
-    if cfg.llm.backend == "openai" and not cfg.llm.base_url:
-        problems.append("$.llm.base_url: the openai backend needs a base URL")
+    if cfg.llm.backend == "openai" and not (cfg.llm.base_url or cfg.llm.base_urls):
+        problems.append("$.llm.base_url: the openai backend needs a base URL (or llm.base_urls)")
     if cfg.records.db_path and cfg.records.url != DEFAULT_RECORDS_URL:
         problems.append("$.records.db_path: set records.url or records.db_path (its older spelling), not both")
     try:

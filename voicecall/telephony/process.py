@@ -160,9 +160,8 @@ def add_observability(app: web.Application, conversations: object, links: Worker
 
     from ipc.stats import ring_snapshot
     from voicecall.telephony.ipc_metrics import RingCollector
-    from voicecall.twilio.security import is_loopback
-
     from voicecall.telephony.records_metrics import RecordsCollector
+    from voicecall.twilio.security import is_loopback
 
     registry = conversations.metrics.registry  # type: ignore[attr-defined]
     registry.register(RingCollector(lambda: [st for link in links.links.values() for st in link.ring_stats()]))
