@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from ipc.shm import leftover_segments
@@ -33,14 +34,17 @@ class RunningSystem:
     """A started voicecall; `url`, `db`, `log()`, `healthz()`, `stop()`."""
 
     def __init__(self, tmp: Path, extra_toml: str = "", base: str = "configs/cpu.toml", records_url: str = "",
-                 env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+                 env: dict[str, str] | None = None, edit: Callable[[str], str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "calls.db"
         text = (ROOT / base).read_text()
         records = records_url or f"sqlite:///{self.db}"
         text = text.replace('port = 8080', f'port = {self.port}').replace('url = "sqlite:///data/calls.db"', f'url = "{records}"')
         text = text.replace('knowledge = "configs/', f'knowledge = "{ROOT}/configs/')
+        if edit is not None:  # change keys of the base config in place (appending would repeat its sections)
+            text = edit(text)
         self.config = tmp / "system.toml"
         self.config.write_text(text + "\n" + extra_toml)
         self.log_path = tmp / "system.log"

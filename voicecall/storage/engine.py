@@ -176,6 +176,6 @@ def _connect_postgresql(target: RecordsUrl, password_env: str, readonly: bool, t
         conn = psycopg.connect(target.url, **kwargs)
     except psycopg.Error as exc:
         secrets = [password, urlsplit(target.url).password or ""]
-        detail = _scrub(str(exc).strip().replace("\n", " "), secrets)
+        detail = _scrub(" ".join(str(exc).split()), secrets)
         raise RecordsUnavailable(f"records.url {target.masked()}: cannot connect: {detail}") from None
     return Db("postgresql", conn, target.masked())
