@@ -214,3 +214,29 @@ def test_password_comes_only_from_the_environment(postgres) -> None:
     url = postgres.create_database("t_pw")
     assert ":" not in url.split("@")[0].removeprefix("postgresql://")
     open_records(url, password_env=PW_ENV).close()
+
+
+def test_calls_and_trace_tools_read_postgresql(postgres) -> None:
+    import json
+    import subprocess
+    import sys
+
+    url = postgres.create_database("t_tools")
+    rec = CallRecords(url, instance="box-t", password_env=PW_ENV)
+    write_call(rec, "CA-tool")
+    assert rec.flush(10)
+    rec.close()
+    root = Path(__file__).resolve().parents[1]
+
+    def run(tool: str, *args: str) -> str:
+        proc = subprocess.run([sys.executable, tool, "--db", url, "--password-env", PW_ENV, *args],
+                              cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    listing = run("tools/calls.py")
+    assert "CA-tool" in listing and "box-t" in listing
+    shown = json.loads(run("tools/calls.py", "show", "CA-tool", "--json"))
+    assert shown["instance"] == "box-t" and len(shown["turns"]) == 4
+    trace = json.loads(run("tools/trace.py", "CA-tool", "--json"))
+    assert trace["call_sid"] == "CA-tool" and len(trace["turns"]) == 2

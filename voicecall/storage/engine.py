@@ -51,10 +51,11 @@ class RecordsUrl:
                 raise RecordsUrlError(f"{url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
             return cls("sqlite", url, path)
         if scheme in ("postgresql", "postgres"):
-            parts = urlsplit(url)
-            if not parts.hostname or not parts.path.strip("/"):
-                raise RecordsUrlError(f"{mask(url)!r}: expected postgresql://user@host:port/database")
-            return cls("postgresql", url)
+            try:
+                urlsplit(url).port  # noqa: B018 - raises on a malformed port
+            except ValueError as exc:
+                raise RecordsUrlError(f"{mask(url)!r}: {exc} (expected postgresql://user@host:port/database)") from None
+            return cls("postgresql", url)  # libpq accepts many forms (sockets, ?host=...): it judges the rest
         raise RecordsUrlError(f"{mask(url)!r}: unsupported scheme {scheme!r} (sqlite:/// or postgresql://)")
 
     def masked(self) -> str:
