@@ -64,10 +64,17 @@ def servers() -> Iterator[tuple[SseServer, SilentServer]]:
     silent.close()
 
 
-def worker(urls: list[str], cooldown_s: float) -> WorkerHarness:
-    return WorkerHarness("llm", TARGET, LlmConfig(
-        backend="openai", base_urls=urls, api_model="test", first_token_timeout_s=4.0, failover_first_token_s=0.6,
-        failover_cooldown_s=cooldown_s, connect_timeout_s=1.0, stall_timeout_s=5.0), LlmEvent)
+@pytest.fixture(scope="module")
+def llm(servers) -> Iterator[WorkerHarness]:
+    """One worker for the module: a refused server, a hung one, the live one; no cooldown, so every
+    turn walks the list from the top (the order after failures is ServerOrder's, tested below)."""
+    sse, silent = servers
+    urls = [refused_url(), f"http://127.0.0.1:{silent.port}/v1", f"http://127.0.0.1:{sse.port}/v1"]
+    config = LlmConfig(backend="openai", base_urls=urls, api_model="test", first_token_timeout_s=4.0,
+                       failover_first_token_s=0.6, failover_cooldown_s=0.0, connect_timeout_s=1.0, stall_timeout_s=5.0)
+    with WorkerHarness("llm", TARGET, config, LlmEvent) as h:
+        h.start(120)
+        yield h
 
 
 def test_server_order_puts_recent_failures_last() -> None:
@@ -82,41 +89,22 @@ def test_server_order_puts_recent_failures_last() -> None:
     assert order.order(now=time.monotonic() + 11) == [0, 1, 2]  # cooled down
 
 
-def test_refused_and_hung_servers_are_skipped_and_the_live_one_answers(servers) -> None:
-    sse, silent = servers
-    urls = [refused_url(), f"http://127.0.0.1:{silent.port}/v1", f"http://127.0.0.1:{sse.port}/v1"]
-    with worker(urls, cooldown_s=0.0) as llm:  # no cooldown: every turn walks the list from the top
-        llm.start(120)
-        before = silent.connections  # the worker's warm-up turn already failed over once
-        t0 = time.monotonic()
-        ask(llm, 1, 1, "ok")
-        got = llm.collect(ended(1, 1), 15)
-        elapsed = time.monotonic() - t0
-        done = done_of(got, 1, 1)
-        assert isinstance(done, GenerationDone) and not done.fallback and done.backend == "openai"
-        assert "".join(r.payload.decode() for r in texts(got, 1, 1)).rstrip() == "Sure, we can do that. Goodbye!"
-        assert silent.connections == before + 1 and elapsed >= 0.6  # it waited out the hung server's deadline
-
-
-def test_failed_servers_are_tried_last_during_their_cooldown(servers) -> None:
-    sse, silent = servers
-    urls = [refused_url(), f"http://127.0.0.1:{silent.port}/v1", f"http://127.0.0.1:{sse.port}/v1"]
-    with worker(urls, cooldown_s=60.0) as llm:
-        llm.start(120)
-        before = silent.connections  # the warm-up turn found both broken servers
-        for call in (2, 3):
-            ask(llm, call, 1, "ok")
-            got = llm.collect(ended(call, 1), 15)
-            assert not done_of(got, call, 1).fallback
-        assert silent.connections == before  # the live server answered first both times
-
-
-def test_all_servers_failing_falls_back_to_the_faq_answer(servers) -> None:
+def test_refused_and_hung_servers_are_skipped_and_the_live_one_answers(llm: WorkerHarness, servers) -> None:
     _sse, silent = servers
-    with worker([refused_url(), f"http://127.0.0.1:{silent.port}/v1"], cooldown_s=10.0) as llm:
-        llm.start(120)
-        ask(llm, 3, 1, "ok", "When are you open on Saturday?")
-        got = llm.collect(ended(3, 1), 15)
-        done = done_of(got, 3, 1)
-        assert isinstance(done, GenerationDone) and done.fallback and done.backend == "faq"
-        assert "".join(r.payload.decode() for r in texts(got, 3, 1)) == ANSWERS["hours"]
+    before = silent.connections
+    t0 = time.monotonic()
+    ask(llm, 1, 1, "ok")
+    got = llm.collect(ended(1, 1), 15)
+    elapsed = time.monotonic() - t0
+    done = done_of(got, 1, 1)
+    assert isinstance(done, GenerationDone) and not done.fallback and done.backend == "openai"
+    assert "".join(r.payload.decode() for r in texts(got, 1, 1)).rstrip() == "Sure, we can do that. Goodbye!"
+    assert silent.connections == before + 1 and elapsed >= 0.6  # it waited out the hung server's deadline
+
+
+def test_all_servers_failing_falls_back_to_the_faq_answer(llm: WorkerHarness) -> None:
+    ask(llm, 3, 1, "error", "When are you open on Saturday?")  # refused, hung, then HTTP 503 from the last
+    got = llm.collect(ended(3, 1), 15)
+    done = done_of(got, 3, 1)
+    assert isinstance(done, GenerationDone) and done.fallback and done.backend == "faq"
+    assert "".join(r.payload.decode() for r in texts(got, 3, 1)) == ANSWERS["hours"]

@@ -161,6 +161,10 @@ def test_postgresql_lost_mid_run_buffers_and_flushes_on_reconnect(postgres, capl
         assert not rec.connected and rec.disconnects == 1
         assert rec.buffered() == 9 and rec.dropped == 0
         assert not rec.flush(0.5)
+        exposed = _metrics(rec)
+        assert 'records_db_connected{engine="postgresql"} 0.0' in exposed
+        assert 'records_buffered{engine="postgresql"} 9.0' in exposed
+        assert 'records_db_disconnects_total{engine="postgresql"} 1.0' in exposed
         postgres.start()
         assert rec.flush(30), "buffered records were not written after the server came back"
         assert rec.connected and rec.buffered() == 0
@@ -199,6 +203,16 @@ def test_buffer_is_bounded_while_the_server_is_away(postgres) -> None:
         assert call is not None and len(call_turns(db, call["id"])) == 4
     finally:
         db.close()
+
+
+def _metrics(rec: CallRecords) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from voicecall.telephony.records_metrics import RecordsCollector
+
+    registry = CollectorRegistry()
+    registry.register(RecordsCollector(rec))
+    return generate_latest(registry).decode()
 
 
 def _closed_port() -> int:
