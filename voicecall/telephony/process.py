@@ -33,7 +33,7 @@ def telephony_main(spec: TelephonySpec) -> None:
     cfg = msgspec.json.decode(spec.config_json, type=Config)
     code = 0
     try:
-        asyncio.run(TelephonyProcess(cfg, spec).run())
+        code = asyncio.run(TelephonyProcess(cfg, spec).run())
     except Exception:
         log.exception("telephony failed")
         code = 1
@@ -57,7 +57,8 @@ class TelephonyProcess:
         self.conversations: Any = None
         self.records: Any = None
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until Stop; returns the exit code (1: start-up failed and the supervisor was told why)."""
         t0 = time.monotonic()
         from voicecall.conversation.calls import Conversations
         from voicecall.records import CallRecords
@@ -68,7 +69,7 @@ class TelephonyProcess:
         check_bind(self.cfg.server)
         self.records = await asyncio.to_thread(self._open_records, CallRecords)
         if self.records is None:
-            return
+            return 1
         self.links.start()
         self.conversations = Conversations(self.cfg, self.links, self.records)
         self.app = create_app(self.cfg, handler_factory=self.conversations.handler_factory, readiness=self.links.readiness)
@@ -93,6 +94,7 @@ class TelephonyProcess:
             await self.conversations.close_rest()
             self.records.close()
             self.links.close()
+        return 0
 
     def _open_records(self, records_class: Any) -> Any:
         """Connect and migrate (off the loop); a database that is away or too new fails start-up, saying why."""
