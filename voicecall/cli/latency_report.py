@@ -19,8 +19,8 @@ from typing import Any
 from voicecall.latency import STAGES, stage_latencies_ms
 from voicecall.percentiles import summary
 from voicecall.records import connect, recent_calls
-from voicecall.storage.engine import RecordsUnavailable, RecordsUrlError
 from voicecall.sim.script import CallReport
+from voicecall.storage.engine import RecordsUnavailable, RecordsUrlError
 
 
 def server_stages(db: str | Path, call_sids: list[str]) -> dict[str, list[float]]:
