@@ -242,15 +242,15 @@ def test_calls_and_trace_tools_read_postgresql(postgres) -> None:
     rec.close()
     root = Path(__file__).resolve().parents[1]
 
-    def run(tool: str, *args: str) -> str:
-        proc = subprocess.run([sys.executable, tool, "--db", url, "--password-env", PW_ENV, *args],
+    def run(command: str, *args: str) -> str:  # python -m voicecall.cli: the tree under test
+        proc = subprocess.run([sys.executable, "-m", "voicecall.cli", command, "--db", url, "--password-env", PW_ENV, *args],
                               cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
-    listing = run("tools/calls.py")
+    listing = run("calls")
     assert "CA-tool" in listing and "box-t" in listing
-    shown = json.loads(run("tools/calls.py", "show", "CA-tool", "--json"))
+    shown = json.loads(run("calls", "show", "CA-tool", "--json"))
     assert shown["instance"] == "box-t" and len(shown["turns"]) == 4
-    trace = json.loads(run("tools/trace.py", "CA-tool", "--json"))
+    trace = json.loads(run("trace", "CA-tool", "--json"))
     assert trace["call_sid"] == "CA-tool" and len(trace["turns"]) == 2
