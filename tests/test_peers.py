@@ -81,3 +81,23 @@ def test_a_redirected_call_is_not_redirected_again_and_a_draining_box_hands_call
                     assert call.report.redirects and call.server == url_b and call.stream_url
 
     asyncio.run(main())
+
+
+def test_a_redirect_is_signed_by_twilio_for_the_peer_and_checked_there(monkeypatch) -> None:
+    """With signatures on, the caller (like Twilio) signs the redirected webhook for the peer's URL."""
+    token = "test-auth-token-0123456789abcdef"
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", token)
+
+    async def main() -> None:
+        async with running_server(config(max_calls=0)) as (url_b, _app_b):  # B full: A must not pick it
+            async with running_server(config(max_calls=4)) as (url_c, app_c):
+                async with running_server(config(max_calls=0, peers=[url_b, url_c])) as (url_a, _app_a):
+                    async with aiohttp.ClientSession() as http:
+                        call = SimulatedCall(url_a, auth_token=token, session=http)
+                        assert await call.place() == 200
+                        assert call.report.redirects == [f"{url_c}/twilio/voice?redirected=1"] and call.stream_url
+                        assert app_c[CALLS].accepted == 1
+                        forged = SimulatedCall(url_a, auth_token="not-the-token", session=http)
+                        assert await forged.place() == 403  # nothing is redirected for an unsigned request
+
+    asyncio.run(main())

@@ -42,13 +42,21 @@ def _dead_url() -> str:
 
 
 def _box(name: str, max_calls: int, peer_port: int, llm_urls: list[str]):
+    urls = ", ".join(f'"{u}"' for u in llm_urls)
+    changes = {
+        "max_calls = 16": f"max_calls = {max_calls}",
+        'instance_name = ""': f'instance_name = "{name}"',
+        "peers = []": f'peers = ["http://127.0.0.1:{peer_port}"]',
+        'backend = "faq"': (f'backend = "openai"\nbase_urls = [{urls}]\napi_model = "{MODEL_NAME}"\nmax_tokens = 12\n'
+                            "temperature = 0.0\nfirst_token_timeout_s = 20.0\nfailover_first_token_s = 15.0\n"
+                            "connect_timeout_s = 2.0"),
+    }
+
     def edit(text: str) -> str:
-        text = text.replace("max_calls = 16", f'max_calls = {max_calls}\ninstance_name = "{name}"\n'
-                                              f'peers = ["http://127.0.0.1:{peer_port}"]')
-        urls = ", ".join(f'"{u}"' for u in llm_urls)
-        return text.replace('backend = "faq"', (
-            f'backend = "openai"\nbase_urls = [{urls}]\napi_model = "{MODEL_NAME}"\nmax_tokens = 12\n'
-            "temperature = 0.0\nfirst_token_timeout_s = 20.0\nfailover_first_token_s = 15.0\nconnect_timeout_s = 2.0"))
+        for old, new in changes.items():
+            assert text.count(old) == 1, f"configs/cpu.toml no longer has exactly one {old!r}"
+            text = text.replace(old, new)
+        return text
 
     return edit
 
