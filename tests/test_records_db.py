@@ -254,3 +254,17 @@ def test_calls_and_trace_tools_read_postgresql(postgres) -> None:
     assert shown["instance"] == "box-t" and len(shown["turns"]) == 4
     trace = json.loads(run("trace", "CA-tool", "--json"))
     assert trace["call_sid"] == "CA-tool" and len(trace["turns"]) == 2
+
+
+def test_check_reports_records_url_reachable_or_why_not(postgres, tmp_path: Path) -> None:
+    from voicecall.config import Config, RecordsConfig
+    from voicecall.preflight import check_records
+
+    url = postgres.create_database("t_check")
+    open_records(url, password_env=PW_ENV).close()
+    found, problems = check_records(Config(records=RecordsConfig(url=url, password_env=PW_ENV)), "x.toml")
+    assert not problems and f"schema v{SCHEMA_VERSION}" in found[0]
+    bad = f"postgresql://voicecall:secret-xyz@127.0.0.1:{_closed_port()}/calls"
+    found, problems = check_records(Config(records=RecordsConfig(url=bad, connect_timeout_s=1.0)), "x.toml")
+    assert not found and problems[0].startswith("x.toml: $.records.url: records.url postgresql://voicecall:***@")
+    assert "secret-xyz" not in problems[0]
