@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import aiohttp
 
 from tests.telephony_fixtures import config, running_server
+from tests.waiting import wait_until_async
 from voicecall.sim.client import SimulatedCall
 from voicecall.telephony.app import CALLS, PEERS, set_draining
 from voicecall.telephony.peers import has_room
@@ -46,10 +47,7 @@ def test_a_full_box_redirects_to_a_peer_with_room_and_says_busy_when_none_has() 
                     assert second.report.redirects == [f"{url_b}/twilio/voice?redirected=1"]
                     assert second.server == url_b and ET.fromstring(second.report.twiml).find("./Connect/Stream") is not None
                     await second.connect()  # the media stream goes to B
-                    for _ in range(100):
-                        if app_b[CALLS].streams:
-                            break
-                        await asyncio.sleep(0.02)
+                    await wait_until_async(lambda: app_b[CALLS].streams, 5, "the media stream on box B")
                     assert len(app_b[CALLS].streams) == 1 and app_a[PEERS].redirected == 1
                     third = SimulatedCall(url_a, session=http)
                     await third.place()  # both full: busy, no redirect

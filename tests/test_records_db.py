@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until
 from voicecall.records import CallRecords, call_turns, find_call, open_records, recent_calls
 from voicecall.storage.engine import RecordsUnavailable, connect, mask
 from voicecall.storage.migrations import SCHEMA_VERSION, SchemaTooNew, current_version
@@ -155,10 +156,8 @@ def test_postgresql_lost_mid_run_buffers_and_flushes_on_reconnect(postgres, capl
         assert rec.flush(10)
         postgres.stop()
         write_call(rec, "CA-during", turns=3)  # 1 + 6 + 1 + 1 records while the server is away
-        deadline = time.monotonic() + 15
-        while rec.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not rec.connected and rec.disconnects == 1
+        wait_until(lambda: not rec.connected, 15, "the writer to notice the server is gone")
+        assert rec.disconnects == 1
         assert rec.buffered() == 9 and rec.dropped == 0
         assert not rec.flush(0.5)
         exposed = _metrics(rec)

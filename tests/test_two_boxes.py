@@ -27,6 +27,7 @@ from tests.postgres import PASSWORD_ENV  # noqa: E402
 from tests.running_system import RunningSystem, free_port  # noqa: E402
 from tests.test_deploy import dashboard_metrics, exported_metric_names  # noqa: E402
 from tests.vllm_server import MODEL_NAME, VllmServer  # noqa: E402
+from tests.waiting import wait_until, wait_until_async  # noqa: E402
 from voicecall.records import call_turns, connect, find_call  # noqa: E402
 from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance  # noqa: E402
 from voicecall.sim.speech import utterance  # noqa: E402
@@ -90,8 +91,8 @@ def test_two_boxes_share_one_database_and_one_llm_server(tmp_path: Path, postgre
         async def two_calls() -> tuple[tuple[SimulatedCall, CallReport], tuple[SimulatedCall, CallReport]]:
             first, second = SimulatedCall(box_a.url), SimulatedCall(box_a.url)
             task = asyncio.get_running_loop().create_task(first.run(script))
-            while not first.report.twiml and not task.done():  # noqa: ASYNC110 - A holds call 1 before call 2 rings
-                await asyncio.sleep(0.05)
+            # A holds call 1 (its webhook reserved the slot) before call 2 rings
+            await wait_until_async(lambda: first.report.twiml or task.done(), 60, "call 1's webhook answer")
             second_report = await second.run(script)
             return (first, await task), (second, second_report)
 
@@ -135,10 +136,8 @@ def _mkdir(path: Path) -> Path:
 
 
 def _wait_ended(db, call_sid: str) -> dict:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def ended() -> dict | None:
         row = find_call(db, call_sid)
-        if row is not None and row["ended_at"]:
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"call {call_sid} not recorded as ended")
+        return row if row is not None and row["ended_at"] else None
+
+    return wait_until(ended, 15, f"call {call_sid} recorded as ended", poll_s=0.2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,13 +151,26 @@ def _connect_sqlite(target: RecordsUrl, readonly: bool) -> Db:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
     except (sqlite3.Error, OSError) as exc:
         raise RecordsUnavailable(f"records.url {target.url}: cannot open {path}: {exc}") from None
     conn.row_factory = sqlite3.Row
     return Db("sqlite", conn, target.url)
+
+
+def _wal(conn: sqlite3.Connection, tries: int = 50) -> None:
+    """Switch to WAL; the switch does not wait on the busy timeout, so retry while another
+    connection holds a lock (a second writer opening the same file at the same moment)."""
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.1)
 
 
 def _connect_postgresql(target: RecordsUrl, password_env: str, readonly: bool, timeout_s: float) -> Db:
