@@ -58,3 +58,23 @@ def seed(request) -> int:
     value = int(os.environ.get("VOICECALL_SEED", random.randrange(1 << 31)))
     print(f"\n[{request.node.name}] seed={value} (replay: VOICECALL_SEED={value})")
     return value
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py); skips when it cannot run here.
+
+    The password is in the environment under `tests.postgres.PASSWORD_ENV` for children too.
+    """
+    from tests.postgres import PASSWORD, PASSWORD_ENV, PostgresServer, why_unavailable
+
+    why = why_unavailable()
+    if why:
+        pytest.skip(why)
+    server = PostgresServer()
+    os.environ[PASSWORD_ENV] = PASSWORD
+    try:
+        yield server
+    finally:
+        os.environ.pop(PASSWORD_ENV, None)
+        server.close()

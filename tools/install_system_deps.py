@@ -1,4 +1,6 @@
-"""Install the Debian packages the test suite uses (Chromium for the softphone browser test).
+"""Install the Debian packages the test suite uses: Chromium (the softphone browser test) and
+PostgreSQL (the records tests start their own server in a temporary directory and never touch
+a cluster the package may have created).
 
 Best effort: when apt is unavailable or not root, print why and carry on; the tests that need
 a package skip with that reason.
@@ -6,16 +8,18 @@ a package skip with that reason.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
 import sys
 
-PACKAGES = {"chromium": "/usr/bin/chromium"}
+#: Debian package -> a file (glob) that proves it is installed.
+PACKAGES = {"chromium": "/usr/bin/chromium", "postgresql": "/usr/lib/postgresql/*/bin/initdb"}
 
 
 def main() -> int:
-    missing = [pkg for pkg, path in PACKAGES.items() if not os.path.exists(path)]
+    missing = [pkg for pkg, path in PACKAGES.items() if not glob.glob(path)]
     if not missing:
         return 0
     if shutil.which("apt-get") is None or os.geteuid() != 0:

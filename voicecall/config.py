@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from voicecall.storage.engine import DEFAULT_URL as DEFAULT_RECORDS_URL
+from voicecall.storage.engine import RecordsUrl, RecordsUrlError
 from workers.config import AtLeastOne, EnvName, LlmConfig, NonNegative, Seconds, SttConfig, TtsConfig
 
 #: A shared-memory ring's size in bytes (also a power of two: checked in `_semantic_problems`).
@@ -64,6 +66,14 @@ class ServerConfig(_Section):
     #: Environment variable holding the shared token that lets non-loopback clients in (they open
     #: "/?token=..."; the page keeps it in a cookie); unset or empty = loopback only.
     softphone_token_env: EnvName = "VOICECALL_SOFTPHONE_TOKEN"
+    #: This box's name in the call records (and /healthz); "" = the host name.
+    instance_name: str = ""
+    #: Other voicecall boxes behind the same number, as base URLs Twilio can reach
+    #: ("https://box2.example.com"). A full box redirects a new call to the first peer whose
+    #: /healthz says it is ready with room; none = the busy message.
+    peers: list[str] = []
+    #: Seconds a full box waits for each peer's /healthz before counting it as full.
+    peer_timeout_s: Seconds = 0.5
 
 
 class TwilioConfig(_Section):
@@ -130,10 +140,27 @@ class CallConfig(_Section):
 
 
 class RecordsConfig(_Section):
-    """Call records."""
+    """Call records (voicecall/records.py): one SQLite file for one box, or PostgreSQL shared by several."""
 
-    #: SQLite database (WAL mode); relative paths are relative to the working directory.
-    db_path: str = "data/calls.db"
+    #: Where records go: "sqlite:///data/calls.db" (a file, relative to the working directory;
+    #: sqlite:////abs/path.db for an absolute one) or "postgresql://user@host:5432/dbname" (no
+    #: password here: it comes from the variable named by `password_env`).
+    url: str = DEFAULT_RECORDS_URL
+    #: Older spelling of a SQLite url: a file path. Set this or `url`, not both.
+    db_path: str = ""
+    #: Environment variable holding the PostgreSQL password (never logged; unset = none or ~/.pgpass).
+    password_env: EnvName = "VOICECALL_DB_PASSWORD"
+    #: Records kept in memory while PostgreSQL is unreachable mid-run (written in order on
+    #: reconnect; beyond this new ones are dropped and counted). Count; ~1 KiB each.
+    buffer_max: AtLeastOne = 10000
+    #: Seconds to wait for a PostgreSQL connection (start-up fails after this; mid-run it retries).
+    connect_timeout_s: Seconds = 5.0
+
+    def resolved_url(self) -> str:
+        """`url`, or the SQLite url of `db_path` when only that is set."""
+        if self.db_path and self.url == DEFAULT_RECORDS_URL:
+            return "sqlite:///" + self.db_path
+        return self.url
 
 
 class Config(_Section):
@@ -219,8 +246,14 @@ def _semantic_problems(cfg: Config) -> list[str]:
             problems.append(f"$.ipc.{key}: expected a power of two, got {v}")
     if cfg.llm.backend == "vllm" and not cfg.llm.model:
         problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
-    if cfg.llm.backend == "openai" and not cfg.llm.base_url:
-        problems.append("$.llm.base_url: the openai backend needs a base URL")
+    if cfg.llm.backend == "openai" and not (cfg.llm.base_url or cfg.llm.base_urls):
+        problems.append("$.llm.base_url: the openai backend needs a base URL (or llm.base_urls)")
+    if cfg.records.db_path and cfg.records.url != DEFAULT_RECORDS_URL:
+        problems.append("$.records.db_path: set records.url or records.db_path (its older spelling), not both")
+    try:
+        RecordsUrl.parse(cfg.records.resolved_url())
+    except RecordsUrlError as exc:
+        problems.append(f"$.records.url: {exc}")
     if cfg.tts.backend == "csm" and not cfg.tts.model:
         problems.append("$.tts.model: the csm backend needs a model directory or hub id")
     return problems

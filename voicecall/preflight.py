@@ -63,3 +63,28 @@ def check_models(cfg: Config, config_path: str) -> tuple[list[str], list[str]]:
     else:
         problems.append(f"{config_path}: $.llm.knowledge: file {knowledge} not found")
     return found, problems
+
+
+def check_records(cfg: Config, config_path: str) -> tuple[list[str], list[str]]:
+    """(found lines, problems) for `records.url`: reachable, and not migrated by a newer voicecall."""
+    from voicecall.storage.engine import RecordsUnavailable, RecordsUrl, connect
+    from voicecall.storage.migrations import SCHEMA_VERSION, current_version
+
+    rc = cfg.records
+    target = RecordsUrl.parse(rc.resolved_url())
+    if target.engine == "sqlite" and not Path(target.path).exists():
+        return [f"{'records.url':<22} {target.url}  (created at start-up)"], []
+    try:
+        db = connect(target, password_env=rc.password_env, readonly=True, connect_timeout_s=rc.connect_timeout_s)
+    except RecordsUnavailable as exc:
+        return [], [f"{config_path}: $.records.url: {exc}"]
+    try:
+        version = current_version(db)
+    except Exception as exc:  # noqa: BLE001 - sqlite3.Error or psycopg.Error: reported, not raised
+        return [], [f"{config_path}: $.records.url: {db.where}: cannot read the schema version: {exc}"]
+    finally:
+        db.close()
+    if version > SCHEMA_VERSION:
+        return [], [f"{config_path}: $.records.url: {db.where} is at schema version {version}, newer than this "
+                    f"voicecall's {SCHEMA_VERSION}: a newer voicecall migrated it"]
+    return [f"{'records.url':<22} {db.where}  schema v{version} (this voicecall: v{SCHEMA_VERSION}, migrated at start-up)"], []

@@ -1,136 +1,212 @@
-"""Call records in SQLite (WAL): calls, and every turn with its text, what was heard, and timings.
+"""Call records: calls, and every turn with its text, what was heard, and timings.
 
-Writes go through one writer thread, so the telephony event loop never waits on the disk, and
-each is committed at once, so a crash loses nothing already said. Readers (`tools/calls.py`,
-the `/calls` page) open their own connections.
+In SQLite (one box, `sqlite:///data/calls.db`) or PostgreSQL (several boxes sharing one
+database, `postgresql://user@host:port/db`); see `voicecall/storage/`. Writes go through one
+writer thread, so the telephony event loop never waits on the database, and each is committed at
+once, so a crash loses nothing already written. Each call row names the instance that served it.
+
+When PostgreSQL goes away mid-run, calls go on: records wait in a bounded buffer
+(`records.buffer_max`) while the writer reconnects with back-off, and are written in order when
+it is back; a record that finds the buffer full is dropped and counted. `/metrics` shows the
+buffer, the connection and both counts.
+
+Readers (`tools/calls.py`, `tools/trace.py`, the `/calls` page) open their own connections.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import sqlite3
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from voicecall.latency import STAMP_NAMES, TurnStamps
+from voicecall.latency import TurnStamps
+from voicecall.storage.engine import Db, RecordsUnavailable, RecordsUrl, connect
+from voicecall.storage.migrations import SCHEMA_VERSION, STAMPS, SchemaTooNew, migrate
 
 log = logging.getLogger("voicecall.records")
 
-SCHEMA_VERSION = 1
-#: Per-turn monotonic stamps (`voicecall.latency.TurnStamps`), plus when telephony *received* each
-#: worker's stamped result, so the IPC hop of every stage is visible (`tools/trace.py`).
-#: One INTEGER column each in `turns`; other tools read these columns by name.
-STAMPS = STAMP_NAMES
-_MIGRATIONS = {
-    1: f"""
-    CREATE TABLE IF NOT EXISTS calls (
-        id INTEGER PRIMARY KEY,
-        call_sid TEXT, stream_sid TEXT, from_number TEXT, to_number TEXT,
-        started_at REAL NOT NULL, ended_at REAL, end_reason TEXT,
-        fallbacks INTEGER DEFAULT 0, barge_ins INTEGER DEFAULT 0
-    );
-    CREATE INDEX IF NOT EXISTS calls_sid ON calls(call_sid);
-    CREATE TABLE IF NOT EXISTS turns (
-        id INTEGER PRIMARY KEY,
-        call_id INTEGER NOT NULL REFERENCES calls(id),
-        turn_id INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        text TEXT NOT NULL,
-        heard_text TEXT,
-        interrupted INTEGER DEFAULT 0,
-        fallback INTEGER DEFAULT 0,
-        created_at REAL NOT NULL,
-        {", ".join(f"{s} INTEGER" for s in STAMPS)}
-    );
-    CREATE INDEX IF NOT EXISTS turns_call ON turns(call_id, id);
-    CREATE TABLE IF NOT EXISTS call_events (
-        id INTEGER PRIMARY KEY, call_id INTEGER, at REAL, kind TEXT, detail TEXT
-    );
-    """,
-}
+__all__ = [
+    "SCHEMA_VERSION", "STAMPS", "CallRecords", "RecordsUnavailable", "SchemaTooNew", "call_turns", "connect",
+    "find_call", "open_records", "recent_calls",
+]
+
+Job = Callable[[Db], Any]
+#: Reconnect back-off while the database is unreachable, seconds (doubles up to the max).
+RECONNECT_FIRST_S = 0.25
+RECONNECT_MAX_S = 5.0
 
 
-def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
-    """Open the database (creating and migrating it unless `readonly`)."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        return conn
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    for v in range(version + 1, SCHEMA_VERSION + 1):
-        conn.executescript(_MIGRATIONS[v])
-        conn.execute(f"PRAGMA user_version={v}")
-    return conn
+def open_records(url: str, *, password_env: str = "", instance: str = "", connect_timeout_s: float = 5.0) -> Db:
+    """Connect and migrate (start-up). Raises RecordsUnavailable or SchemaTooNew with a clear message."""
+    db = connect(url, password_env=password_env, connect_timeout_s=connect_timeout_s)
+    try:
+        applied = migrate(db, instance)
+    except BaseException:
+        db.close()
+        raise
+    if applied:
+        log.info("records %s: applied schema migration(s) %s", db.where, applied)
+    return db
 
 
 class CallRecords:
     """Asynchronous writer of call records (methods enqueue and return at once)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._conn = connect(self.path)
-        self._queue: queue.Queue[Callable[[sqlite3.Connection], Any] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="records-writer", daemon=False)
-        self._thread.start()
+    def __init__(self, url: str, *, instance: str = "", password_env: str = "", buffer_max: int = 10_000,
+                 connect_timeout_s: float = 5.0) -> None:
+        self.target = RecordsUrl.parse(str(url))
+        self.instance = instance or socket.gethostname()
+        self._password_env = password_env
+        self._connect_timeout_s = connect_timeout_s
+        self._db: Db | None = open_records(self.target.url, password_env=password_env, instance=self.instance,
+                                           connect_timeout_s=connect_timeout_s)
+        self.where = self._db.where
+        self.buffer_max = buffer_max
+        self._jobs: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._submitted = 0
+        self._finished = 0
+        self._closing = False
+        self._give_up_at = float("inf")
+        #: Counters for /metrics: failed statements, records dropped on a full buffer, connections lost.
         self.errors = 0
+        self.dropped = 0
+        self.disconnects = 0
+        self._thread = threading.Thread(target=self._run, name="records-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ state for /metrics
+
+    @property
+    def connected(self) -> bool:
+        return self._db is not None
+
+    def buffered(self) -> int:
+        """Records waiting to be written (including the one being written)."""
+        return self._submitted - self._finished
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _submit(self, job: Job) -> None:
+        with self._cv:
+            if self._submitted - self._finished >= self.buffer_max:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.error("records buffer full (%d, records.buffer_max): %d record(s) dropped so far",
+                              self.buffer_max, self.dropped)
+                return
+            self._jobs.append(job)
+            self._submitted += 1
+            self._cv.notify_all()
 
     def end_abandoned_calls(self, reason: str = "ended abnormally: telephony stopped without closing it") -> int:
-        """Close every call row left open (its telephony was killed); returns how many.
+        """Close this instance's call rows left open (its telephony was killed); returns how many.
 
-        Run once at start-up, before any call is accepted: no call is live then, so an open row
-        can only be one whose process died mid-call. Its turns were committed one by one and stay.
+        Run once at start-up, before any call is accepted: no call of ours is live then, so an open
+        row of this instance can only be one whose process died mid-call. Its turns were committed
+        one by one and stay. Other instances' rows are theirs: on a shared database they are live.
         """
-        cur = self._conn.execute("UPDATE calls SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL",
-                                 (time.time(), reason))
-        if cur.rowcount:
-            log.warning("%d call(s) left open by a previous telephony marked %r", cur.rowcount, reason)
-        return int(cur.rowcount)
+        closed: list[int] = []
+
+        def job(db: Db) -> None:
+            rows = db.query("SELECT id FROM calls WHERE ended_at IS NULL AND instance = ?", (self.instance,))
+            if rows:
+                db.execute("UPDATE calls SET ended_at = ?, end_reason = ? WHERE ended_at IS NULL AND instance = ?",
+                           (time.time(), reason, self.instance))
+                log.warning("%d call(s) left open by a previous telephony marked %r", len(rows), reason)
+            closed.append(len(rows))
+
+        self._submit(job)
+        self.flush()
+        return closed[0] if closed else 0
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
+            with self._cv:
+                while not self._jobs and not self._closing:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                job = self._jobs[0]
+            self._write(job)
+            with self._cv:
+                self._jobs.popleft()
+                self._finished += 1
+                self._cv.notify_all()
+
+    def _write(self, job: Job) -> None:
+        """Run one job, reconnecting for as long as the database is away (until close gives up)."""
+        delay = RECONNECT_FIRST_S
+        while True:
+            db = self._db
+            if db is None:
+                if time.monotonic() > self._give_up_at:
+                    self.dropped += 1
+                    return
+                db = self._reconnect()
+                if db is None:
+                    self._sleep(delay)
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    continue
             try:
-                job(self._conn)
-            except sqlite3.Error:
+                job(db)
+                return
+            except Exception as exc:  # noqa: BLE001 - a record must never take the writer down
+                if db.lost_connection(exc):
+                    self._lost(db, exc)
+                    continue
                 self.errors += 1
                 log.exception("call record write failed")
+                return
+
+    def _lost(self, db: Db, exc: BaseException) -> None:
+        self._db = None
+        self.disconnects += 1
+        db.close()
+        log.warning("records database %s lost (%s): calls go on, records wait in a buffer of up to %d "
+                    "and are written on reconnect", self.where, str(exc).strip().splitlines()[0][:200], self.buffer_max)
+
+    def _reconnect(self) -> Db | None:
+        try:
+            db = open_records(self.target.url, password_env=self._password_env, instance=self.instance,
+                              connect_timeout_s=self._connect_timeout_s)
+        except (RecordsUnavailable, SchemaTooNew):
+            return None
+        self._db = db
+        log.warning("records database %s is back: writing %d buffered record(s)", self.where, self.buffered())
+        return db
+
+    def _sleep(self, seconds: float) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: time.monotonic() > self._give_up_at, seconds)
+
+    # ------------------------------------------------------------------ what calls record
 
     def call_started(self, on_id: Callable[[int], None], **fields: Any) -> None:
         """Insert a call row; `on_id` gets its id (called on the writer thread)."""
+        row = {"started_at": time.time(), "instance": self.instance, **fields}
 
-        def job(conn: sqlite3.Connection) -> None:
-            cols = ["started_at", *fields]
-            cur = conn.execute(
-                f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                [time.time(), *fields.values()],
-            )
-            on_id(int(cur.lastrowid))
+        def job(db: Db) -> None:
+            on_id(db.insert("calls", row))
 
-        self._queue.put(job)
+        self._submit(job)
 
     def call_ended(self, row_id: Callable[[], int | None], reason: str, **counts: int) -> None:
-        def job(conn: sqlite3.Connection) -> None:
+        ended_at = time.time()
+
+        def job(db: Db) -> None:
             rid = row_id()
             if rid is None:
                 return
-            sets = ", ".join(f"{k} = ?" for k in counts)
-            conn.execute(
-                f"UPDATE calls SET ended_at = ?, end_reason = ?{', ' + sets if sets else ''} WHERE id = ?",
-                [time.time(), reason, *counts.values(), rid],
-            )
+            sets = "".join(f", {k} = ?" for k in counts)
+            db.execute(f"UPDATE calls SET ended_at = ?, end_reason = ?{sets} WHERE id = ?",
+                       [ended_at, reason, *counts.values(), rid])
 
-        self._queue.put(job)
+        self._submit(job)
 
     def turn(self, row_id: Callable[[], int | None], turn_id: int, role: str, text: str, *,
              heard_text: str | None = None, interrupted: bool = False, fallback: bool = False,
@@ -138,50 +214,74 @@ class CallRecords:
         """Append one turn (caller or agent) with whatever timing stamps it has."""
         if isinstance(stamps, TurnStamps):
             stamps = stamps.known()
-        stamps = {k: v for k, v in (stamps or {}).items() if k in STAMPS and v}
+        row = {"turn_id": turn_id, "role": role, "text": text, "heard_text": heard_text,
+               "interrupted": int(interrupted), "fallback": int(fallback), "created_at": time.time(),
+               **{k: v for k, v in (stamps or {}).items() if k in STAMPS and v}}
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(db: Db) -> None:
             rid = row_id()
-            if rid is None:
-                return
-            cols = ["call_id", "turn_id", "role", "text", "heard_text", "interrupted", "fallback", "created_at", *stamps]
-            vals = [rid, turn_id, role, text, heard_text, int(interrupted), int(fallback), time.time(), *stamps.values()]
-            conn.execute(f"INSERT INTO turns ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
+            if rid is not None:
+                db.insert("turns", {"call_id": rid, **row})
 
-        self._queue.put(job)
+        self._submit(job)
 
     def event(self, row_id: Callable[[], int | None], kind: str, detail: str = "") -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO call_events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-                         (row_id(), time.time(), kind, detail))
+        at = time.time()
 
-        self._queue.put(job)
+        def job(db: Db) -> None:
+            db.execute("INSERT INTO call_events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                       (row_id(), at, kind, detail))
 
-    def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until everything queued so far is written."""
-        done = threading.Event()
-        self._queue.put(lambda _conn: done.set())
-        done.wait(timeout_s)
+        self._submit(job)
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(10)
-        self._conn.close()
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything queued so far is written; False if that took longer than `timeout_s`."""
+        with self._cv:
+            target = self._submitted
+            return self._cv.wait_for(lambda: self._finished >= target, timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is buffered (for up to `timeout_s` when the database is away), then stop."""
+        with self._cv:
+            self._closing = True
+            self._give_up_at = time.monotonic() + timeout_s
+            self._cv.notify_all()
+        self._thread.join(timeout_s + 2.0)
+        left = self.buffered()
+        if left:
+            log.error("records database %s unreachable at shutdown: %d buffered record(s) lost", self.where, left)
+        if self.dropped:
+            log.error("records: %d record(s) were dropped in all (buffer full or database away at shutdown)", self.dropped)
+        if self._db is not None:
+            self._db.close()
 
 
-def recent_calls(conn: sqlite3.Connection, limit: int = 20) -> list[sqlite3.Row]:
-    return conn.execute("SELECT * FROM calls ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+# ---------------------------------------------------------------------- readers
 
 
-def find_call(conn: sqlite3.Connection, sid: str | None) -> sqlite3.Row | None:
+def recent_calls(db: Db, limit: int = 20) -> list[dict[str, Any]]:
+    return db.query("SELECT * FROM calls ORDER BY started_at DESC, id DESC LIMIT ?", (limit,))
+
+
+def find_call(db: Db, sid: str | None) -> dict[str, Any] | None:
     """A call by Twilio call SID, stream SID or numeric id; the latest when `sid` is None."""
     if sid is None:
-        return conn.execute("SELECT * FROM calls ORDER BY id DESC LIMIT 1").fetchone()
-    return conn.execute(
+        return db.one("SELECT * FROM calls ORDER BY started_at DESC, id DESC LIMIT 1")
+    return db.one(
         "SELECT * FROM calls WHERE call_sid = ? OR stream_sid = ? OR CAST(id AS TEXT) = ? ORDER BY id DESC LIMIT 1",
         (sid, sid, sid),
-    ).fetchone()
+    )
 
 
-def call_turns(conn: sqlite3.Connection, call_row_id: int) -> list[sqlite3.Row]:
-    return conn.execute("SELECT * FROM turns WHERE call_id = ? ORDER BY id", (call_row_id,)).fetchall()
+def call_turns(db: Db, call_row_id: int) -> list[dict[str, Any]]:
+    return db.query("SELECT * FROM turns WHERE call_id = ? ORDER BY id", (call_row_id,))
+
+
+def agent_turn_counts(db: Db, call_ids: list[int]) -> dict[int, int]:
+    """Agent turns per call, for listings."""
+    if not call_ids:
+        return {}
+    marks = ", ".join("?" * len(call_ids))
+    rows = db.query(f"SELECT call_id, COUNT(*) AS n FROM turns WHERE role = 'agent' AND call_id IN ({marks}) "
+                    "GROUP BY call_id", call_ids)
+    return {int(r["call_id"]): int(r["n"]) for r in rows}

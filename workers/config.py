@@ -171,6 +171,15 @@ class LlmConfig(_Section):
     shutdown_timeout_s: Seconds = 10.0
     #: openai: base URL of an OpenAI-compatible server (".../v1").
     base_url: str = ""
+    #: openai: several servers (".../v1" each), tried in order for each turn: a connection error,
+    #: an HTTP error or no first token within `failover_first_token_s` moves to the next; all
+    #: failing = the `fallback`. Overrides `base_url` when set.
+    base_urls: list[str] = []
+    #: openai with several base_urls: seconds one server may take to its first token before the
+    #: next is tried. Keep first_token_timeout_s >= this x the servers you want tried.
+    failover_first_token_s: Seconds = 1.0
+    #: openai with several base_urls: seconds a failed server is tried last (after the others).
+    failover_cooldown_s: Annotated[float, msgspec.Meta(ge=0.0)] = 10.0
     #: openai: model name sent in the request.
     api_model: str = ""
     #: openai: name of the environment variable holding the API key (never the key itself).

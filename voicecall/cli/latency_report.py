@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,20 @@ from voicecall.latency import STAGES, stage_latencies_ms
 from voicecall.percentiles import summary
 from voicecall.records import connect, recent_calls
 from voicecall.sim.script import CallReport
+from voicecall.storage.engine import RecordsUnavailable, RecordsUrlError
 
 
 def server_stages(db: str | Path, call_sids: list[str]) -> dict[str, list[float]]:
     """Per-stage latencies (ms) of the agent turns of these calls, from the server's records."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
+    conn = connect(db, password_env="VOICECALL_DB_PASSWORD", readonly=True)  # a SQLite path or any records.url
     out: dict[str, list[float]] = {name: [] for name, _a, _b in STAGES}
     marks = ",".join("?" * len(call_sids))
-    rows = conn.execute(
+    rows = conn.query(
         f"SELECT t.* FROM turns t JOIN calls c ON t.call_id = c.id WHERE c.call_sid IN ({marks}) AND t.role = 'agent'",
         call_sids,
-    ).fetchall()
+    )
     for row in rows:
-        for name, ms in stage_latencies_ms(dict(row)).items():
+        for name, ms in stage_latencies_ms(row).items():
             out[name].append(ms)
     conn.close()
     return out
@@ -82,14 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--last", type=int, default=20, help="without call SIDs: this many recent calls")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
-    if not Path(args.db).exists():
-        print(f"no call records at {args.db}", file=sys.stderr)
+    try:
+        conn = connect(args.db, password_env="VOICECALL_DB_PASSWORD", readonly=True)  # a SQLite path or any records.url
+    except (RecordsUnavailable, RecordsUrlError) as exc:
+        print(f"no call records: {exc}", file=sys.stderr)
         return 1
     sids = args.call_sids
     if not sids:
-        conn = connect(args.db, readonly=True)
         sids = [row["call_sid"] for row in recent_calls(conn, args.last) if row["call_sid"]]
-        conn.close()
+    conn.close()
     stages = server_stages(args.db, sids)
     result = {"calls": len(sids), "server_side": {name: summary(values) for name, values in stages.items()}}
     if args.json:

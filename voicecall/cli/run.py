@@ -38,9 +38,11 @@ def check(argv: list[str] | None = None) -> int:
 
 
 def check_models_of(cfg: Config, path: str) -> int:
-    from voicecall.preflight import check_models
+    from voicecall.preflight import check_models, check_records
 
     found, problems = check_models(cfg, path)
+    records_found, records_problems = check_records(cfg, path)
+    found, problems = found + records_found, problems + records_problems
     for line in found:
         print(f"  ok  {line}")
     for line in problems:

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
 from voicecall.latency import SEGMENTS, turn_segments
-from voicecall.records import call_turns, connect, find_call
+from voicecall.records import call_turns, find_call
+from voicecall.storage.engine import Db, RecordsUnavailable, RecordsUrlError, connect
 
 COLORS = {"caller": "#8fbf7f", "stt": "#5b8bd9", "llm": "#d9825b", "tts": "#b45bd9", "telephony": "#9a9a9a", "ipc": "#202020"}
 
 
-def call_waterfalls(conn: sqlite3.Connection, call: sqlite3.Row) -> list[dict]:
+def call_waterfalls(conn: Db, call: dict) -> list[dict]:
     return [
         {"turn": t["turn_id"], "text": t["text"], "interrupted": bool(t["interrupted"]), "segments": turn_segments(dict(t))}
         for t in call_turns(conn, call["id"])
@@ -32,7 +32,7 @@ def call_waterfalls(conn: sqlite3.Connection, call: sqlite3.Row) -> list[dict]:
     ]
 
 
-def draw_waterfall(call: sqlite3.Row, turns: list[dict], out: Path) -> None:
+def draw_waterfall(call: dict, turns: list[dict], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,14 +61,15 @@ def draw_waterfall(call: sqlite3.Row, turns: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def stage_distributions(conn: sqlite3.Connection, limit_calls: int) -> dict[str, list[float]]:
-    rows = conn.execute(
-        "SELECT t.* FROM turns t JOIN (SELECT id FROM calls ORDER BY id DESC LIMIT ?) c ON t.call_id = c.id WHERE t.role = 'agent'",
+def stage_distributions(conn: Db, limit_calls: int) -> dict[str, list[float]]:
+    rows = conn.query(
+        "SELECT t.* FROM turns t JOIN (SELECT id FROM calls ORDER BY started_at DESC, id DESC LIMIT ?) c "
+        "ON t.call_id = c.id WHERE t.role = 'agent'",
         (limit_calls,),
-    ).fetchall()
+    )
     dist: dict[str, list[float]] = {label: [] for label, *_ in SEGMENTS}
     for row in rows:
-        for seg in turn_segments(dict(row)):
+        for seg in turn_segments(row):
             dist[seg["stage"]].append(seg["ms"])
     return {k: v for k, v in dist.items() if v}
 
@@ -98,17 +99,19 @@ def draw_distributions(dist: dict[str, list[float]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sid", nargs="?", help="call SID, stream SID or record id (default: the latest call)")
-    p.add_argument("--db", default="data/calls.db")
+    p.add_argument("--db", default="data/calls.db", help="records.url or a SQLite file (default: %(default)s)")
+    p.add_argument("--password-env", default="VOICECALL_DB_PASSWORD", help="PostgreSQL password variable")
     p.add_argument("--all", action="store_true", help="distribution of every stage over many calls")
     p.add_argument("--calls", type=int, default=500, help="with --all: how many recent calls")
     p.add_argument("--out", type=Path, help="PNG path (default: trace-<call>.png or trace-all.png)")
     p.add_argument("--json", action="store_true", help="print the data as JSON instead of drawing")
     p.add_argument("--turns", type=int, default=6, help="waterfalls of at most this many turns (from the first)")
     args = p.parse_args(argv)
-    if not Path(args.db).exists():
-        print(f"no call records at {args.db}", file=sys.stderr)
+    try:
+        conn = connect(args.db, password_env=args.password_env, readonly=True)
+    except (RecordsUnavailable, RecordsUrlError) as exc:
+        print(f"no call records: {exc}", file=sys.stderr)
         return 1
-    conn = connect(args.db, readonly=True)
     if args.all:
         dist = stage_distributions(conn, args.calls)
         if args.json:

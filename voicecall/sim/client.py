@@ -23,7 +23,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import msgspec
@@ -38,6 +38,18 @@ from voicecall.twilio.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMe
 
 SILENT_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
 _JSON = msgspec.json.Encoder()
+
+
+#: `<Redirect>`s a simulated call follows before giving up (Twilio's own limit is higher).
+MAX_REDIRECTS = 5
+
+
+def _redirect_target(twiml: str) -> str | None:
+    try:
+        node = ET.fromstring(twiml).find("Redirect")
+    except ET.ParseError:
+        return None
+    return (node.text or "").strip() or None if node is not None else None
 
 
 def new_sid(prefix: str) -> str:
@@ -79,16 +91,28 @@ class SimulatedCall:
         return {"X-Twilio-Signature": self.validator.compute_signature(url, params)} if self.validator else {}
 
     async def place(self, extra: dict[str, str] | None = None) -> int:
-        """POST the voice webhook like Twilio; returns the HTTP status (TwiML parsed on 200)."""
+        """POST the voice webhook like Twilio; returns the HTTP status (TwiML parsed on 200).
+
+        Like Twilio, a `<Redirect>` is followed: the same parameters are POSTed to its URL, which
+        becomes the server this call talks to (a full box handing the call to a peer).
+        """
         params = {"CallSid": self.call_sid, "AccountSid": self.account_sid, "From": self.from_number,
                   "To": self.to_number, "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"}
         params.update(extra or {})
-        headers = self.sign(self.public_url + "/twilio/voice", params)
+        local, public = self.server + "/twilio/voice", self.public_url + "/twilio/voice"
         session = self._session or aiohttp.ClientSession()
         try:
-            async with session.post(self.server + "/twilio/voice", data=params, headers=headers) as resp:
-                self.report.twiml = await resp.text()
-                status = resp.status
+            for _hop in range(MAX_REDIRECTS + 1):
+                async with session.post(local, data=params, headers=self.sign(public, params)) as resp:
+                    self.report.twiml = await resp.text()
+                    status = resp.status
+                target = _redirect_target(self.report.twiml) if status == 200 else None
+                if target is None:
+                    break
+                self.report.redirects.append(target)
+                local = public = urljoin(public, target)
+                parts = urlsplit(local)
+                self.server = self.public_url = f"{parts.scheme}://{parts.netloc}"
         finally:
             if self._session is None:
                 await session.close()

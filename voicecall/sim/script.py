@@ -51,6 +51,8 @@ class CallReport:
     stream_sid: str = ""
     busy: bool = False
     twiml: str = ""
+    #: `<Redirect>` targets followed before the final TwiML (a full box sent the call to a peer)
+    redirects: list[str] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
     protocol_errors: list[str] = field(default_factory=list)
     frames_sent: int = 0

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,20 +62,25 @@ class Leftovers:
 class LocalSystem:
     """A started voicecall; `url`, `db`, `log()`, `healthz()`, `wait_ready()`, `pid_of()`, `stop()`."""
 
-    def __init__(self, tmp: Path, extra_toml: str = "", base: str = "configs/cpu.toml") -> None:
-        self.port = free_port()
+    def __init__(self, tmp: Path, extra_toml: str = "", base: str = "configs/cpu.toml", records_url: str = "",
+                 env: dict[str, str] | None = None, edit: Callable[[str], str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "calls.db"
         text = (ROOT / base).read_text()
-        text = text.replace('port = 8080', f'port = {self.port}').replace('db_path = "data/calls.db"', f'db_path = "{self.db}"')
+        records = records_url or f"sqlite:///{self.db}"
+        text = text.replace('port = 8080', f'port = {self.port}').replace('url = "sqlite:///data/calls.db"', f'url = "{records}"')
         text = text.replace('knowledge = "configs/', f'knowledge = "{ROOT}/configs/')
+        if edit is not None:  # change keys of the base config in place (appending would repeat its sections)
+            text = edit(text)
         self.config = tmp / "system.toml"
         self.config.write_text(text + "\n" + extra_toml)
         self.log_path = tmp / "system.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "--config", str(self.config)], cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.children: set[int] = set()
 

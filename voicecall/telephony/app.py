@@ -1,7 +1,8 @@
 """The telephony process's aiohttp app: Twilio webhooks, the Media Streams WebSocket, /healthz.
 
-    POST /twilio/voice   (signed)  -> TwiML <Connect><Stream url="wss://HOST/twilio/media"> + <Parameter>s,
-                                      or <Say>busy</Say><Hangup/> when full, not ready or draining
+    POST /twilio/voice   (signed)  -> TwiML <Connect><Stream url="wss://HOST/twilio/media"> + <Parameter>s;
+                                      when full, not ready or draining: <Redirect> to a peer with room
+                                      (server.peers, telephony/peers.py), else <Say>busy</Say><Hangup/>
     GET  /twilio/media   (signed upgrade) -> MediaStream + handler_factory() until stop/close
     POST /twilio/status  (signed)  -> call / stream status callbacks, logged
     GET  /healthz                  -> readiness() as JSON, 200 when ready else 503
@@ -23,6 +24,7 @@ from aiohttp import web
 from twilio.twiml.voice_response import VoiceResponse
 
 from voicecall.config import Config
+from voicecall.telephony.peers import REDIRECTED_PARAM, PeerRouter, peer_router_ctx
 from voicecall.twilio.handler import CallHandlerFactory, NullHandler
 from voicecall.twilio.media_stream import MediaStream
 from voicecall.twilio.security import SIGNATURE_HEADER, Signatures
@@ -81,6 +83,7 @@ SIGNATURES = web.AppKey("voicecall_signatures", Signatures)
 READINESS = web.AppKey("voicecall_readiness", Callable[[], Mapping[str, Any]])  # type: ignore[arg-type]
 HANDLER_FACTORY = web.AppKey("voicecall_handler_factory", Callable[[], Any])  # type: ignore[arg-type]
 CALLS = web.AppKey("voicecall_calls", Calls)
+PEERS = web.AppKey("voicecall_peers", PeerRouter)
 
 
 def create_app(config: Config, handler_factory: CallHandlerFactory = NullHandler,
@@ -92,6 +95,8 @@ def create_app(config: Config, handler_factory: CallHandlerFactory = NullHandler
     app[HANDLER_FACTORY] = handler_factory
     app.cleanup_ctx.append(_signatures_ctx)
     app.cleanup_ctx.append(_calls_ctx)
+    app[PEERS] = PeerRouter(config.server.peers, config.server.peer_timeout_s)
+    app.cleanup_ctx.append(lambda app: peer_router_ctx(app[PEERS]))
     app.on_shutdown.append(_close_streams)
     app.router.add_post(VOICE_PATH, voice_webhook)
     app.router.add_get(MEDIA_PATH, media_stream)
@@ -161,8 +166,14 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if not ready or calls.live() >= calls.max_calls:
         calls.refused += 1
         why = "not ready" if not ready else f"{calls.max_calls} calls live (server.max_calls)"
-        log.warning("call %s from %s refused: %s", call_sid, params.get("From", "?"), why)
+        peer = None if request.query.get(REDIRECTED_PARAM) else await app[PEERS].find_room()
         response = VoiceResponse()
+        if peer is not None:
+            app[PEERS].redirected += 1
+            log.warning("call %s from %s: %s; redirected to peer %s", call_sid, params.get("From", "?"), why, peer)
+            response.redirect(f"{peer}{VOICE_PATH}?{REDIRECTED_PARAM}=1", method="POST")
+            return _twiml(response)
+        log.warning("call %s from %s refused: %s", call_sid, params.get("From", "?"), why)
         response.say(app[CONFIG].call.busy_message)
         response.hangup()
         return _twiml(response)

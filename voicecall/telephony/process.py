@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ipc.channel import ChannelClosed, ControlChannel
 from ipc.child import bootstrap_child
-from ipc.messages import Drain, Drained, HealthCheck, HealthReply, Ready, Stop, ToChild, WorkerStatus
+from ipc.messages import Drain, Drained, Failed, HealthCheck, HealthReply, Ready, Stop, ToChild, WorkerStatus
 from voicecall.config import Config
 from voicecall.conversation.links import WorkerLinks
 from voicecall.topology import TelephonySpec
@@ -33,7 +33,7 @@ def telephony_main(spec: TelephonySpec) -> None:
     cfg = msgspec.json.decode(spec.config_json, type=Config)
     code = 0
     try:
-        asyncio.run(TelephonyProcess(cfg, spec).run())
+        code = asyncio.run(TelephonyProcess(cfg, spec).run())
     except Exception:
         log.exception("telephony failed")
         code = 1
@@ -57,7 +57,8 @@ class TelephonyProcess:
         self.conversations: Any = None
         self.records: Any = None
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Serve until Stop; returns the exit code (1: start-up failed and the supervisor was told why)."""
         t0 = time.monotonic()
         from voicecall.conversation.calls import Conversations
         from voicecall.records import CallRecords
@@ -66,9 +67,11 @@ class TelephonyProcess:
         from voicecall.web.views import add_views
 
         check_bind(self.cfg.server)
+        self.records = await asyncio.to_thread(self._open_records, CallRecords)
+        if self.records is None:
+            return 1
         self.links.start()
-        self.records = CallRecords(self.cfg.records.db_path)
-        self.records.end_abandoned_calls()  # a previous incarnation was killed mid-call (README "Faults")
+        await asyncio.to_thread(self.records.end_abandoned_calls)  # a previous incarnation was killed mid-call (README "Faults")
         self.conversations = Conversations(self.cfg, self.links, self.records)
         self.app = create_app(self.cfg, handler_factory=self.conversations.handler_factory, readiness=self.links.readiness)
         add_views(self.app, self.conversations, self.cfg)
@@ -92,6 +95,20 @@ class TelephonyProcess:
             await self.conversations.close_rest()
             self.records.close()
             self.links.close()
+        return 0
+
+    def _open_records(self, records_class: Any) -> Any:
+        """Connect and migrate (off the loop); a database that is away or too new fails start-up, saying why."""
+        from voicecall.records import RecordsUnavailable, SchemaTooNew
+
+        rc = self.cfg.records
+        try:
+            return records_class(rc.resolved_url(), instance=self.cfg.server.instance_name, password_env=rc.password_env,
+                                 buffer_max=rc.buffer_max, connect_timeout_s=rc.connect_timeout_s)
+        except (RecordsUnavailable, SchemaTooNew) as exc:
+            log.error("%s", exc)
+            self.control.send(Failed(worker="telephony", reason=str(exc), recoverable=False))
+            return None
 
     def _on_control(self) -> None:
         try:
@@ -146,10 +163,13 @@ def add_observability(app: web.Application, conversations: object, links: Worker
 
     from ipc.stats import ring_snapshot
     from voicecall.telephony.ipc_metrics import RingCollector
+    from voicecall.telephony.records_metrics import RecordsCollector
     from voicecall.twilio.security import is_loopback
 
     registry = conversations.metrics.registry  # type: ignore[attr-defined]
     registry.register(RingCollector(lambda: [st for link in links.links.values() for st in link.ring_stats()]))
+    if conversations.deps.records is not None:  # type: ignore[attr-defined]
+        registry.register(RecordsCollector(conversations.deps.records))  # type: ignore[attr-defined]
     started_ns = time.monotonic_ns()
 
     async def metrics(_request: web.Request) -> web.Response:

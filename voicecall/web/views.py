@@ -153,7 +153,7 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
             limit = min(max(int(request.query.get("limit", "20")), 1), MAX_ENDED_CALLS)
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be an integer\n") from None
-        history = await asyncio.to_thread(ended_calls, cfg.records.db_path, limit)
+        history = await asyncio.to_thread(ended_calls, cfg.records, limit)
         return web.json_response({"live": conversations.snapshot(), "ended": history["calls"],
                                   "records_error": history["error"]})
 

@@ -67,11 +67,12 @@ class OpenAiBackend:
 
     name = "openai"
 
-    def __init__(self, config: LlmConfig) -> None:
-        if not config.base_url:
+    def __init__(self, config: LlmConfig, base_url: str = "") -> None:
+        base_url = base_url or config.base_url  # one of llm.base_urls (workers/llm/failover.py) or llm.base_url
+        if not base_url:
             raise ValueError("llm.base_url: the openai backend needs a base URL (e.g. http://host:8000/v1)")
         self.config = config
-        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.url = base_url.rstrip("/") + "/chat/completions"
         self._session: Any = None
         self._decode = msgspec.json.Decoder(ChatChunk).decode
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""

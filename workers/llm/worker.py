@@ -50,7 +50,12 @@ def make_backends(config: LlmConfig, progress: Progress) -> tuple[Backend, Backe
         return VllmBackend(config), faq
     from workers.llm.openai_api import OpenAiBackend
 
-    return OpenAiBackend(config), faq
+    urls = config.base_urls or [config.base_url]
+    if len(urls) == 1:
+        return OpenAiBackend(config, urls[0]), faq
+    from workers.llm.failover import FailoverBackend
+
+    return FailoverBackend(config, [OpenAiBackend(config, url) for url in urls], urls), faq
 
 
 class LlmWorker(Worker):

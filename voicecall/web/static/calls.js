@@ -65,7 +65,7 @@ function renderEnded(calls, error) {
   $('ended').replaceChildren(...calls.map((c) => {
     const div = el('div', 'ended-call');
     const when = new Date(c.started_at * 1000).toLocaleTimeString();
-    div.append(el('h3', '', `${when} · ${c.call_sid || `call ${c.id}`} · ${c.duration_s} s · ${c.end_reason || ''}` +
+    div.append(el('h3', '', `${when} · ${c.call_sid || `call ${c.id}`}${c.instance ? ` · on ${c.instance}` : ''} · ${c.duration_s} s · ${c.end_reason || ''}` +
       ` · barge-ins ${c.barge_ins}${c.fallbacks ? ` · fallbacks ${c.fallbacks}` : ''}`));
     for (const t of c.turns) {
       const turn = el('div', 'turn');

@@ -1,0 +1,1 @@
+"""Where call records live: SQLite (one box) or PostgreSQL (several boxes), behind one small seam."""
