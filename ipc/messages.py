@@ -9,7 +9,7 @@ Channels (see DESIGN.md §3)::
     every child --FromChild-->  supervisor       (Pipe, msgpack)
     telephony   --SttRequest--> stt   (ring: AUDIO records of mulaw + MESSAGE records)
     stt         --SttEvent-->   telephony (ring: MESSAGE records)
-    telephony   --LlmRequest--> llm   (ring: MESSAGE records)
+    telephony   --LlmRequest--> llm   (ring: MESSAGE records; ToolResult answers a ToolCall)
     llm         --LlmEvent-->   telephony (ring: TEXT records of token text + MESSAGE records)
     telephony   --TtsRequest--> tts   (ring: MESSAGE records)
     tts         --TtsEvent-->   telephony (ring: AUDIO records of mulaw 8 kHz + MESSAGE records)
@@ -220,12 +220,34 @@ SttEvent = SpeechStarted | Partial | TurnEnded
 # ---------------------------------------------------------------- llm
 
 
-class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One entry of the conversation history, as the caller heard it."""
+class ToolSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A function the model may call: OpenAI's `tools[].function`, parameters as JSON Schema text."""
 
-    role: Literal["system", "user", "assistant"]
+    name: str
+    description: str = ""
+    parameters_json: str = '{"type": "object", "properties": {}}'
+
+
+class ToolCallInfo(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A call the model made: its id (pairs it with the result), the function, JSON arguments."""
+
+    id: str
+    name: str
+    arguments_json: str = "{}"
+
+
+class ChatMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One entry of the conversation history, as the caller heard it.
+
+    Tool use: an assistant message may carry `tool_calls`; each result follows as a
+    `role="tool"` message naming its call in `tool_call_id`.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
     interrupted: bool = False
+    tool_calls: list[ToolCallInfo] = []
+    tool_call_id: str = ""
 
 
 class Generate(_Msg):
@@ -237,9 +259,25 @@ class Generate(_Msg):
     max_tokens: int = 200
     temperature: float = 0.7
     sent_ns: int = 0
+    #: Functions offered this turn (empty: plain text, no tool calling).
+    tools: list[ToolSpec] = []
 
 
-LlmRequest = Generate | Cancel | CallClosed
+class ToolResult(_Msg):
+    """Telephony ran the turn's tool call `tool_call_id`; `content` (JSON text) goes back to the model.
+
+    `final`: the turn is over (a transfer happened, an apology was spoken): no follow-up reply.
+    """
+
+    call_id: int
+    turn_id: int
+    tool_call_id: str
+    content: str
+    ok: bool = True
+    final: bool = False
+
+
+LlmRequest = Generate | Cancel | CallClosed | ToolResult
 
 
 class GenerationDone(_Msg):
@@ -266,7 +304,18 @@ class GenerationFailed(_Msg):
     backend: str = ""
 
 
-LlmEvent = GenerationDone | GenerationFailed
+class ToolCall(_Msg):
+    """The model called a tool telephony runs (transfer, an operator's HTTP tool); the turn waits
+    for the `ToolResult`. Sent after the TEXT records said before the call, on the same ring."""
+
+    call_id: int
+    turn_id: int
+    tool_call_id: str
+    name: str
+    arguments_json: str = "{}"
+
+
+LlmEvent = GenerationDone | GenerationFailed | ToolCall
 
 
 # ---------------------------------------------------------------- tts

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipc.messages import ChatMessage
+from ipc.messages import ChatMessage, ToolSpec
 from workers.config import LlmConfig
 from workers.llm.backend import Piece, Prompt
 from workers.llm.end_call import EndCallFilter
@@ -53,12 +53,12 @@ def test_unrelated_questions_get_the_fallback(faq: FaqBackend, question: str) ->
     assert match.entry is None, f"{question!r} -> {match.entry_id} ({match.score:.2f})"
 
 
-def _stream(faq: FaqBackend, question: str) -> list[Piece]:
+def _stream(faq: FaqBackend, question: str, tools: list[ToolSpec] | None = None) -> list[Piece]:
     async def run() -> list[Piece]:
         await faq.start()
         try:
             prompt = Prompt(call_id=1, turn_id=1, history=[ChatMessage(role="user", content=question)],
-                            max_tokens=100, temperature=0.0)
+                            max_tokens=100, temperature=0.0, tools=tools or [])
             return [p async for p in faq.stream(prompt)]
         finally:
             await faq.close(1.0)
@@ -73,6 +73,18 @@ def test_goodbye_streams_in_pieces_and_ends_the_call(faq: FaqBackend) -> None:
     assert pieces[-1].end_call and pieces[-1].finish_reason == "stop"
     assert not any(p.end_call for p in pieces[:-1])
     assert pieces[0].prompt_tokens and pieces[0].prompt_tokens > 3
+
+
+def test_speak_to_a_person_transfers_when_offered_else_says_the_unavailable_answer(faq: FaqBackend) -> None:
+    human = next(e for e in faq.matcher.knowledge.entries if e.id == "human")
+    assert human.action == "transfer" and human.unavailable_answer
+    pieces = _stream(faq, "Can I speak to a person please?", [ToolSpec(name="transfer_call")])
+    assert "".join(p.text for p in pieces) == human.answer  # the handoff line first
+    assert pieces[-1].tool_calls is not None and [c.name for c in pieces[-1].tool_calls] == ["transfer_call"]
+    assert not any(p.tool_calls for p in pieces[:-1]) and not any(p.end_call for p in pieces)
+    pieces = _stream(faq, "Can I speak to a person please?")
+    assert "".join(p.text for p in pieces) == human.unavailable_answer
+    assert not any(p.tool_calls for p in pieces)
 
 
 def test_unrelated_question_streams_the_fallback_answer(faq: FaqBackend) -> None:

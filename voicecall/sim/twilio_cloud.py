@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from voicecall.sim.background import serve
 from voicecall.twilio.rest import basic_auth_header
 
 API = "/2010-04-01/Accounts/{account}"
@@ -98,12 +99,7 @@ class TwilioCloud:
         app.router.add_post(API.format(account="{account}") + "/Calls.json", self._create)
         app.router.add_post(API.format(account="{account}") + "/Calls/{call}.json", self._update)
         app.router.add_get(API.format(account="{account}") + "/Calls/{call}.json", self._fetch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]  # port 0 -> real port
-        self.base_url = f"http://{host}:{bound[1]}"
+        self._runner, self.base_url = await serve(app, host, port)
         return self.base_url
 
     async def stop(self) -> None:

@@ -6,6 +6,10 @@
     fallback (llm.fallback): "faq" -> the knowledge file's answer, "apology" -> llm.apology,
     "none" -> GenerationFailed (telephony speaks its canned apology)
 
+A tool call counts as the model answering (the first-token deadline is lifted); a malformed or
+unknown call before anything was said falls back like a failure, with a log line
+(tool_loop.py runs the rounds).
+
 Once text has reached the caller there is no switching voices mid-sentence: a primary that
 fails after its first text ends the turn with `finish_reason="error"` and what was said stands.
 """
@@ -15,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ipc.messages import ToolCallInfo
 from workers.config import LlmConfig
 from workers.llm.backend import Backend, BackendError, Piece, Prompt
+from workers.llm.tool_loop import run_tool_calls
 from workers.llm.turns import TurnOutput
 
 log = logging.getLogger("voicecall.llm")
@@ -47,17 +53,53 @@ class TurnAnswerer:
 
     async def _try(self, backend: Backend, out: TurnOutput, prompt: Prompt, first_timeout_s: float | None,
                    fallback: bool = False) -> str | None:
-        """Stream `backend` into `out`; None when the turn was answered, else why it was not."""
-        stream = backend.stream(prompt)
+        """Stream `backend` into `out`, tool rounds included; None when the turn was answered, else why not."""
         finish = "stop"
+        for round_no in range(self.config.max_tool_rounds + 1):
+            result = await self._round(backend, out, prompt, first_timeout_s if round_no == 0 else None)
+            if result is None:
+                return None  # cancelled: say nothing more, not even Done
+            if isinstance(result, str):
+                return result
+            finish, said, calls = result
+            if not calls or finish in ("error", "abort"):
+                break
+            outcome = await run_tool_calls(out, prompt, said, calls, self.config.tool_result_timeout_s)
+            if outcome.problem is not None:
+                log.warning("call %d turn %d: %s tool call not run: %s", out.call_id, out.turn_id, backend.name,
+                            outcome.problem)
+                if not out.spoken and not out.end_call:
+                    return outcome.problem
+                finish = "error"
+                break
+            if outcome.final or outcome.next_prompt is None:
+                finish = "tool_calls"
+                break
+            prompt = outcome.next_prompt
+        else:
+            log.warning("call %d turn %d: still calling tools after %d rounds (llm.max_tool_rounds)",
+                        out.call_id, out.turn_id, self.config.max_tool_rounds)
+        if not out.spoken and not out.end_call and finish not in ("abort", "tool_calls"):
+            return f"empty reply (finish_reason={finish})"
+        out.done(finish, backend.name, fallback)
+        return None
+
+    async def _round(self, backend: Backend, out: TurnOutput, prompt: Prompt,
+                     first_timeout_s: float | None) -> tuple[str, str, list[ToolCallInfo]] | str | None:
+        """One stream: (finish reason, text said, tool calls), a reason it failed, or None if cancelled."""
+        stream = backend.stream(prompt)
+        finish, said, calls = "stop", "", []
         try:
             # One task throughout (no wait_for side task): the deadline is lifted at the first text.
             async with asyncio.timeout(first_timeout_s) as budget:
                 async for piece in stream:
                     self._account(out, piece)
-                    if piece.text and not out.say(piece.text):
-                        return None  # cancelled: say nothing more, not even Done
-                    if out.spoken:
+                    if piece.text:
+                        if not out.say(piece.text):
+                            return None
+                        said += piece.text
+                    calls += piece.tool_calls or []
+                    if out.spoken or calls:
                         budget.reschedule(None)
                     if piece.finish_reason is not None:
                         finish = piece.finish_reason
@@ -75,10 +117,7 @@ class TurnAnswerer:
             finish = "error"
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-        if not out.spoken and not out.end_call and finish != "abort":
-            return f"empty reply (finish_reason={finish})"
-        out.done(finish, backend.name, fallback)
-        return None
+        return finish, said, calls
 
     @staticmethod
     def _account(out: TurnOutput, piece: Piece) -> None:

@@ -8,10 +8,10 @@ what it holds (vLLM request, HTTP response) when its generator is closed.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from ipc.messages import ChatMessage
+from ipc.messages import ChatMessage, ToolCallInfo, ToolSpec
 
 
 class BackendError(Exception):
@@ -27,6 +27,8 @@ class Prompt:
     history: list[ChatMessage]
     max_tokens: int
     temperature: float
+    #: Functions the model may call this turn (the backend offers them in its own format).
+    tools: list[ToolSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Piece:
     completion_tokens: int | None = None
     #: The backend asked to end the call (faq goodbye entry, a tool call).
     end_call: bool = False
+    #: Complete tool calls (name, id, JSON arguments as the model wrote them: checked by the turn).
+    tool_calls: list[ToolCallInfo] | None = None
 
 
 class Backend(Protocol):

@@ -4,6 +4,8 @@ Every phrasing of every entry is embedded once at load; a caller's last utteranc
 per turn (a few ms on one core, on the backend's own thread so the asyncio loop keeps
 streaming other calls) and gets the entry of its nearest phrasing, or the file's fallback
 answer below `llm.match_threshold`. The answer streams in word-aligned pieces, like an LLM's.
+An entry with `action = "transfer"` ends with a `transfer_call` tool call when telephony offers
+it (a transfer number is set), else says its `unavailable_answer`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipc.messages import ToolCallInfo
 from workers.config import LlmConfig
 from workers.llm.backend import Piece, Prompt
 from workers.llm.knowledge import Knowledge, KnowledgeEntry, load_knowledge
 from workers.llm.prompt import last_caller_text
+from workers.llm.tools import TRANSFER_CALL
 from workers.package_files import package_dir
 
 log = logging.getLogger("voicecall.llm")
@@ -110,14 +114,25 @@ class FaqBackend:
         match = await asyncio.get_running_loop().run_in_executor(self._pool, self.matcher.match, question)
         log.info("call %d turn %d: faq %r -> %s (%.2f)", prompt.call_id, prompt.turn_id, question[:60],
                  match.entry_id, match.score)
-        answer = match.entry.answer if match.entry is not None else self.matcher.knowledge.fallback
-        pieces = split_pieces(answer.strip(), self.config.faq_piece_chars)
+        entry = match.entry
+        answer = entry.answer if entry is not None else self.matcher.knowledge.fallback
+        calls: list[ToolCallInfo] = []
+        if entry is not None and entry.action == "transfer":
+            if any(t.name == TRANSFER_CALL for t in prompt.tools):
+                calls = [ToolCallInfo(id=f"faq-{prompt.call_id}-{prompt.turn_id}", name=TRANSFER_CALL)]
+            elif entry.unavailable_answer:
+                answer = entry.unavailable_answer
+            else:  # telephony refuses in words
+                calls, answer = [ToolCallInfo(id=f"faq-{prompt.call_id}-{prompt.turn_id}", name=TRANSFER_CALL)], ""
+        pieces = split_pieces(answer.strip(), self.config.faq_piece_chars) if answer.strip() else []
         for i, text in enumerate(pieces):
             last = i == len(pieces) - 1
             yield Piece(text=text, tokens=1, prompt_tokens=match.question_tokens if i == 0 else None,
-                        finish_reason="stop" if last else None,
-                        end_call=last and match.entry is not None and match.entry.end_call)
+                        finish_reason="stop" if last and not calls else None,
+                        end_call=last and entry is not None and entry.ends_call)
             await asyncio.sleep(0)  # let other calls' turns (and cancels) run between pieces
+        if calls:  # after the handoff line: telephony transfers once it has been heard
+            yield Piece(tool_calls=calls, finish_reason="tool_calls")
 
 
 def split_pieces(text: str, piece_chars: int) -> list[str]:

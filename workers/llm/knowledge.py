@@ -6,11 +6,14 @@
     questions = ["When are you open?", "What are your opening hours?"]   # several phrasings
     answer = "We're open ..."
     end_call = false                                                    # true: goodbye, hang up after
+    action = ""                  # "transfer": put through to call.transfer_number; "end_call"
+    unavailable_answer = ""      # said instead of `answer` when the action is not offered
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -23,6 +26,14 @@ class KnowledgeEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     answer: str
     #: Saying this answer ends the call (the goodbye entry).
     end_call: bool = False
+    #: What happens once the answer is heard: "transfer" (to `call.transfer_number`), "end_call".
+    action: Literal["", "transfer", "end_call"] = ""
+    #: Said instead of `answer` when the action cannot be done this call (no transfer number).
+    unavailable_answer: str = ""
+
+    @property
+    def ends_call(self) -> bool:
+        return self.end_call or self.action == "end_call"
 
 
 class Knowledge(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

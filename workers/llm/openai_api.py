@@ -3,6 +3,10 @@
 A remote vLLM server, a cluster of them behind a router (how voicecall scales the LLM past one
 machine), or a hosted model. Cancel closes the HTTP response (the connection is dropped, not
 returned to the pool): vLLM's server aborts the request when its client goes away.
+
+Tool calls stream as `delta.tool_calls` pieces keyed by `index`: the first piece of a call
+carries its `id` and `function.name`, later ones append to `function.arguments`. They are put
+together here and handed on, whole, with the chunk that finishes the choice (or at `[DONE]`).
 """
 
 from __future__ import annotations
@@ -13,25 +17,21 @@ from typing import Any
 
 import msgspec
 
+from ipc.messages import ToolCallInfo
 from workers.config import LlmConfig
 from workers.llm.backend import BackendError, Piece, Prompt
 from workers.llm.prompt import chat_messages
-
-END_CALL_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "end_call",
-        "description": "Hang up after your reply has been spoken, when the caller is done or says goodbye.",
-        "parameters": {"type": "object", "properties": {}},
-    },
-}
+from workers.llm.tools import offered, openai_tools
 
 
 class _Function(msgspec.Struct):
     name: str | None = None
+    arguments: str | None = None
 
 
 class _ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
     function: _Function | None = None
 
 
@@ -99,8 +99,9 @@ class OpenAiBackend:
             "stream": True, "max_tokens": prompt.max_tokens, "temperature": prompt.temperature,
             "stream_options": {"include_usage": True},
         }
-        if self.config.end_call_tool:
-            body["tools"] = [END_CALL_TOOL]
+        tools = offered(prompt.tools, self.config.end_call_tool)
+        if tools:
+            body["tools"] = openai_tools(tools)
         return body
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Piece]:
@@ -113,14 +114,17 @@ class OpenAiBackend:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise BackendError(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
         complete = False
+        calls = ToolCallAssembler(f"call{prompt.call_id}-{prompt.turn_id}")
         try:
             if resp.status != 200:
                 detail = (await resp.text())[:200].strip()
                 raise BackendError(f"{self.url} answered HTTP {resp.status}: {detail}")
             async for raw in resp.content:
-                piece = self._parse(raw)
+                piece = self._parse(raw, calls)
                 if piece is _DONE:
                     complete = True
+                    if calls.pending:  # a server that never said finish_reason
+                        yield Piece(tool_calls=calls.take())
                     return
                 if piece is not None:
                     yield piece
@@ -136,7 +140,7 @@ class OpenAiBackend:
             else:
                 resp.close()  # drop the connection: the server stops generating
 
-    def _parse(self, raw: bytes) -> Piece | None:
+    def _parse(self, raw: bytes, calls: ToolCallAssembler) -> Piece | None:
         """One SSE line: a Piece, `_DONE` for `[DONE]`, None for lines that carry nothing."""
         line = raw.strip()
         if not line.startswith(b"data:"):
@@ -155,12 +159,41 @@ class OpenAiBackend:
             piece.text = choice.delta.content or ""
             piece.tokens = 1 if piece.text else 0
             piece.finish_reason = choice.finish_reason
-            piece.end_call = any(t.function is not None and t.function.name == "end_call"
-                                 for t in choice.delta.tool_calls or [])
+            for delta in choice.delta.tool_calls or []:
+                calls.add(delta)
+            if choice.finish_reason is not None and calls.pending:
+                piece.tool_calls = calls.take()
         if chunk.usage is not None:
             piece.prompt_tokens = chunk.usage.prompt_tokens
             piece.completion_tokens = chunk.usage.completion_tokens
         return piece
+
+
+class ToolCallAssembler:
+    """Puts streamed `tool_calls` deltas together into whole calls, by index."""
+
+    def __init__(self, id_prefix: str) -> None:
+        self._prefix = id_prefix
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, delta: _ToolCall) -> None:
+        call = self._calls.setdefault(delta.index, ["", "", ""])
+        if delta.id:
+            call[0] = delta.id
+        if delta.function is not None:
+            if delta.function.name:
+                call[1] += delta.function.name
+            if delta.function.arguments:
+                call[2] += delta.function.arguments
+
+    def take(self) -> list[ToolCallInfo]:
+        calls, self._calls = self._calls, {}
+        return [ToolCallInfo(id=cid or f"{self._prefix}-{index}", name=name, arguments_json=args or "{}")
+                for index, (cid, name, args) in sorted(calls.items())]
 
 
 #: The `[DONE]` sentinel of the stream (a Piece nobody else holds).

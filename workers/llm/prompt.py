@@ -3,10 +3,14 @@
 The system prompt goes first and never changes, so every call shares one cached prefix. An
 interrupted assistant message keeps only what the caller heard and says it was cut off (so the
 model does not repeat itself or assume it finished). Consecutive messages of one role are
-merged, because strict templates (Gemma's) raise on two user turns in a row.
+merged, because strict templates (Gemma's) raise on two user turns in a row. Tool use keeps
+OpenAI's shape: an assistant message with `tool_calls` (arguments as JSON text), then one
+`role: "tool"` message per result; those are never merged.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ipc.messages import ChatMessage
 
@@ -14,9 +18,9 @@ from ipc.messages import ChatMessage
 INTERRUPTED_NOTE = "[interrupted by the caller]"
 
 
-def chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[str, str]]:
+def chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[str, Any]]:
     """OpenAI-style messages: system first, roles alternating, interruptions marked."""
-    out: list[dict[str, str]] = []
+    out: list[dict[str, Any]] = []
     if system_prompt:
         out.append({"role": "system", "content": system_prompt})
     for msg in history:
@@ -25,16 +29,24 @@ def chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[s
         content = msg.content.strip()
         if msg.role == "assistant" and msg.interrupted:
             content = f"{content} {INTERRUPTED_NOTE}".strip()
+        if msg.tool_calls:
+            out.append({"role": "assistant", "content": content, "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+                for c in msg.tool_calls]})
+            continue
+        if msg.role == "tool":
+            out.append({"role": "tool", "tool_call_id": msg.tool_call_id, "content": content})
+            continue
         if not content:
             continue
-        if out and out[-1]["role"] == msg.role:
+        if out and out[-1]["role"] == msg.role and "tool_calls" not in out[-1]:
             out[-1]["content"] = f"{out[-1]['content']}\n{content}"
         else:
             out.append({"role": msg.role, "content": content})
     return out
 
 
-def without_system_role(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def without_system_role(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For templates with no system role: the system text leads the first user message."""
     if not messages or messages[0]["role"] != "system":
         return messages
@@ -46,7 +58,7 @@ def without_system_role(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     return rest
 
 
-def drop_oldest_exchange(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:
+def drop_oldest_exchange(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The same chat minus its oldest exchange after the system prompt; None if nothing is left to drop."""
     head = messages[:1] if messages and messages[0]["role"] == "system" else []
     body = messages[len(head):]

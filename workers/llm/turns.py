@@ -16,7 +16,7 @@ import asyncio
 import threading
 import time
 
-from ipc.messages import GenerationDone, GenerationFailed
+from ipc.messages import GenerationDone, GenerationFailed, ToolCall, ToolCallInfo, ToolResult
 from workers.base import Outbox
 from workers.llm.end_call import EndCallFilter
 
@@ -36,6 +36,8 @@ class TurnOutput:
         self.completion_tokens = 0
         self.prompt_tokens = 0
         self.end_call = False
+        #: Tool calls sent to telephony and not answered yet (futures live on the asyncio loop).
+        self.pending_tools: dict[str, asyncio.Future[ToolResult]] = {}
         self._outbox = outbox
         self._filter = EndCallFilter(end_call_token)
 
@@ -67,6 +69,24 @@ class TurnOutput:
                 ),
                 self.call_id, self.turn_id, self.seq,
             )
+
+    def tool_call(self, call: ToolCallInfo) -> asyncio.Future[ToolResult] | None:
+        """Ask telephony to run `call` (on the asyncio loop); None once the turn is cancelled."""
+        future: asyncio.Future[ToolResult] = asyncio.get_running_loop().create_future()
+        with self.lock:
+            if self.cancelled:
+                return None
+            self.pending_tools[call.id] = future
+            self._outbox.message(ToolCall(call_id=self.call_id, turn_id=self.turn_id, tool_call_id=call.id,
+                                          name=call.name, arguments_json=call.arguments_json),
+                                 self.call_id, self.turn_id, self.seq)
+        return future
+
+    def tool_result(self, result: ToolResult) -> None:
+        """Telephony's answer to one of this turn's tool calls (on the asyncio loop)."""
+        future = self.pending_tools.pop(result.tool_call_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
 
     def failed(self, reason: str, backend: str) -> None:
         with self.lock:
@@ -130,6 +150,12 @@ class TurnTable:
         if out is not None:
             out.cancel()
         return out
+
+    def active(self, call_id: int, turn_id: int) -> TurnOutput | None:
+        """The call's turn in flight if it is `turn_id`."""
+        with self._lock:
+            out = self._active.get(call_id)
+        return out if out is not None and out.turn_id == turn_id else None
 
     def finished(self, out: TurnOutput) -> None:
         with self._lock:

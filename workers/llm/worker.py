@@ -10,8 +10,9 @@
                                                       fallback) or GenerationFailed
 
 Ending the call: a backend asks with the control token `llm.end_call_token` (stripped from the
-spoken text), a tool call (openai, `llm.end_call_tool`), or the knowledge file's goodbye entry;
-`GenerationDone.end_call` tells telephony to hang up once the reply has been heard.
+spoken text), the `end_call` tool, or the knowledge file's goodbye entry; `GenerationDone.end_call`
+tells telephony to hang up once the reply has been heard. Other tool calls go to telephony as
+`ToolCall` and come back as `ToolResult` (tool_loop.py); the turn waits on the loop meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from ipc.messages import CallClosed, Cancel, ChatMessage, Generate, LlmRequest
+from ipc.messages import CallClosed, Cancel, ChatMessage, Generate, LlmRequest, ToolResult
 from ipc.ring import Record
 from workers.base import Outbox, Progress, Worker
 from workers.config import LlmConfig
@@ -147,6 +148,10 @@ class LlmWorker(Worker):
             self._cancel(self._turns.cancel(msg.call_id, msg.turn_id))
         elif isinstance(msg, CallClosed):
             self._cancel(self._turns.close_call(msg.call_id))
+        elif isinstance(msg, ToolResult):
+            out = self._turns.active(msg.call_id, msg.turn_id)
+            if out is not None:
+                self._require_loop().soon(out.tool_result, msg)
 
     def _generate(self, msg: Generate) -> None:
         out = TurnOutput(self.outbox, msg.call_id, msg.turn_id, self.config.end_call_token)
@@ -156,7 +161,8 @@ class LlmWorker(Worker):
             log.debug("%s: call %d turn %d dropped (stale or cancelled)", self.name, msg.call_id, msg.turn_id)
             return
         prompt = Prompt(call_id=msg.call_id, turn_id=msg.turn_id, history=msg.messages,
-                        max_tokens=max(1, min(msg.max_tokens, self.config.max_tokens)), temperature=msg.temperature)
+                        max_tokens=max(1, min(msg.max_tokens, self.config.max_tokens)), temperature=msg.temperature,
+                        tools=msg.tools)
         self._require_loop().soon(self._start_turn, out, prompt)
 
     def _cancel(self, out: TurnOutput | None) -> None:
