@@ -24,6 +24,8 @@ from voicecall.storage.engine import DEFAULT_URL as DEFAULT_RECORDS_URL
 from voicecall.storage.engine import RecordsUrl, RecordsUrlError
 from workers.config import AtLeastOne, EnvName, LlmConfig, NonNegative, Seconds, SttConfig, TtsConfig
 
+#: Seconds, or 0 for "never" (the silence rules).
+SecondsOrOff = Annotated[float, msgspec.Meta(ge=0.0)]
 #: A shared-memory ring's size in bytes (also a power of two: checked in `_semantic_problems`).
 RingBytes = Annotated[int, msgspec.Meta(ge=65536)]
 
@@ -137,6 +139,56 @@ class CallConfig(_Section):
     max_history_turns: NonNegative = 20
     #: Seconds any single wait on a worker may take before the turn falls back.
     worker_deadline_s: Seconds = 5.0
+    #: Said (from the LLM's end_call or a goodbye entry) when the reply itself said nothing.
+    goodbye: str = "Thank you for calling. Goodbye!"
+    #: E.164 number ("+15551234567") the `transfer_call` tool puts callers through to (TwiML
+    #: <Dial> via the REST API). Empty: the tool is not offered; a caller who asks is told no.
+    transfer_number: Annotated[str, msgspec.Meta(pattern=f"^({E164.pattern})?$")] = ""
+    #: Said before transferring when the reply has not already said something.
+    transfer_message: str = "I'll put you through to a member of our staff now. Please hold."
+    #: Said when a transfer is asked for but there is no number or no Twilio credentials.
+    transfer_unavailable_message: str = "I'm sorry, I can't transfer your call right now. Can I help with something else?"
+    #: Said when Twilio refuses the transfer (HTTP error); the call goes on.
+    transfer_failed_message: str = "I'm sorry, the transfer didn't go through. Can I help with something else?"
+    #: Seconds the handoff line may take to be heard (its mark echoed) before transferring anyway.
+    transfer_heard_timeout_s: Seconds = 15.0
+    #: Said while an HTTP tool has not answered after `tool_filler_after_ms` (empty: say nothing).
+    tool_filler: str = "One moment while I check that."
+    #: Milliseconds an HTTP tool may take before the filler is said.
+    tool_filler_after_ms: NonNegative = 700
+    #: Said when a tool times out or fails; the call goes on.
+    tool_failed_message: str = "I'm sorry, I couldn't finish that just now. Can I help with something else?"
+    #: Keypad digits are collected until this many seconds pass without one (or `#` is pressed),
+    #: then reach the LLM as one message.
+    dtmf_inter_digit_s: Seconds = 2.0
+    #: Seconds of caller silence (after the agent finished speaking) before `idle_prompt` is
+    #: said. 0 = never.
+    idle_prompt_s: SecondsOrOff = 0.0
+    idle_prompt: str = "Are you still there?"
+    #: Seconds of caller silence (same clock as idle_prompt_s) before `idle_goodbye` is said
+    #: and the call is hung up. 0 = never.
+    idle_hangup_s: SecondsOrOff = 0.0
+    idle_goodbye: str = "I haven't heard from you, so I'll end the call now. Goodbye!"
+    #: Longest call, seconds: then `max_duration_message` is said (after the reply in flight)
+    #: and the call ends. 0 = no limit.
+    max_duration_s: SecondsOrOff = 0.0
+    max_duration_message: str = "We've reached the time limit for this call. Thank you for calling. Goodbye!"
+
+
+class ToolConfig(_Section, kw_only=True):
+    """An operator's tool over HTTP (`[[tools]]`): the LLM may call it; telephony POSTs the
+    arguments as JSON to `url` and gives the JSON answer back to the LLM."""
+
+    #: Function name the LLM sees (letters, digits, _ and -; not transfer_call or end_call).
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")]
+    #: What the tool does and when to use it (the LLM reads this).
+    description: str = ""
+    #: JSON Schema of the arguments (a TOML table), e.g. {type = "object", properties = {...}}.
+    parameters: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "object", "properties": {}})
+    #: Where the arguments are POSTed (application/json); the answer must be JSON.
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    #: Seconds the tool may take; then `call.tool_failed_message` is said and the call goes on.
+    timeout_s: Seconds = 5.0
 
 
 class RecordsConfig(_Section):
@@ -177,6 +229,8 @@ class Config(_Section):
     stt: SttConfig = msgspec.field(default_factory=SttConfig)
     llm: LlmConfig = msgspec.field(default_factory=LlmConfig)
     tts: TtsConfig = msgspec.field(default_factory=TtsConfig)
+    #: Operator tools over HTTP (`[[tools]]` tables).
+    tools: list[ToolConfig] = msgspec.field(default_factory=list)
 
 
 class ConfigError(Exception):
@@ -254,8 +308,27 @@ def _semantic_problems(cfg: Config) -> list[str]:
         RecordsUrl.parse(cfg.records.resolved_url())
     except RecordsUrlError as exc:
         problems.append(f"$.records.url: {exc}")
+    problems += _tool_problems(cfg.tools)
     if cfg.tts.backend == "csm" and not cfg.tts.model:
         problems.append("$.tts.model: the csm backend needs a model directory or hub id")
+    return problems
+
+
+_BUILT_IN_TOOLS = ("transfer_call", "end_call")
+
+
+def _tool_problems(tools: list[ToolConfig]) -> list[str]:
+    """What the field constraints cannot say: unique names, no built-in name, an object schema."""
+    problems, seen = [], set()
+    for i, tool in enumerate(tools):
+        where = f"$.tools[{i}]"
+        if tool.name in _BUILT_IN_TOOLS:
+            problems.append(f"{where}.name: {tool.name!r} is a built-in tool; choose another name")
+        if tool.name in seen:
+            problems.append(f"{where}.name: {tool.name!r} is defined twice")
+        seen.add(tool.name)
+        if tool.parameters.get("type") != "object":
+            problems.append(f"{where}.parameters: expected a JSON Schema with type = \"object\"")
     return problems
 
 

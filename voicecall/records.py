@@ -31,7 +31,7 @@ log = logging.getLogger("voicecall.records")
 
 __all__ = [
     "SCHEMA_VERSION", "STAMPS", "CallRecords", "RecordsUnavailable", "SchemaTooNew", "call_turns", "connect",
-    "find_call", "open_records", "recent_calls",
+    "call_tool_calls", "find_call", "open_records", "recent_calls",
 ]
 
 Job = Callable[[Db], Any]
@@ -225,6 +225,19 @@ class CallRecords:
 
         self._submit(job)
 
+    def tool_call(self, row_id: Callable[[], int | None], turn_id: int, name: str, arguments: str, result: str, *,
+                  ok: bool, duration_ms: float) -> None:
+        """A tool the LLM called during agent turn `turn_id`, with the result it got back."""
+        row = {"turn_id": turn_id, "at": time.time(), "name": name, "arguments": arguments, "result": result,
+               "ok": int(ok), "duration_ms": duration_ms}
+
+        def job(db: Db) -> None:
+            rid = row_id()
+            if rid is not None:
+                db.insert("tool_calls", {"call_id": rid, **row})
+
+        self._submit(job)
+
     def event(self, row_id: Callable[[], int | None], kind: str, detail: str = "") -> None:
         at = time.time()
 
@@ -285,3 +298,13 @@ def agent_turn_counts(db: Db, call_ids: list[int]) -> dict[int, int]:
     rows = db.query(f"SELECT call_id, COUNT(*) AS n FROM turns WHERE role = 'agent' AND call_id IN ({marks}) "
                     "GROUP BY call_id", call_ids)
     return {int(r["call_id"]): int(r["n"]) for r in rows}
+
+
+def call_tool_calls(db: Db, call_row_id: int) -> dict[int, list[dict[str, Any]]]:
+    """The call's tool calls by agent turn id, in order."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in db.query("SELECT * FROM tool_calls WHERE call_id = ? ORDER BY id", (call_row_id,)):
+        out.setdefault(int(r["turn_id"]), []).append({"name": r["name"], "arguments": r["arguments"],
+                                                      "result": r["result"], "ok": bool(r["ok"]),
+                                                      "duration_ms": r["duration_ms"]})
+    return out

@@ -17,6 +17,7 @@ from ipc.messages import SentenceDone, SynthesisFailed, WorkerEvent, WorkerState
 from ipc.ring import Record
 from voicecall.config import Config
 from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio
+from voicecall.conversation.http_tools import HttpTools
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.session import CallInfo, CallSession, SessionDeps
@@ -50,14 +51,17 @@ class Conversations:
         self.links = links
         self.metrics = metrics or CallMetrics()
         self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology, cfg.call.missed_words)
-        self.deps = SessionDeps(cfg=cfg, links=links, records=records, metrics=self.metrics, canned=self.canned)
+        #: The one Twilio REST client (hang-up, transfer) and the operator's HTTP tools; both
+        #: closed by `close_rest`.
+        self.rest = TwilioRest.from_config(cfg.twilio)
+        self.http_tools = HttpTools(cfg.tools) if cfg.tools else None
+        self.deps = SessionDeps(cfg=cfg, links=links, records=records, metrics=self.metrics, canned=self.canned,
+                                rest=self.rest, http_tools=self.http_tools)
         self.sessions: dict[int, CallSession] = {}
         self._ids = itertools.count(first_call_id())
         self._empty = asyncio.Event()
         self._empty.set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: The one Twilio REST client (hang-up, transfer); closed by `close_rest`.
-        self.rest = TwilioRest.from_config(cfg.twilio)
         links.status_listeners.append(self._on_worker_status)
         links.register(CANNED_CALL_ID, self._on_canned)
 
@@ -105,6 +109,8 @@ class Conversations:
 
     async def close_rest(self) -> None:
         await self.rest.close()
+        if self.http_tools is not None:
+            await self.http_tools.close()
 
     def handler_factory(self) -> ConversationHandler:
         """The `CallHandlerFactory` given to `create_app`."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ipc.messages import ChatMessage
+from ipc.messages import ChatMessage, ToolCallInfo
 
 
 @dataclass
@@ -35,6 +35,8 @@ class AgentReply:
     end_call: bool = False
     fallback: bool = False
     apologised: bool = False  # the apology replaced this reply; later worker output is ignored
+    #: Tool calls run during this reply, with the result each gave the LLM (JSON text).
+    tool_steps: list[tuple[ToolCallInfo, str]] = field(default_factory=list)
 
     def add(self, seq: int, text: str) -> SpokenSentence:
         sentence = SpokenSentence(seq, text)
@@ -78,7 +80,12 @@ class Conversation:
             self.entries.append(ChatMessage(role="user", content=text))
 
     def add_agent(self, reply: AgentReply) -> ChatMessage | None:
-        """Record the reply as heard: cut to the played sentences when interrupted."""
+        """Record the reply as heard: cut to the played sentences when interrupted. Tool calls it
+        made come first (assistant `tool_calls`, then each `role: "tool"` result), so later turns
+        know what was looked up or done."""
+        if reply.tool_steps:
+            self.entries.append(ChatMessage(role="assistant", content="", tool_calls=[c for c, _ in reply.tool_steps]))
+            self.entries += [ChatMessage(role="tool", content=result, tool_call_id=c.id) for c, result in reply.tool_steps]
         text = reply.heard_text if reply.interrupted else reply.spoken_text
         if not text and not reply.interrupted:
             return None

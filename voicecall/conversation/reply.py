@@ -21,12 +21,14 @@ from ipc.messages import Cancel, PlaybackState
 from voicecall.config import Config
 from voicecall.conversation.canned import CannedAudio, CannedClip
 from voicecall.conversation.history import AgentReply, Conversation, SpokenSentence
+from voicecall.conversation.http_tools import HttpTools
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.latency import TurnStamps, stage_latencies_ms
 from voicecall.records import CallRecords
 from voicecall.twilio.handler import CallStream
+from voicecall.twilio.rest import TwilioRest
 
 log = logging.getLogger("voicecall.call")
 
@@ -57,6 +59,10 @@ class SessionDeps:
     records: CallRecords | None
     metrics: CallMetrics
     canned: CannedAudio
+    #: the Twilio REST client (transfer, hang-up); None where there is none (tests)
+    rest: TwilioRest | None = None
+    #: the operator's HTTP tools ([[tools]]); None when there are none
+    http_tools: HttpTools | None = None
     #: observers of transcript/state events (the softphone and /calls views)
     listeners: list[Callable[[int, str, dict[str, Any]], None]] = field(default_factory=list)
 
@@ -85,6 +91,8 @@ class ReplyBookkeeping:
     _mark_counter: int
     _row_id: int | None
     _tasks: set[asyncio.Task[Any]]
+    _on_reply_heard: Callable[[], None]  # CallActions
+    _cancel_tools: Callable[[], None]  # CallActions
 
     def _set_row_id(self, row_id: int) -> None:
         self._row_id = row_id
@@ -137,7 +145,9 @@ class ReplyBookkeeping:
             return
         self._finish_reply(record=reply.turn_id > 0)
         if reply.end_call:
-            self._end_call("agent said goodbye")
+            self._end_call(self.end_reason or "agent said goodbye")  # idle, max duration set their own
+        else:
+            self._on_reply_heard()
 
     def _finish_reply(self, record: bool) -> None:
         reply = self.reply
@@ -173,6 +183,7 @@ class ReplyBookkeeping:
         reply = self.reply
         if reply is None:
             return
+        self._cancel_tools()
         for name in ("llm", "tts"):
             self.deps.links[name].send(Cancel(call_id=self.call_id, turn_id=reply.turn_id), self.call_id, reply.turn_id)
 

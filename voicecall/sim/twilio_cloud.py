@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class CloudRequest:
     call_sid: str  # "" for a create
     form: dict[str, list[str]]
     authorized: bool
+    #: time.monotonic_ns() when it arrived (tests compare it with the caller's mark echoes)
+    at_ns: int = 0
 
     def field(self, name: str) -> str:
         """The first value of a form field ("" if absent)."""
@@ -168,7 +171,7 @@ class TwilioCloud:
         auth = request.headers.get("Authorization", "")
         expected = basic_auth_header(self.account_sid, self.auth_token)
         authorized = secrets.compare_digest(auth, expected) and request.match_info["account"] == self.account_sid
-        rec = CloudRequest(request.method, request.path, call_sid, form, authorized)
+        rec = CloudRequest(request.method, request.path, call_sid, form, authorized, time.monotonic_ns())
         async with self._changed:
             self.requests.append(rec)
             self._changed.notify_all()

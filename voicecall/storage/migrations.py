@@ -55,6 +55,14 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
         "ALTER TABLE calls ADD COLUMN instance TEXT",
         "CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at)",
     ]),
+    3: ("tool calls the LLM made during a turn, with their results", [
+        """CREATE TABLE IF NOT EXISTS tool_calls (
+            id {pk},
+            call_id BIGINT NOT NULL REFERENCES calls(id),
+            turn_id BIGINT NOT NULL, at DOUBLE PRECISION NOT NULL, name TEXT NOT NULL,
+            arguments TEXT NOT NULL, result TEXT NOT NULL, ok BIGINT NOT NULL, duration_ms DOUBLE PRECISION)""",
+        "CREATE INDEX IF NOT EXISTS tool_calls_call ON tool_calls(call_id, turn_id)",
+    ]),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

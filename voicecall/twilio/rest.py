@@ -13,7 +13,8 @@ Requests are form-encoded with HTTP Basic auth (AccountSid:AuthToken); answers a
 
 Rules: a POST is never retried (a timed-out POST may still have happened), and an action on a
 call is posted at most once: a second hang-up or transfer of the same call awaits, or returns,
-the first one's outcome. The auth token is only ever put in the Authorization header; log lines
+the first one's outcome. Only a refusal (Twilio answered 4xx/5xx: nothing was done) is
+forgotten, so a caller who asks again later is posted again. The auth token is only ever put in the Authorization header; log lines
 name the action, the CallSid and Twilio's code, nothing else.
 """
 
@@ -194,12 +195,20 @@ class TwilioRest:
         if task is None:
             task = asyncio.ensure_future(make())
             self._outcomes[key] = task
+            task.add_done_callback(lambda t: self._forget_refusal(key, t))
             while len(self._outcomes) > _MAX_REMEMBERED:
                 _, old = self._outcomes.popitem(last=False)
                 old.cancel()
         # Shielded: a caller cancelled mid-request (barge-in, hang-up) must not abort a POST that
         # Twilio may already be acting on; the outcome stays remembered either way.
         return await asyncio.shield(task)
+
+    def _forget_refusal(self, key: tuple[str, str], task: asyncio.Task[CallResource]) -> None:
+        if task.cancelled() or self._outcomes.get(key) is not task:
+            return
+        error = task.exception()
+        if isinstance(error, TwilioRestError) and error.status is not None:
+            del self._outcomes[key]  # Twilio answered "no": nothing happened, asking again may post again
 
     async def _post(self, action: str, call_sid: str, resource: str,
                     form: Mapping[str, str] | Sequence[tuple[str, str]]) -> CallResource:

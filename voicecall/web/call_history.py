@@ -12,7 +12,7 @@ from typing import Any
 
 from voicecall.config import RecordsConfig
 from voicecall.latency import stage_latencies_ms, turn_segments
-from voicecall.records import call_turns, recent_calls
+from voicecall.records import call_tool_calls, call_turns, recent_calls
 from voicecall.storage.engine import RecordsUnavailable, connect
 
 
@@ -28,11 +28,13 @@ def ended_calls(records: RecordsConfig, limit: int) -> dict[str, Any]:
         for call in recent_calls(db, limit * 2):
             if call["ended_at"] is None:  # live: the page shows those from the registry
                 continue
+            tools = call_tool_calls(db, call["id"])
             turns = [
                 {
                     "turn": t["turn_id"], "role": t["role"], "text": t["text"], "heard": t["heard_text"],
                     "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]),
                     "latency_ms": stage_latencies_ms(t), "segments": turn_segments(t) if t["role"] == "agent" else [],
+                    "tools": tools.get(t["turn_id"], []) if t["role"] == "agent" else [],
                 }
                 for t in call_turns(db, call["id"])
             ]

@@ -72,6 +72,12 @@ function renderEnded(calls, error) {
       let text = t.text;
       if (t.interrupted) text += `  [interrupted; heard: "${t.heard || ''}"]`;
       if (t.fallback) text += '  [fallback]';
+      for (const tool of t.tools || []) {
+        const line = el('div', 'turn tool');
+        line.append(el('span', 'role', 'tool'),
+          el('span', '', `${tool.name}(${tool.arguments}) -> ${tool.result}${tool.ok ? '' : '  [failed]'}`));
+        div.append(line);
+      }
       turn.append(el('span', 'role', `${t.turn} ${t.role}`), el('span', '', text));
       div.append(turn);
       if (t.segments && t.segments.length) div.append(waterfall(t.segments));
