@@ -14,7 +14,7 @@ import json
 import sys
 
 from voicecall.latency import stage_latencies_ms
-from voicecall.records import agent_turn_counts, call_turns, find_call, recent_calls
+from voicecall.records import agent_turn_counts, call_tool_calls, call_turns, find_call, recent_calls
 from voicecall.storage.engine import Db, RecordsUnavailable, RecordsUrlError, connect
 
 
@@ -24,10 +24,12 @@ def _when(ts: float | None) -> str:
 
 def call_as_dict(conn: Db, call: dict) -> dict:
     turns = []
+    tools = call_tool_calls(conn, call["id"])
     for t in call_turns(conn, call["id"]):
         turns.append({
             "turn": t["turn_id"], "role": t["role"], "text": t["text"], "heard": t["heard_text"],
             "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]), "latency_ms": stage_latencies_ms(t),
+            "tools": tools.get(t["turn_id"], []) if t["role"] == "agent" else [],
         })
     return {**call, "turns": turns}
 
@@ -40,6 +42,10 @@ def print_call(data: dict) -> None:
         who = "caller" if t["role"] == "caller" else "agent "
         flag = f"  [interrupted; heard: {t['heard']!r}]" if t["interrupted"] else ""
         flag += "  [fallback]" if t["fallback"] else ""
+        for tool in t.get("tools", []):
+            state = "ok" if tool["ok"] else "failed"
+            print(f"        tool {tool['name']}({tool['arguments']}) -> {tool['result']}  [{state}, "
+                  f"{tool['duration_ms'] or 0:.0f} ms]")
         print(f"  {t['turn']:>3} {who}: {t['text']}{flag}")
         lat = t["latency_ms"]
         if t["role"] == "agent" and lat:

@@ -38,12 +38,14 @@ from ipc.messages import (
     SttEvent,
     SynthesisFailed,
     Synthesize,
+    ToolCall,
     TtsEvent,
     TurnEnded,
     WorkerEvent,
     WorkerState,
 )
 from ipc.ring import Record
+from voicecall.conversation.actions import CallActions
 from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.missed_words import MissedWords
 from voicecall.conversation.reply import CallInfo, CallState, ReplyBookkeeping, SessionDeps
@@ -54,7 +56,7 @@ from voicecall.twilio.handler import CallStream
 log = logging.getLogger("voicecall.call")
 
 
-class CallSession(ReplyBookkeeping):
+class CallSession(ReplyBookkeeping, CallActions):
     """The conversation of one call."""
 
     def __init__(self, call_id: int, info: CallInfo, port: CallStream, deps: SessionDeps) -> None:
@@ -74,8 +76,6 @@ class CallSession(ReplyBookkeeping):
         self._generation_done = False
         self._synth_pending: set[int] = set()
         self._deadline: asyncio.TimerHandle | None = None
-        self._dtmf: list[str] = []
-        self._dtmf_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._row_id: int | None = None
         self._mark_counter = 0
@@ -86,6 +86,7 @@ class CallSession(ReplyBookkeeping):
         self.last_latency_ms: dict[str, float] = {}
         self.end_reason = ""
         self._audio_seen_for_reply = False
+        self._init_actions()
         self.missed = MissedWords(self._ask_again)
         self._last_media_ms = -1
 
@@ -105,6 +106,7 @@ class CallSession(ReplyBookkeeping):
             )
         self.deps.metrics.calls_total.inc()
         self.deps.metrics.calls_live.inc()
+        self._silence.start()
         self._greet()
 
     def _greet(self) -> None:
@@ -145,28 +147,25 @@ class CallSession(ReplyBookkeeping):
             sentence.played = True
             if not self.stamps.first_mark_echoed_ns:
                 self.stamps.first_mark_echoed_ns = now_ns or time.monotonic_ns()
+        self._check_heard()
         self._maybe_reply_finished()
 
     def on_dtmf(self, digit: str) -> None:
-        """Keypad digits reach the conversation as text, once the caller stops pressing."""
-        self._dtmf.append(digit)
-        if self._dtmf_timer is not None:
-            self._dtmf_timer.cancel()
-        delay = 0.0 if digit == "#" else 1.2
-        self._dtmf_timer = asyncio.get_running_loop().call_later(delay, self._dtmf_done)
+        """Keypad digits reach the conversation as one message, once the caller stops pressing."""
+        self._on_keypad(digit)
 
-    def _dtmf_done(self) -> None:
-        digits, self._dtmf = " ".join(d for d in self._dtmf if d != "#"), []
-        self._dtmf_timer = None
-        if not digits or self.state is CallState.ENDED:
-            return
+    def _answer_text(self, turn: int, text: str) -> None:
+        """A caller turn that is not speech (keypad digits)."""
         if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
             self._interrupt("dtmf")
-        turn = self.turn
-        self.turn += 1
         now = time.monotonic_ns()
-        self._answer(turn, f"(The caller pressed these keys on the phone keypad: {digits})",
-                     TurnStamps(turn_end_ns=now, stt_final_ns=now))
+        self._answer(turn, text, TurnStamps(turn_end_ns=now, stt_final_ns=now))
+
+    def _ended(self) -> bool:
+        return self.state in (CallState.ENDED, CallState.ENDING)
+
+    def _set_processing(self) -> None:
+        self.state = CallState.PROCESSING
 
     async def close(self, reason: str) -> None:
         """The stream ended (stop, socket gone, hang-up): cancel everything, close the record."""
@@ -179,8 +178,7 @@ class CallSession(ReplyBookkeeping):
         self.state = CallState.ENDED
         self.end_reason = self.end_reason or reason
         self._cancel_deadline()
-        if self._dtmf_timer is not None:
-            self._dtmf_timer.cancel()
+        self._close_actions()
         self.missed.close()
         links = self.deps.links
         for name in ("stt", "llm", "tts"):
@@ -202,7 +200,7 @@ class CallSession(ReplyBookkeeping):
         match msg:
             case SpeechStarted() | Partial() | TurnEnded():
                 self._on_stt(msg)
-            case GenerationDone() | GenerationFailed():
+            case GenerationDone() | GenerationFailed() | ToolCall():
                 self._on_llm(rec, msg)
             case SentenceDone() | SynthesisFailed():
                 self._on_tts(rec, msg)
@@ -216,6 +214,7 @@ class CallSession(ReplyBookkeeping):
             if msg.turn_id < self.turn:
                 return
             self._emit("speech", {"turn": msg.turn_id})
+            self._silence.caller_active()
             self.missed.speech_started()
             if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
                 self._interrupt("barge-in")
@@ -259,7 +258,7 @@ class CallSession(ReplyBookkeeping):
         sent = llm.state is WorkerState.READY and llm.send(
             Generate(call_id=self.call_id, turn_id=turn_id, messages=self.conversation.messages(),
                      max_tokens=self.deps.cfg.llm.max_tokens, temperature=self.deps.cfg.llm.temperature,
-                     sent_ns=time.monotonic_ns()),
+                     sent_ns=time.monotonic_ns(), tools=self._offered_tools()),
             self.call_id, turn_id,
         )
         if not sent:
@@ -289,9 +288,13 @@ class CallSession(ReplyBookkeeping):
                 self.deps.metrics.fallbacks.labels("llm").inc()
             for piece in self._aggregator.flush():
                 self._speak_piece(piece)
-            if not reply.sentences:
+            if not reply.sentences and msg.end_call:
+                self._speak_piece(self.deps.cfg.call.goodbye)  # ended without a word: say goodbye
+            elif not reply.sentences:
                 self._apologise("empty reply")
             self._maybe_reply_finished()
+        elif isinstance(msg, ToolCall):
+            self._on_tool_call(reply, msg)
         elif isinstance(msg, GenerationFailed):
             log.warning("call %d turn %d: generation failed: %s", self.call_id, rec.turn_id, msg.reason)
             self._generation_done = True
