@@ -58,8 +58,12 @@ class HttpTools:
         try:
             async with self._session.post(tool.url, json=arguments,
                                           timeout=aiohttp.ClientTimeout(total=tool.timeout_s)) as resp:
-                body = await resp.content.read(MAX_ANSWER_BYTES + 1)
                 status = resp.status
+                body = b""
+                async for chunk in resp.content.iter_chunked(8192):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        break
         except TimeoutError:
             raise ToolFailed(f"no answer within {tool.timeout_s:.1f} s (tools.{name}.timeout_s)") from None
         except aiohttp.ClientError as exc:

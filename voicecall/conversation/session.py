@@ -246,6 +246,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         """Start the reply to caller turn `turn_id` (superseding any reply still in flight)."""
         if self.reply is not None:
             self._interrupt("new caller turn")
+        self._silence.caller_active()
         self.conversation.add_caller(text)
         if self.deps.records is not None:
             self.deps.records.turn(self._row, turn_id, "caller", text, stamps=stamps)

@@ -99,7 +99,7 @@ class VllmBackend:
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """Token ids of the templated chat, oldest history dropped until the reply fits."""
         messages: list[dict[str, Any]] | None = chat_messages(self.config.system_prompt, prompt.history)
-        tools = openai_tools(offered(prompt.tools, False))
+        tools = openai_tools(offered(prompt.tools, self.config.end_call_tool))
         while messages is not None:
             shaped = messages if self._system_role else without_system_role(messages)
             ids = self._tokenizer.encode(self._render(shaped, tools), add_special_tokens=False)
@@ -133,7 +133,7 @@ class VllmBackend:
                                 output_kind=RequestOutputKind.DELTA)
         request_id = f"call{prompt.call_id}-turn{prompt.turn_id}-{next(self._ids)}"  # never reused
         first = True
-        tools = offered(prompt.tools, False)
+        tools = offered(prompt.tools, self.config.end_call_tool)
         held: list[Piece] = []  # pieces of a reply that may be a tool call (tools offered only)
         text, released = "", False
         # Cancelling the consuming task (barge-in) closes generate(), which aborts the request in
