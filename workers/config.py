@@ -201,10 +201,10 @@ class LlmConfig(_Section):
     #: It is offered anyway whenever telephony offers tools (a transfer number, [[tools]]).
     end_call_tool: bool = False
     #: Tool rounds per turn (model calls, results go back, model speaks) before the turn ends.
-    max_tool_rounds: int = 3
+    max_tool_rounds: NonNegative = 3
     #: Seconds the worker waits for telephony to run a tool call (telephony's own tool timeouts
     #: and the transfer's handoff line come first; this only catches a lost answer).
-    tool_result_timeout_s: float = 60.0
+    tool_result_timeout_s: Seconds = 60.0
 
 
 class TtsConfig(_Section):
