@@ -25,7 +25,14 @@ from typing import Any
 
 from voicecall.latency import TurnStamps
 from voicecall.storage.engine import Db, RecordsUnavailable, RecordsUrl, connect
-from voicecall.storage.migrations import SCHEMA_VERSION, STAMPS, SchemaTooNew, migrate
+from voicecall.storage.migrations import (
+    SCHEMA_VERSION,
+    STAMPS,
+    TOOL_CALLS_VERSION,
+    SchemaTooNew,
+    current_version,
+    migrate,
+)
 
 log = logging.getLogger("voicecall.records")
 
@@ -301,8 +308,10 @@ def agent_turn_counts(db: Db, call_ids: list[int]) -> dict[int, int]:
 
 
 def call_tool_calls(db: Db, call_row_id: int) -> dict[int, list[dict[str, Any]]]:
-    """The call's tool calls by agent turn id, in order."""
+    """The call's tool calls by agent turn id, in order (none in a database from before migration 3)."""
     out: dict[int, list[dict[str, Any]]] = {}
+    if current_version(db) < TOOL_CALLS_VERSION:
+        return out
     for r in db.query("SELECT * FROM tool_calls WHERE call_id = ? ORDER BY id", (call_row_id,)):
         out.setdefault(int(r["turn_id"]), []).append({"name": r["name"], "arguments": r["arguments"],
                                                       "result": r["result"], "ok": bool(r["ok"]),

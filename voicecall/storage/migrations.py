@@ -65,6 +65,8 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
     ]),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+#: The migration that added `tool_calls` (readers of older databases find none).
+TOOL_CALLS_VERSION = 3
 
 
 class SchemaTooNew(Exception):
