@@ -15,14 +15,21 @@ Decoding rules (see shared/research/twilio.md §1-2):
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+# Twilio's counters are small non-negative numbers; they travel on in the rings' 32-bit header
+# fields (seq, aux), so anything outside that range is a protocol error at the edge, not a crash
+# deep in a ring write.
+Counter = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 
 
 class _Inbound(msgspec.Struct, tag_field="event", kw_only=True, rename="camel"):
     """Base of Twilio -> us messages; `streamSid` is absent only on `connected`."""
 
     stream_sid: str = ""
-    sequence_number: int = 0
+    sequence_number: Counter = 0
 
 
 class Connected(_Inbound, tag="connected"):
@@ -54,9 +61,9 @@ class MediaInfo(msgspec.Struct, kw_only=True, gc=False):
     payload: str
     track: str = "inbound"
     #: per-track counter from 1; gaps mean lost audio
-    chunk: int = 0
+    chunk: Counter = 0
     #: presentation time (ms since the stream started); -1 when Twilio omitted it
-    timestamp: int = -1
+    timestamp: Annotated[int, msgspec.Meta(ge=-1, lt=2**32)] = -1
 
 
 class Media(_Inbound, tag="media", gc=False):
