@@ -68,7 +68,8 @@ class ServerConfig(_Section):
     #: Environment variable holding the shared token that lets non-loopback clients in (they open
     #: "/?token=..."; the page keeps it in a cookie); unset or empty = loopback only.
     softphone_token_env: EnvName = "VOICECALL_SOFTPHONE_TOKEN"
-    #: This box's name in the call records (and /healthz); "" = the host name.
+    #: This box's name in the call records; "" = the host name. Must differ between boxes sharing
+    #: one database: at start-up a box closes the rows its own killed predecessor left open.
     instance_name: str = ""
     #: Other voicecall boxes behind the same number, as base URLs Twilio can reach
     #: ("https://box2.example.com"). A full box redirects a new call to the first peer whose
