@@ -103,7 +103,7 @@ class TelephonyProcess:
 
         rc = self.cfg.records
         try:
-            return records_class(rc.resolved_url(), instance=self.cfg.server.instance_name, password_env=rc.password_env,
+            return records_class(rc.resolved_url(), instance=self.cfg.server.instance(), password_env=rc.password_env,
                                  buffer_max=rc.buffer_max, connect_timeout_s=rc.connect_timeout_s)
         except (RecordsUnavailable, SchemaTooNew) as exc:
             log.error("%s", exc)
