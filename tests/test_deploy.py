@@ -153,6 +153,7 @@ def test_dashboard_queries_name_metrics_that_metrics_exports(tmp_path: Path) -> 
     from voicecall.conversation.metrics import CallMetrics
     from voicecall.records import CallRecords
     from voicecall.telephony.ipc_metrics import RingCollector
+    from voicecall.telephony.peers import PeerRouter, RedirectCollector
     from voicecall.telephony.records_metrics import RecordsCollector
 
     metrics = CallMetrics()  # what the telephony process registers, as add_observability does
@@ -161,6 +162,7 @@ def test_dashboard_queries_name_metrics_that_metrics_exports(tmp_path: Path) -> 
     try:
         metrics.registry.register(RingCollector(lambda: [ring.stats()]))
         metrics.registry.register(RecordsCollector(records))
+        metrics.registry.register(RedirectCollector(PeerRouter([], 0.5)))
         exported = exported_metric_names(generate_latest(metrics.registry).decode())
     finally:
         records.close()

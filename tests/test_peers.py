@@ -49,6 +49,9 @@ def test_a_full_box_redirects_to_a_peer_with_room_and_says_busy_when_none_has() 
                     await second.connect()  # the media stream goes to B
                     await wait_until_async(lambda: app_b[CALLS].streams, 5, "the media stream on box B")
                     assert len(app_b[CALLS].streams) == 1 and app_a[PEERS].redirected == 1
+                    async with http.get(url_b + "/healthz") as resp:  # full now, and says who it is
+                        body = await resp.json()
+                    assert body["live_calls"] == body["max_calls"] == 1 and body["instance"] == socket.gethostname()
                     third = SimulatedCall(url_a, session=http)
                     await third.place()  # both full: busy, no redirect
                     assert third.report.busy and third.report.redirects == [] and "busy" in third.report.twiml

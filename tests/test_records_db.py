@@ -267,3 +267,22 @@ def test_check_reports_records_url_reachable_or_why_not(postgres, tmp_path: Path
     found, problems = check_records(Config(records=RecordsConfig(url=bad, connect_timeout_s=1.0)), "x.toml")
     assert not found and problems[0].startswith("x.toml: $.records.url: records.url postgresql://voicecall:***@")
     assert "secret-xyz" not in problems[0]
+
+
+def test_start_up_closes_only_this_instances_abandoned_calls(records_url: str) -> None:
+    """A restarted box closes the rows its killed predecessor left open, never a live call of another box."""
+    a, b = (CallRecords(records_url, instance=n, password_env=PW_ENV) for n in ("box-a", "box-b"))
+    try:
+        for rec, sid in ((a, "CA-a-open"), (b, "CA-b-live")):
+            rec.call_started(lambda _id: None, call_sid=sid)
+            assert rec.flush(10)
+        assert a.end_abandoned_calls() == 1
+    finally:
+        a.close()
+        b.close()
+    db = connect(records_url, password_env=PW_ENV)
+    try:
+        assert find_call(db, "CA-a-open")["end_reason"].startswith("ended abnormally")  # type: ignore[index]
+        assert find_call(db, "CA-b-live")["ended_at"] is None  # type: ignore[index]
+    finally:
+        db.close()

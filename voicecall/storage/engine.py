@@ -181,8 +181,12 @@ def _connect_postgresql(target: RecordsUrl, password_env: str, readonly: bool, t
         raise RecordsUnavailable(
             f"records.url {target.masked()}: PostgreSQL needs the psycopg package (pip install 'psycopg[binary]')") from None
     password = os.environ.get(password_env, "") if password_env else ""
+    # Keepalives and a TCP user timeout: a server that vanishes without a reset (a partition, a
+    # dead host) fails the writer's statement within ~10 s instead of the kernel's minutes, so
+    # records start buffering and the loss shows on /metrics.
     kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, round(timeout_s)),
-                              "application_name": "voicecall"}
+                              "application_name": "voicecall", "keepalives": 1, "keepalives_idle": 5,
+                              "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10_000}
     if password:
         kwargs["password"] = password
     if readonly:

@@ -148,6 +148,7 @@ def _ready(app: web.Application) -> tuple[bool, dict[str, Any]]:
     body["draining"] = bool(body.get("draining")) or calls.draining
     body["live_calls"] = calls.live()
     body["max_calls"] = calls.max_calls
+    body["instance"] = app[CONFIG].server.instance()
     ready = bool(body.get("ready")) and not body["draining"]
     body["ready"] = ready
     return ready, body

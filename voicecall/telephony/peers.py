@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("voicecall.telephony")
 
@@ -76,3 +78,14 @@ async def peer_router_ctx(router: PeerRouter) -> AsyncIterator[None]:
     await router.open()
     yield
     await router.close()
+
+
+class RedirectCollector(Collector):
+    """`voicecall_calls_redirected_total`: calls this box handed to a peer (read at scrape time)."""
+
+    def __init__(self, router: PeerRouter) -> None:
+        self.router = router
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("voicecall_calls_redirected", "Calls redirected to a peer with room (server.peers)",
+                                  value=self.router.redirected)

@@ -103,7 +103,7 @@ class TelephonyProcess:
 
         rc = self.cfg.records
         try:
-            return records_class(rc.resolved_url(), instance=self.cfg.server.instance_name, password_env=rc.password_env,
+            return records_class(rc.resolved_url(), instance=self.cfg.server.instance(), password_env=rc.password_env,
                                  buffer_max=rc.buffer_max, connect_timeout_s=rc.connect_timeout_s)
         except (RecordsUnavailable, SchemaTooNew) as exc:
             log.error("%s", exc)
@@ -158,11 +158,13 @@ class TelephonyProcess:
 
 
 def add_observability(app: web.Application, conversations: object, links: WorkerLinks) -> None:
-    """`/metrics` (Prometheus: calls, stages, rings) and `/debug/ipc` (JSON ring snapshot, loopback only)."""
+    """`/metrics` (Prometheus: calls, stages, rings, records, redirects) and `/debug/ipc` (JSON ring snapshot, loopback only)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from ipc.stats import ring_snapshot
+    from voicecall.telephony.app import PEERS
     from voicecall.telephony.ipc_metrics import RingCollector
+    from voicecall.telephony.peers import RedirectCollector
     from voicecall.telephony.records_metrics import RecordsCollector
     from voicecall.twilio.security import is_loopback
 
@@ -170,6 +172,7 @@ def add_observability(app: web.Application, conversations: object, links: Worker
     registry.register(RingCollector(lambda: [st for link in links.links.values() for st in link.ring_stats()]))
     if conversations.deps.records is not None:  # type: ignore[attr-defined]
         registry.register(RecordsCollector(conversations.deps.records))  # type: ignore[attr-defined]
+    registry.register(RedirectCollector(app[PEERS]))
     started_ns = time.monotonic_ns()
 
     async def metrics(_request: web.Request) -> web.Response:
