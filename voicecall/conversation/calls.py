@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from typing import Any
 
 from ipc.messages import SentenceDone, SynthesisFailed, WorkerEvent, WorkerState
 from ipc.ring import Record
 from voicecall.config import Config
-from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio
+from voicecall.conversation.canned import CANNED_CALL_ID, CannedAudio, incarnation_base
 from voicecall.conversation.http_tools import HttpTools
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
@@ -28,19 +27,6 @@ from voicecall.twilio.protocol import Start
 from voicecall.twilio.rest import TwilioRest
 
 log = logging.getLogger("voicecall.telephony")
-
-
-def first_call_id(now_s: float | None = None) -> int:
-    """Where this telephony incarnation's call ids start: never where a killed one's did.
-
-    The workers outlive telephony and keep per-call state (turn counters, audio) until they
-    hear `CallClosed`, which a killed telephony never sends; a restarted one that counted from 1
-    again would talk to that stale state. Ids start at 10,000 per second of the wall clock (a
-    restart takes longer than a second, and no incarnation opens 10,000 calls per second of its
-    life), wrapping after ~28 h so they stay below the rings' u32 `call_id`.
-    """
-    seconds = int(time.time() if now_s is None else now_s) % 100_000
-    return seconds * 10_000 + 1
 
 
 class Conversations:
@@ -58,7 +44,7 @@ class Conversations:
         self.deps = SessionDeps(cfg=cfg, links=links, records=records, metrics=self.metrics, canned=self.canned,
                                 rest=self.rest, http_tools=self.http_tools)
         self.sessions: dict[int, CallSession] = {}
-        self._ids = itertools.count(first_call_id())
+        self._ids = itertools.count(incarnation_base() + 1)
         self._empty = asyncio.Event()
         self._empty.set()
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -8,6 +8,7 @@ worker is the thing that failed, so it too is kept as mulaw in the telephony pro
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from ipc.messages import SentenceDone, Synthesize, TtsEvent
@@ -15,8 +16,22 @@ from ipc.ring import Record
 
 log = logging.getLogger("voicecall.telephony")
 
-#: call_id reserved for process-level synthesis (real calls count from 1)
+#: call_id reserved for process-level synthesis (real calls count from `incarnation_base() + 1`)
 CANNED_CALL_ID = 0
+
+
+def incarnation_base(now_s: float | None = None) -> int:
+    """Where this telephony incarnation's call ids (and canned-audio turn ids) start.
+
+    The workers outlive telephony and keep per-call state (turn counters, audio) until they
+    hear `CallClosed`, which a killed telephony never sends; a restarted one that counted from
+    the same place again would meet that stale state: its requests would look like old turns
+    and be dropped. So ids start at 10,000 per second of the wall clock (a restart takes longer
+    than a second, and nothing opens 10,000 calls a second), wrapping after ~28 h so they stay
+    below the rings' u32 `call_id`/`turn_id`.
+    """
+    seconds = int(time.time() if now_s is None else now_s) % 100_000
+    return seconds * 10_000
 
 
 @dataclass
@@ -31,7 +46,7 @@ class CannedAudio:
 
     def __init__(self, greeting: str, apology: str, missed_words: str = "Sorry, I missed that, could you say it again?") -> None:
         self.clips = {1: CannedClip(greeting), 2: CannedClip(apology), 3: CannedClip(missed_words)}
-        self._generation = 0
+        self._generation = incarnation_base()  # the TTS worker may remember an earlier telephony's turns
 
     @property
     def greeting(self) -> CannedClip:

@@ -198,6 +198,17 @@ def tree_rss_mb(pid: int) -> float:
     return rss(pid)
 
 
+def telephony_rss_mb(system: LocalSystem) -> float:
+    """RSS of telephony, the process that holds every call's state (workers restart under faults)."""
+    import psutil
+
+    pid = system.pid_of("telephony")
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20 if pid else 0.0
+    except psutil.Error:
+        return 0.0
+
+
 async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
     speech = Speech()
     stats = CallerStats()
@@ -211,6 +222,7 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
     async def warmup_rss() -> None:
         await asyncio.sleep(settings.warmup_s)
         rss["start_mb"] = await asyncio.to_thread(tree_rss_mb, system.proc.pid)
+        rss["telephony_start_mb"] = await asyncio.to_thread(telephony_rss_mb, system)
         rss["start_calls"] = stats.calls_completed + stats.calls_cut
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -225,6 +237,7 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*side, return_exceptions=True)
     rss["end_mb"] = tree_rss_mb(system.proc.pid)
+    rss["telephony_end_mb"] = telephony_rss_mb(system)
     rss["end_calls"] = stats.calls_completed + stats.calls_cut
     return _report(system, settings, stats, faults, rss, time.monotonic() - t0)
 
@@ -249,7 +262,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
     caller_rows = [t for r, t, _ in rows if r == "caller" and (len(t.split()) > 2 or t.startswith("("))]
     agent_rows = [t for r, t, turn in rows if r == "agent" and turn > 0]
     calls = rss.get("end_calls", 0) - rss.get("start_calls", 0)
-    growth = (rss["end_mb"] - rss["start_mb"]) / calls * 1000 if calls > 0 and "start_mb" in rss else None
+    growth = (rss["telephony_end_mb"] - rss["telephony_start_mb"]) / calls * 1000 if calls > 0 and "start_mb" in rss else None
     restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
     return {
         "settings": {"calls": settings.calls, "minutes": settings.minutes, "fault_every_s": settings.fault_every_s,
@@ -263,6 +276,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         "longest_silence_s": round(max(stats.silences_s, default=0.0), 2),
         "silences_over_2s": sum(s > 2.0 for s in stats.silences_s),
         "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+        # telephony's: it holds every call's state and is not restarted unless a fault kills it
         "rss_growth_mb_per_1000_calls": None if growth is None else round(growth, 1),
         "restarts": restarts, "calls_left_open": open_rows,
         "faults": [f.as_dict() for f in faults], "errors": stats.errors[:20],
@@ -302,7 +316,9 @@ def table(report: dict[str, Any]) -> str:
         ("barge-ins, backchannels, hang-ups mid-sentence, malformed frames",
          f"{report['barge_ins']}, {report['backchannels']}, {report['hangups_mid_sentence']}, {report['malformed_frames']}"),
         ("longest silence after a question (s)", f"{report['longest_silence_s']} ({report['silences_over_2s']} over 2 s)"),
-        ("RSS growth per 1000 calls (MB)", str(report["rss_growth_mb_per_1000_calls"])),
+        ("telephony RSS growth per 1000 calls (MB)", f"{report['rss_growth_mb_per_1000_calls']} "
+         f"({report['rss_mb'].get('telephony_start_mb')} -> {report['rss_mb'].get('telephony_end_mb')} MB; whole tree "
+         f"{report['rss_mb'].get('start_mb')} -> {report['rss_mb'].get('end_mb')} MB, workers restarted meanwhile)"),
         ("restarts", ", ".join(f"{k} {v}" for k, v in report["restarts"].items())),
         ("leaked processes / segments", f"{len(report.get('leaked_processes', []))} / {len(report.get('leaked_segments', []))}"),
         ("exit code", str(report.get("exit_code"))),
