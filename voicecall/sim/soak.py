@@ -67,6 +67,8 @@ class CallerStats:
     replies_heard: int = 0
     silences_s: list[float] = field(default_factory=list)
     call_sids: list[str] = field(default_factory=list)
+    spoken_by_call: dict[str, int] = field(default_factory=dict)  # caller turns spoken in full, per call sid
+    cut_calls: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
@@ -114,6 +116,7 @@ class SoakCaller:
                 stats.calls_completed += 1
         except (ConnectionClosed, OSError, TimeoutError, aiohttp.ClientError) as exc:
             stats.calls_cut += 1
+            stats.cut_calls.add(call.call_sid)
             stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             await asyncio.sleep(0.5)
         finally:
@@ -125,7 +128,7 @@ class SoakCaller:
         """Say `audio` and wait for the answer to start; True if it did."""
         heard = len(call.report.response_ms)
         await call._speak(audio, [])
-        self.stats.caller_turns += 1
+        self._spoke(call)
         waited = 0.0
         while len(call.report.response_ms) == heard and waited < REPLY_LIMIT_S:
             await call.silence(100)
@@ -133,6 +136,10 @@ class SoakCaller:
         answered = len(call.report.response_ms) > heard
         self.stats.silences_s.append(call.report.response_ms[-1] / 1000 if answered else REPLY_LIMIT_S)
         return answered
+
+    def _spoke(self, call: SimulatedCall) -> None:
+        self.stats.caller_turns += 1
+        self.stats.spoken_by_call[call.call_sid] = self.stats.spoken_by_call.get(call.call_sid, 0) + 1
 
     async def _question(self, call: SimulatedCall) -> None:
         await call.silence(self.rng.randint(300, 900))
@@ -158,7 +165,7 @@ class SoakCaller:
         for digit in "12#":
             await call.send_dtmf(digit)
             await call.silence(100)
-        self.stats.caller_turns += 1
+        self._spoke(call)
         waited = 0.0
         while len(call.report.response_ms) == heard and not call.server_audio.is_set() and waited < REPLY_LIMIT_S:
             await call.silence(100)
@@ -248,19 +255,27 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
     conn = sqlite3.connect(f"file:{system.db}?mode=ro", uri=True)
     sids = stats.call_sids
     marks = ",".join("?" * len(sids)) or "''"
-    rows = conn.execute(f"SELECT t.role, t.text, t.turn_id FROM turns t JOIN calls c ON c.id = t.call_id "
+    rows = conn.execute(f"SELECT t.role, t.text, t.turn_id, c.call_sid FROM turns t JOIN calls c ON c.id = t.call_id "
                         f"WHERE c.call_sid IN ({marks})", sids).fetchall()
-    missed = conn.execute(f"SELECT count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
-                          f"WHERE e.kind = 'missed_words' AND c.call_sid IN ({marks})", sids).fetchone()[0]
+    missed_by_call = dict(conn.execute(
+        f"SELECT c.call_sid, count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
+        f"WHERE e.kind = 'missed_words' AND c.call_sid IN ({marks}) GROUP BY c.call_sid", sids).fetchall())
+    missed = sum(missed_by_call.values())
     open_rows = conn.execute("SELECT count(*) FROM calls WHERE ended_at IS NULL").fetchone()[0]
     conn.close()
     from voicecall.config import CallConfig, load_config
 
     call_cfg = load_config(system.config).call if system.config.exists() else CallConfig()
     canned = (call_cfg.apology, call_cfg.missed_words)
-    # A backchannel that the server took for a turn is not one the caller meant: questions have 3+ words.
-    caller_rows = [t for r, t, _ in rows if r == "caller" and (len(t.split()) > 2 or t.startswith("("))]
-    agent_rows = [t for r, t, turn in rows if r == "agent" and turn > 0]
+    # A backchannel the server took for a turn is not a turn the caller meant (nor is noise).
+    caller_rows = [(t, sid) for r, t, _, sid in rows if r == "caller" and not _backchannel(t)]
+    agent_rows = [t for r, t, turn, _ in rows if r == "agent" and turn > 0]
+    recorded_by_call: dict[str, int] = {}
+    for _text, sid in caller_rows:
+        recorded_by_call[sid] = recorded_by_call.get(sid, 0) + 1
+    short = [{"call_sid": sid, "spoken": n, "recorded": recorded_by_call.get(sid, 0), "missed_words": missed_by_call.get(sid, 0),
+              "cut": sid in stats.cut_calls}
+             for sid, n in stats.spoken_by_call.items() if recorded_by_call.get(sid, 0) + missed_by_call.get(sid, 0) < n]
     calls = rss.get("end_calls", 0) - rss.get("start_calls", 0)
     growth = (rss["telephony_end_mb"] - rss["telephony_start_mb"]) / calls * 1000 if calls > 0 and "start_mb" in rss else None
     restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
@@ -279,8 +294,17 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         # telephony's: it holds every call's state and is not restarted unless a fault kills it
         "rss_growth_mb_per_1000_calls": None if growth is None else round(growth, 1),
         "restarts": restarts, "calls_left_open": open_rows,
+        "calls_with_unrecorded_turns": short,
         "faults": [f.as_dict() for f in faults], "errors": stats.errors[:20],
     }
+
+
+_BACKCHANNEL_WORDS = frozenset(("uh", "huh", "um", "mm", "hmm", "mhm", "okay", "ok", "yeah", "yes", "right", "oh"))
+
+
+def _backchannel(text: str) -> bool:
+    words = re.findall(r"[a-z']+", text.lower())
+    return all(w in _BACKCHANNEL_WORDS for w in words)
 
 
 def run_soak(settings: SoakSettings) -> dict[str, Any]:
@@ -311,6 +335,8 @@ def table(report: dict[str, Any]) -> str:
         ("calls completed / cut by a fault / refused", f"{report['calls_completed']} / {report['calls_cut']} / {report['calls_refused']}"),
         ("caller turns spoken / recorded", f"{report['caller_turns_spoken']} / {report['caller_turns_recorded']}"
                                            f" (+ {report['missed_words_asked']} 'missed that, say it again')"),
+        ("calls with a turn not recorded (of them cut by a fault)",
+         f"{len(report['calls_with_unrecorded_turns'])} ({sum(c['cut'] for c in report['calls_with_unrecorded_turns'])})"),
         ("agent replies heard / turns recorded", f"{report['agent_replies_heard']} / {report['agent_turns_recorded']}"),
         ("apologies recorded", str(report["apologies_recorded"])),
         ("barge-ins, backchannels, hang-ups mid-sentence, malformed frames",
