@@ -147,6 +147,8 @@ def test_bad_input_never_hurts_the_call_or_its_neighbours() -> None:
             await bad.send_json({"event": "media", "streamSid": bad.stream_sid, "media": {"payload": "!!not base64!!"}})
             await bad.send_json({"event": "media", "streamSid": bad.stream_sid,
                                  "media": {"payload": base64.b64encode(b"\xff" * 100).decode(), "timestamp": "40"}})
+            await bad.send_json({"event": "media", "streamSid": bad.stream_sid,  # a chunk number past u32
+                                 "media": {"payload": base64.b64encode(frame).decode(), "chunk": str(2**40)}})
             await bad.send_frame(frame, stream_sid="MZ" + "f" * 32)  # wrong streamSid
             await bad.send_start(stream_sid="MZ" + "e" * 32)  # a second start
             await bad.send_json({"event": "dtmf", "streamSid": bad.stream_sid, "dtmf": {"digit": "x"}})
@@ -175,7 +177,7 @@ def test_bad_input_never_hurts_the_call_or_its_neighbours() -> None:
         assert b.close_reason == "stop" and b.digits == ["7"]
         assert stats.unknown_events == 1
         assert stats.frames_in == 2 and stats.odd_frames_in == 1  # the 100-byte payload is accepted
-        assert stats.protocol_errors == 9, list(stats.errors)
+        assert stats.protocol_errors == 10, list(stats.errors)
         assert b.kept_stream.last_media_ms == 60  # chunk-2 timestamps kept: 20 + 20*2
         v = by_sid[vanisher.stream_sid]
         assert v.close_reason and v.close_reason != "stop"
