@@ -157,6 +157,8 @@ class MediaStream(OutboundPlayout):
         media_ms = media.timestamp if media.timestamp >= 0 else self.last_media_ms + FRAME_MS
         self.last_media_ms = media_ms
         self.stats.frames_in += 1
+        if self.recorder is not None:
+            self.recorder.caller(frame, media_ms)
         try:
             self.handler.on_media(frame, media.chunk, media_ms, arrival_ns)
         except Exception:
@@ -237,6 +239,8 @@ class MediaStream(OutboundPlayout):
         self._in_flight.clear()
         for handle in pending:
             self._settle(handle, MarkState.DROPPED, now)
+        if self.recorder is not None:
+            self.recorder.close(now)
         if not self.ws.closed:
             try:
                 await self.ws.close(code=WSCloseCode.OK if reason == "stop" else WSCloseCode.GOING_AWAY)
