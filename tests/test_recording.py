@@ -155,3 +155,13 @@ def test_a_real_stream_records_what_the_caller_sent_and_no_agent_audio_after_cle
     assert len(runs[1]) >= len(second) - 4 * FRAME_BYTES
     gap = runs[1][0] - runs[0][-1]
     assert gap >= len(second) - 400 * 8, gap  # silent while the caller spoke over it
+
+
+def test_a_wild_media_timestamp_costs_no_memory(writer: RecordingWriter) -> None:
+    """A malformed frame's timestamp (hours ahead) must not be "filled" with hours of silence."""
+    rec = writer.open("CAwild", now_ns=time.monotonic_ns() - 5_000 * MS)
+    rec.caller(b"\x10" * FRAME_BYTES, media_ms=20)
+    rec.caller(b"\x11" * FRAME_BYTES, media_ms=10**12)  # ~30 years in
+    rec.caller(b"\x12" * FRAME_BYTES, media_ms=60)
+    assert len(rec._caller) <= 4 * FRAME_BYTES
+    rec.close()

@@ -38,6 +38,8 @@ _HEADER_BYTES = 44
 _FLUSH_SAMPLES = SAMPLE_RATE  # hand the writer a second at a time
 _PRUNE_INTERVAL_S = 3600.0
 _NS_PER_SAMPLE = 1_000_000_000 // SAMPLE_RATE
+#: Longest run of missing caller frames filled with silence (Twilio's media clock does not jump).
+_MAX_GAP_SAMPLES = 5 * SAMPLE_RATE
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -213,8 +215,9 @@ class CallRecording:
             return
         at = media_ms * SAMPLE_RATE // 1000 - self._base
         end = len(self._caller)
-        if at > end:  # frames Twilio never delivered: silence
+        if end < at <= end + _MAX_GAP_SAMPLES:  # frames Twilio never delivered: silence
             self._caller.extend(bytes([ULAW_SILENCE]) * (at - end))
+        # (a timestamp further ahead is not a lost frame but a bad one: no silence for it)
         self._caller += frame  # a late or repeated timestamp is appended, never overwrites
         if len(self._caller) >= _FLUSH_SAMPLES:
             self._flush(min(len(self._caller), self._sample_at(time.monotonic_ns()) - self._base))
