@@ -16,6 +16,7 @@ Recording a call needs the caller's consent in many places: it is off unless con
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import struct
@@ -23,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
@@ -185,6 +186,23 @@ class RecordingWriter:
         return removed
 
 
+def _never_raises(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The media stream calls these on its hot path: a bug here stops the recording, not the call."""
+
+    @functools.wraps(method)
+    def guarded(self: CallRecording, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            if not self.closed:
+                self.closed = True
+                self._writer.errors.inc()
+                log.exception("recording %s stopped by an error (the call goes on)", self._file.path)
+            return None
+
+    return guarded
+
+
 class CallRecording:
     """One call's two channels, kept on the event loop until they are final."""
 
@@ -209,6 +227,7 @@ class CallRecording:
     def _sample_at(self, ns: int) -> int:
         return max(0, (ns - self.origin_ns) // _NS_PER_SAMPLE)
 
+    @_never_raises
     def caller(self, frame: bytes, media_ms: int) -> None:
         """An inbound frame at Twilio's media timestamp (ms since the stream started)."""
         if self.closed:
@@ -222,6 +241,7 @@ class CallRecording:
         if len(self._caller) >= _FLUSH_SAMPLES:
             self._flush(min(len(self._caller), self._sample_at(time.monotonic_ns()) - self._base))
 
+    @_never_raises
     def agent(self, frame: bytes, play_ns: int) -> None:
         """An outbound frame that Twilio will start playing at `play_ns` (monotonic)."""
         if self.closed:
@@ -234,6 +254,7 @@ class CallRecording:
             self._agent.extend(bytes([ULAW_SILENCE]) * (end - len(self._agent)))
         self._agent[at:end] = frame
 
+    @_never_raises
     def cleared(self, now_ns: int) -> None:
         """`clear`: agent audio not yet played was never heard; take it out."""
         cut = max(0, self._sample_at(now_ns) - self._base)
@@ -258,6 +279,7 @@ class CallRecording:
         f = self._file
         self._writer.submit(lambda: self._writer._append(f, caller, agent))
 
+    @_never_raises
     def close(self, now_ns: int | None = None) -> Path | None:
         """The call ended: write the rest (agent audio after now was never played) and finish."""
         if self.closed:
