@@ -261,6 +261,8 @@ class Generate(_Msg):
     sent_ns: int = 0
     #: Functions offered this turn (empty: plain text, no tool calling).
     tools: list[ToolSpec] = []
+    #: The call's agent profile's knowledge file for the faq backend ("" = `llm.knowledge`).
+    knowledge: str = ""
 
 
 class ToolResult(_Msg):

@@ -8,6 +8,7 @@ The fixture checks on exit that no process of ours and no shared-memory segment 
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 from tests.waiting import wait_until
 from voicecall.sim.system import ROOT, LocalSystem, free_port
@@ -26,6 +27,22 @@ class RunningSystem(LocalSystem):
                 raise AssertionError(str(exc)) from None
 
         wait_until(ready, timeout_s, lambda: f"voicecall to be ready:\n{self.log()[-6000:]}", poll_s=0.3)
+
+    def finished_call(self, call_sid: str, timeout_s: float = 10.0) -> tuple[dict, list[dict]]:
+        """The record of an ended call and its turns, once the records writer has them."""
+        from voicecall.records import call_turns, find_call
+        from voicecall.storage.engine import connect
+
+        db = connect(f"sqlite:///{self.db}", readonly=True)
+        try:
+            def finished() -> Any:
+                call = find_call(db, call_sid)
+                return call if call is not None and call["ended_at"] else None
+
+            call = wait_until(finished, timeout_s, f"a finished record for {call_sid}", poll_s=0.1)
+            return call, call_turns(db, call["id"])
+        finally:
+            db.close()
 
     def pid_of(self, role: str) -> int:  # type: ignore[override]
         pid = super().pid_of(role)

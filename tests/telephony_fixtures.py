@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -52,9 +52,12 @@ def config(**server: Any) -> Config:
 
 @contextlib.asynccontextmanager
 async def running_server(cfg: Config | None = None, factory: CallHandlerFactory = EchoHandler,
-                         readiness: Readiness = always_ready) -> AsyncIterator[tuple[str, web.Application]]:
-    """Yields (base URL, app) of a server on 127.0.0.1 with an OS-assigned port."""
+                         readiness: Readiness = always_ready,
+                         setup: Callable[[web.Application], None] | None = None) -> AsyncIterator[tuple[str, web.Application]]:
+    """Yields (base URL, app) of a server on 127.0.0.1 with an OS-assigned port; `setup` adds routes first."""
     app = create_app(cfg or config(), handler_factory=factory, readiness=readiness)
+    if setup is not None:
+        setup(app)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -327,6 +327,12 @@ def test_softphone_call_to_the_running_system(tmp_path: Path) -> None:
         assert agent_turns and agent_turns[0]["segments"], ended[0]
         browser.navigate(system.url + "/calls")
         browser.wait_for(f"document.getElementById('ended').innerText.includes('{call_sid}')", 10, what="/calls")
+        # The call's recording plays on /calls: the browser loads and decodes the WAV it links.
+        browser.evaluate("document.querySelectorAll('#ended audio.recording').forEach(a => { a.preload = 'metadata'; a.load(); })")
+        duration = browser.wait_for(
+            "(() => { const a = document.querySelector('#ended audio.recording'); return a && a.duration > 0 ? a.duration : 0; })()",
+            10, what="the call's recording to load in its <audio> player")
+        assert duration > 2.0, duration
         browser.screenshot(shots / "calls.png")
         print(f"screenshots: {shots / 'softphone.png'}, {shots / 'calls.png'}")
     finally:

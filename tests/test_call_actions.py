@@ -346,3 +346,24 @@ def test_max_duration_ends_politely_after_the_reply_in_flight() -> None:
         assert await until(lambda: port.hung_up) == "max duration"  # the hang-up runs as a task
 
     run(scenario, max_duration_s=0.3)
+
+
+def test_an_agent_profile_brings_its_own_transfer_number_and_tool_list() -> None:
+    """No `call.transfer_number`: the call's agent profile has one, and offers only the tools it lists."""
+    agent_number = "+15550123999"
+
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd, world: World) -> None:
+        session.info.transfer_number = agent_number  # what voicecall/telephony/operator.py sets from the profile
+        session.info.tools = ["transfer_call"]
+        await _finish_greeting(session, port, far)
+        gen = await ask(session, far, 1, "Can I speak to a person?")
+        assert [t.name for t in gen.tools] == ["transfer_call"]
+        far.emit("llm", tool_call(1, "transfer_call"), 1, 1)
+        await _settle(far)
+        lines: list[Synthesize] = []
+        handoff = (await until(lambda: said(far, lines)))[-1]
+        await play(session, port, far, handoff)
+        req = await world.cloud.wait_for(lambda r: "Twiml" in r.form, 3)
+        assert f"<Dial>{agent_number}</Dial>" in req.field("Twiml")
+
+    run(scenario)

@@ -11,13 +11,10 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.running_system import RunningSystem
-from tests.waiting import wait_until
-from voicecall.records import call_turns, connect, find_call
 from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance
 from voicecall.sim.speech import normalize_words, transcribe_mulaw, utterance
 
@@ -52,14 +49,7 @@ def _heard_words(call: SimulatedCall) -> set[str]:
 
 
 def _record(system: RunningSystem, call_sid: str) -> tuple[dict, list[dict]]:
-    conn = connect(system.db, readonly=True)
-
-    def finished() -> Any:
-        call = find_call(conn, call_sid)
-        return call if call is not None and call["ended_at"] else None
-
-    call = wait_until(finished, 5, f"a finished record for {call_sid}", poll_s=0.1)
-    return dict(call), [dict(t) for t in call_turns(conn, call["id"])]
+    return system.finished_call(call_sid, timeout_s=5.0)
 
 
 def test_two_questions_answered_from_the_knowledge_base(system: RunningSystem) -> None:

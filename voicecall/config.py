@@ -13,7 +13,6 @@ Checks no field constraint can say (a power of two, one key needing another) are
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import tomllib
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from voicecall.agents import E164, AgentConfig, agent_problems, load_agent_files
 from voicecall.storage.engine import DEFAULT_URL as DEFAULT_RECORDS_URL
 from voicecall.storage.engine import RecordsUrl, RecordsUrlError
 from workers.config import AtLeastOne, EnvName, LlmConfig, NonNegative, Seconds, SttConfig, TtsConfig
@@ -31,9 +31,6 @@ SecondsOrOff = Annotated[float, msgspec.Meta(ge=0.0)]
 RingBytes = Annotated[int, msgspec.Meta(ge=65536)]
 
 log = logging.getLogger("voicecall.config")
-
-#: E.164: "+", a non-zero country digit, at most 15 digits in all.
-E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -78,6 +75,9 @@ class ServerConfig(_Section):
     peers: list[str] = []
     #: Seconds a full box waits for each peer's /healthz before counting it as full.
     peer_timeout_s: Seconds = 0.5
+    #: Environment variable holding the bearer token of the REST API (`/api/calls`); unset or
+    #: empty = the API is off (every request gets 403).
+    api_token_env: EnvName = "VOICECALL_API_TOKEN"
 
 
     def instance(self) -> str:
@@ -181,6 +181,12 @@ class CallConfig(_Section):
     max_duration_s: SecondsOrOff = 0.0
     max_duration_message: str = "We've reached the time limit for this call. Thank you for calling. Goodbye!"
 
+    #: Outbound calls: the agent waits for the callee's first words ("Hello?") or this many
+    #: seconds after the call connects, then greets.
+    outbound_greet_after_s: Seconds = 2.0
+    #: Left on an answering machine after the beep (agents may override it); then the call ends.
+    voicemail_message: str = "Hello, this is a message from the front desk. Please call us back when you can. Goodbye."
+
 
 class ToolConfig(_Section, kw_only=True):
     """An operator's tool over HTTP (`[[tools]]`): the LLM may call it; telephony POSTs the
@@ -220,6 +226,11 @@ class RecordsConfig(_Section):
         if self.db_path and self.url == DEFAULT_RECORDS_URL:
             return "sqlite:///" + self.db_path
         return self.url
+    #: Directory for one two-channel WAV per call (left caller, right the agent as heard), 8 kHz
+    #: 16-bit; empty = no recordings. Recording a call needs the caller's consent in many places.
+    recordings_dir: str = ""
+    #: Recordings older than this many days are deleted (at start-up and hourly); 0 = keep all.
+    keep_recordings_days: Annotated[float, msgspec.Meta(ge=0.0)] = 30.0
 
 
 class Config(_Section):
@@ -238,6 +249,10 @@ class Config(_Section):
     tts: TtsConfig = msgspec.field(default_factory=TtsConfig)
     #: Operator tools over HTTP (`[[tools]]` tables).
     tools: list[ToolConfig] = msgspec.field(default_factory=list)
+    #: Agent profiles (see voicecall/agents.py); more come from `agents_dir`.
+    agents: list[AgentConfig] = msgspec.field(default_factory=list)
+    #: Directory of agent profiles, one `*.toml` each (relative to the working directory); "" = none.
+    agents_dir: str = ""
 
 
 class ConfigError(Exception):
@@ -364,7 +379,13 @@ def config_from_toml(text: str, path: str = "<string>") -> Config:
         raise ConfigError(path, problems)
     cfg = msgspec.convert(data, Config)
     _move_deprecated_twilio_keys(data, cfg, path)
-    problems = _semantic_problems(cfg)
+    problems = []
+    if cfg.agents_dir:
+        agents, problems = load_agent_files(cfg.agents_dir)
+        cfg.agents.extend(agents)
+    problems += _semantic_problems(cfg) + agent_problems(cfg, {"transfer_call", "end_call", *(t.name for t in cfg.tools)})
+    cfg.llm.more_knowledge = list(dict.fromkeys(
+        [*cfg.llm.more_knowledge, *(a.knowledge for a in cfg.agents if a.knowledge and a.knowledge != cfg.llm.knowledge)]))
     if problems:
         raise ConfigError(path, problems)
     return cfg

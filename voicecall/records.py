@@ -37,7 +37,7 @@ from voicecall.storage.migrations import (
 log = logging.getLogger("voicecall.records")
 
 __all__ = [
-    "SCHEMA_VERSION", "STAMPS", "CallRecords", "RecordsUnavailable", "SchemaTooNew", "call_turns", "connect",
+    "SCHEMA_VERSION", "STAMPS", "CallRecords", "RecordsUnavailable", "SchemaTooNew", "call_as_dict", "call_turns", "connect",
     "call_tool_calls", "find_call", "open_records", "recent_calls",
 ]
 
@@ -198,7 +198,11 @@ class CallRecords:
         row = {"started_at": time.time(), "instance": self.instance, **fields}
 
         def job(db: Db) -> None:
-            on_id(db.insert("calls", row))
+            rid = db.insert("calls", row)
+            if row.get("call_sid"):  # an AMD verdict that came before the stream did
+                db.execute("UPDATE calls SET answered_by = (SELECT answered_by FROM outbound_calls WHERE call_sid = ?)"
+                           " WHERE id = ? AND answered_by IS NULL", (row["call_sid"], rid))
+            on_id(rid)
 
         self._submit(job)
 
@@ -251,6 +255,29 @@ class CallRecords:
         def job(db: Db) -> None:
             db.execute("INSERT INTO call_events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)",
                        (row_id(), at, kind, detail))
+
+        self._submit(job)
+
+    def outbound_created(self, call_sid: str, to_number: str, from_number: str, agent: str, context: str) -> None:
+        """A call we placed through Twilio's REST API (before it rings)."""
+        now = time.time()
+        self._submit(lambda db: db.execute(
+            "INSERT INTO outbound_calls (call_sid, created_at, to_number, from_number, agent, context, status, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'queued', ?)", (call_sid, now, to_number, from_number, agent, context, now)))
+
+    def call_status(self, call_sid: str, status: str, answered_by: str = "", detail: str = "") -> None:
+        """A Twilio status or answering-machine callback: kept, and folded into the call's rows."""
+        now = time.time()
+
+        def job(db: Db) -> None:
+            db.execute("INSERT INTO call_status (call_sid, at, status, answered_by, detail) VALUES (?, ?, ?, ?, ?)",
+                       (call_sid, now, status, answered_by, detail))
+            if status:
+                db.execute("UPDATE outbound_calls SET status = ?, updated_at = ? WHERE call_sid = ?", (status, now, call_sid))
+            if answered_by:
+                db.execute("UPDATE outbound_calls SET answered_by = ?, updated_at = ? WHERE call_sid = ?",
+                           (answered_by, now, call_sid))
+                db.execute("UPDATE calls SET answered_by = ? WHERE call_sid = ?", (answered_by, call_sid))
 
         self._submit(job)
 
@@ -317,3 +344,18 @@ def call_tool_calls(db: Db, call_row_id: int) -> dict[int, list[dict[str, Any]]]
                                                       "result": r["result"], "ok": bool(r["ok"]),
                                                       "duration_ms": r["duration_ms"]})
     return out
+
+
+def call_as_dict(db: Db, call: dict[str, Any]) -> dict[str, Any]:
+    """A call row with its turns, per-turn latencies and tool calls (`voicecall calls show`, `/api/calls/{sid}`)."""
+    from voicecall.latency import stage_latencies_ms
+
+    turns = []
+    tools = call_tool_calls(db, call["id"])
+    for t in call_turns(db, call["id"]):
+        turns.append({
+            "turn": t["turn_id"], "role": t["role"], "text": t["text"], "heard": t["heard_text"],
+            "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]), "latency_ms": stage_latencies_ms(t),
+            "tools": tools.get(t["turn_id"], []) if t["role"] == "agent" else [],
+        })
+    return {**call, "turns": turns}

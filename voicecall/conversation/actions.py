@@ -99,9 +99,11 @@ class CallActions:
 
     def _offered_tools(self) -> list[ToolSpec]:
         """The functions this call's LLM turns may call."""
-        tools = [TRANSFER_SPEC] if self.deps.cfg.call.transfer_number else []
+        tools = [TRANSFER_SPEC] if self.info.transfer_number or self.deps.cfg.call.transfer_number else []
         if self.deps.http_tools is not None:
             tools += self.deps.http_tools.specs()
+        if self.info.tools:  # the call's agent profile names the tools it may use
+            tools = [t for t in tools if t.name in self.info.tools]
         return tools
 
     # ------------------------------------------------------------------ tool calls
@@ -160,7 +162,7 @@ class CallActions:
 
     async def _transfer(self, reply: AgentReply) -> ToolOutcome:
         call = self.deps.cfg.call
-        number, rest = call.transfer_number, self.deps.rest
+        number, rest = self.info.transfer_number or call.transfer_number, self.deps.rest  # the agent's own first
         why = ("no transfer number is set (call.transfer_number)" if not number
                else "no Twilio credentials" if rest is None or not rest.configured
                else "no CallSid for this call" if not self.info.call_sid else "")

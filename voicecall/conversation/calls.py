@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from ipc.messages import SentenceDone, SynthesisFailed, WorkerEvent, WorkerState
 from ipc.ring import Record
@@ -26,6 +27,10 @@ from voicecall.twilio.playout import MarkHandle
 from voicecall.twilio.protocol import Start
 from voicecall.twilio.rest import TwilioRest
 
+if TYPE_CHECKING:
+    from voicecall.conversation.outbound_call import OutboundOpening
+    from voicecall.telephony.operator import Operator
+
 log = logging.getLogger("voicecall.telephony")
 
 
@@ -36,7 +41,8 @@ class Conversations:
         self.cfg = cfg
         self.links = links
         self.metrics = metrics or CallMetrics()
-        self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology, cfg.call.missed_words)
+        self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology, cfg.call.missed_words,
+                                  tuple(a.greeting for a in cfg.agents))
         #: The one Twilio REST client (hang-up, transfer) and the operator's HTTP tools; both
         #: closed by `close_rest`.
         self.rest = TwilioRest.from_config(cfg.twilio)
@@ -48,6 +54,9 @@ class Conversations:
         self._empty = asyncio.Event()
         self._empty.set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Agent profiles, outbound calls and recordings (voicecall/telephony/operator.py); None in
+        #: an app built without them.
+        self.operator: Operator | None = None
         links.status_listeners.append(self._on_worker_status)
         links.register(CANNED_CALL_ID, self._on_canned)
 
@@ -151,6 +160,7 @@ class ConversationHandler:
     def __init__(self, conversations: Conversations) -> None:
         self._conversations = conversations
         self.session: CallSession | None = None
+        self.opening: OutboundOpening | None = None
 
     def on_start(self, stream: CallStream, start: Start) -> None:
         info = start.start
@@ -163,8 +173,13 @@ class ConversationHandler:
             task = asyncio.get_running_loop().create_task(stream.hang_up("not ready"))
             self._conversations.track(task)
             return
+        operator = self._conversations.operator
+        if operator is not None:
+            operator.prepare_call(call, params, stream)  # agent, direction, recording
         port = StreamPort(stream, call.call_sid, self._conversations.rest)
         self.session = self._conversations.open(call, port)
+        if operator is not None:
+            self.opening = operator.outbound_opening(self.session)
 
     def on_media(self, frame: bytes, chunk: int, media_ms: int, arrival_ns: int) -> None:
         if self.session is not None:
@@ -179,5 +194,7 @@ class ConversationHandler:
             self.session.on_dtmf(digit)
 
     async def on_close(self, reason: str) -> None:
+        if self.opening is not None:
+            self.opening.close()
         if self.session is not None:
             await self._conversations.close(self.session, reason)

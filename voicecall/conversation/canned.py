@@ -44,9 +44,16 @@ class CannedClip:
 class CannedAudio:
     """Greeting and apology as mulaw, filled from the TTS worker's output for call 0."""
 
-    def __init__(self, greeting: str, apology: str, missed_words: str = "Sorry, I missed that, could you say it again?") -> None:
+    def __init__(self, greeting: str, apology: str, missed_words: str = "Sorry, I missed that, could you say it again?",
+                 more_greetings: tuple[str, ...] = ()) -> None:
         self.clips = {1: CannedClip(greeting), 2: CannedClip(apology), 3: CannedClip(missed_words)}
+        for text in dict.fromkeys(t for t in more_greetings if t and t not in (greeting, apology, missed_words)):
+            self.clips[len(self.clips) + 1] = CannedClip(text)  # agent profiles' own greetings
         self._generation = incarnation_base()  # the TTS worker may remember an earlier telephony's turns
+
+    def clip_for(self, text: str) -> CannedClip | None:
+        """The kept clip of a greeting (any agent's), None if `text` is not one."""
+        return next((c for seq, c in self.clips.items() if seq not in (2, 3) and c.text == text), None)
 
     @property
     def greeting(self) -> CannedClip:

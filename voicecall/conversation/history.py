@@ -66,11 +66,15 @@ class AgentReply:
 
 
 class Conversation:
-    """The history sent to the LLM with each turn (the system prompt is the worker's)."""
+    """The history sent to the LLM with each turn (the system prompt is the worker's, unless the
+    call's agent profile has its own: then it goes first, as a system message)."""
 
-    def __init__(self, max_turns: int = 20) -> None:
+    def __init__(self, max_turns: int = 20, system_prompt: str = "") -> None:
         self.max_turns = max_turns
         self.entries: list[ChatMessage] = []
+        #: this call's own system prompt (its agent profile's, with the operator's context);
+        #: "" = the LLM worker's configured one
+        self.system_prompt = system_prompt
 
     def add_caller(self, text: str) -> None:
         if self.entries and self.entries[-1].role == "user":  # two caller turns in a row: one message
@@ -101,4 +105,6 @@ class Conversation:
         recent = self.entries[-2 * self.max_turns :]
         while recent and recent[0].role != "user" and len(recent) > 1:
             recent = recent[1:]
+        if self.system_prompt:
+            return [ChatMessage(role="system", content=self.system_prompt), *recent]
         return list(recent)

@@ -48,6 +48,21 @@ class CallInfo:
     stream_sid: str = ""
     from_number: str = ""
     to_number: str = ""
+    #: the agent profile answering (voicecall/agents.py) and its greeting ("" = call.greeting)
+    agent: str = ""
+    greeting: str = ""
+    #: "inbound" or "outbound"; an outbound call is greeted only once the callee has spoken or
+    #: a timeout passed (voicecall/conversation/outbound_call.py calls `greet()`)
+    direction: str = "inbound"
+    recording_path: str = ""
+    #: the agent's own system prompt (with the operator's context for this call); "" = the LLM's
+    system_prompt: str = ""
+    #: the agent's own knowledge file (faq backend); "" = `llm.knowledge`
+    knowledge: str = ""
+    #: the agent's transfer number ("" = `call.transfer_number`) and the tools it may use
+    #: (empty = every configured tool)
+    transfer_number: str = ""
+    tools: list[str] = field(default_factory=list)
 
 
 @dataclass

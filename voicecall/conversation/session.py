@@ -70,7 +70,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         self.turn = 1  # the caller turn being listened to; frames are stamped with it
         self.reply: AgentReply | None = None
         self.stamps = TurnStamps()
-        self.conversation = Conversation(cfg.call.max_history_turns)
+        self.conversation = Conversation(cfg.call.max_history_turns, info.system_prompt)
         self._aggregator = SentenceAggregator(cfg.call.first_clause_min_chars)
         self._next_seq = 0
         self._generation_done = False
@@ -89,6 +89,8 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._init_actions()
         self.missed = MissedWords(self._ask_again)
         self._last_media_ms = -1
+        self.greeted = False
+        self.leaving_message = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -100,23 +102,30 @@ class CallSession(ReplyBookkeeping, CallActions):
         links["stt"].send(CallOpened(call_id=self.call_id, opened_ns=now), self.call_id)
         links["tts"].send(CallOpened(call_id=self.call_id, opened_ns=now), self.call_id)
         if self.deps.records is not None:
+            info = self.info
             self.deps.records.call_started(
-                self._set_row_id, call_sid=self.info.call_sid, stream_sid=self.info.stream_sid,
-                from_number=self.info.from_number, to_number=self.info.to_number,
+                self._set_row_id, call_sid=info.call_sid, stream_sid=info.stream_sid,
+                from_number=info.from_number, to_number=info.to_number, agent=info.agent or None,
+                direction=info.direction, recording_path=info.recording_path or None,
             )
         self.deps.metrics.calls_total.inc()
         self.deps.metrics.calls_live.inc()
         self._silence.start()
-        self._greet()
+        if self.info.direction != "outbound":
+            self.greet()
 
-    def _greet(self) -> None:
-        text = self.deps.cfg.call.greeting
+    def greet(self) -> None:
+        """Say the agent's greeting (once per call; at once from kept audio when it has it)."""
+        if self.greeted or self.state in (CallState.ENDING, CallState.ENDED):
+            return
+        self.greeted = True
+        text = self.info.greeting or self.deps.cfg.call.greeting
         if not text:
             return
         reply = self._begin_reply(0)
-        clip = self.deps.canned.greeting
+        clip = self.deps.canned.clip_for(text)
         sentence = reply.add(0, text)
-        if clip.ready:  # synthesized ahead: the caller hears it at once
+        if clip is not None and clip.ready:  # synthesized ahead: the caller hears it at once
             self._play(bytes(clip.audio), first_audio_ns=time.monotonic_ns())
             sentence.frames = len(clip.audio) // 160
             self._place_mark(sentence)
@@ -126,6 +135,24 @@ class CallSession(ReplyBookkeeping, CallActions):
             self._generation_done = True
         self.conversation.add_greeting(text)
         self._emit("agent", {"text": text, "turn": 0})
+
+    def leave_message(self, text: str) -> None:
+        """An answering machine after its beep: say `text`, uninterruptible, then hang up."""
+        if self.state in (CallState.ENDING, CallState.ENDED) or self.leaving_message:
+            return
+        if not text:  # nothing to leave: do not talk to the machine
+            self._end_call("answering machine")
+            return
+        if self.reply is not None:
+            self._interrupt("answering machine")
+        self.greeted = self.leaving_message = True
+        turn, self.turn = self.turn, self.turn + 1  # a turn of its own: stale worker output is dropped
+        reply = self._begin_reply(turn)
+        reply.end_call = True  # hang up once its mark says it has played
+        self.state = CallState.PROCESSING
+        self._speak_piece(text)
+        self._generation_done = True
+        log.info("call %d: answering machine; leaving the voicemail message", self.call_id)
 
     def on_media(self, frame: bytes, seq: int, media_ms: int, arrival_ns: int) -> None:
         """An inbound 20 ms frame: straight to the stt worker, stamped with the caller turn."""
@@ -210,6 +237,8 @@ class CallSession(ReplyBookkeeping, CallActions):
                 self._on_tts(rec, None)
 
     def _on_stt(self, msg: SttEvent) -> None:
+        if self.leaving_message:
+            return  # a voicemail message is not interrupted by the machine's own sounds
         if isinstance(msg, SpeechStarted):
             if msg.turn_id < self.turn:
                 return
@@ -236,6 +265,12 @@ class CallSession(ReplyBookkeeping, CallActions):
                 # speech that never passed the barge-in minimum: a backchannel, not a turn
                 self.deps.metrics.false_barge_ins.inc()
                 return
+            if not self.greeted:  # outbound: the callee's "Hello?" is answered with the greeting
+                if self.deps.records is not None:
+                    self.deps.records.turn(self._row, msg.turn_id, "caller", text)
+                self.conversation.add_caller(text)
+                self.greet()
+                return
             spoken_ns = max(msg.speech_end_media_ms - msg.speech_start_media_ms, 0) * 1_000_000
             self._answer(msg.turn_id, text, TurnStamps(
                 speech_start_ns=msg.speech_end_ns - spoken_ns, speech_end_ns=msg.speech_end_ns,
@@ -259,7 +294,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         sent = llm.state is WorkerState.READY and llm.send(
             Generate(call_id=self.call_id, turn_id=turn_id, messages=self.conversation.messages(),
                      max_tokens=self.deps.cfg.llm.max_tokens, temperature=self.deps.cfg.llm.temperature,
-                     sent_ns=time.monotonic_ns(), tools=self._offered_tools()),
+                     sent_ns=time.monotonic_ns(), tools=self._offered_tools(), knowledge=self.info.knowledge),
             self.call_id, turn_id,
         )
         if not sent:

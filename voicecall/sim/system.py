@@ -72,6 +72,8 @@ class LocalSystem:
         records = records_url or f"sqlite:///{self.db}"
         text = text.replace('port = 8080', f'port = {self.port}').replace('url = "sqlite:///data/calls.db"', f'url = "{records}"')
         text = text.replace('knowledge = "configs/', f'knowledge = "{ROOT}/configs/')
+        self.recordings = tmp / "recordings"  # call recordings (when the base config turns them on)
+        text = text.replace('recordings_dir = "data/recordings"', f'recordings_dir = "{self.recordings}"')
         if edit is not None:  # change keys of the base config in place (appending would repeat its sections)
             text = edit(text)
         self.config = tmp / "system.toml"

@@ -63,6 +63,18 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
             arguments TEXT NOT NULL, result TEXT NOT NULL, ok BIGINT NOT NULL, duration_ms DOUBLE PRECISION)""",
         "CREATE INDEX IF NOT EXISTS tool_calls_call ON tool_calls(call_id, turn_id)",
     ]),
+    4: ("agent profiles, outbound calls, Twilio status callbacks, recordings", [
+        "ALTER TABLE calls ADD COLUMN agent TEXT",
+        "ALTER TABLE calls ADD COLUMN direction TEXT",
+        "ALTER TABLE calls ADD COLUMN recording_path TEXT",
+        "ALTER TABLE calls ADD COLUMN answered_by TEXT",
+        """CREATE TABLE IF NOT EXISTS outbound_calls (
+            call_sid TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, to_number TEXT, from_number TEXT,
+            agent TEXT, context TEXT, status TEXT, answered_by TEXT, updated_at DOUBLE PRECISION)""",
+        """CREATE TABLE IF NOT EXISTS call_status (
+            id {pk}, call_sid TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, status TEXT, answered_by TEXT, detail TEXT)""",
+        "CREATE INDEX IF NOT EXISTS call_status_sid ON call_status(call_sid, id)",
+    ]),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 #: The migration that added `tool_calls` (readers of older databases find none).

@@ -4,7 +4,7 @@
                                       when full, not ready or draining: <Redirect> to a peer with room
                                       (server.peers, telephony/peers.py), else <Say>busy</Say><Hangup/>
     GET  /twilio/media   (signed upgrade) -> MediaStream + handler_factory() until stop/close
-    POST /twilio/status  (signed)  -> call / stream status callbacks, logged
+    POST /twilio/status  (signed)  -> call / stream status callbacks, logged (and to STATUS_LISTENER)
     GET  /healthz                  -> readiness() as JSON, 200 when ready else 503
 
 Process-level seams: `handler_factory` makes each call's conversation; `readiness` says whether
@@ -84,6 +84,10 @@ READINESS = web.AppKey("voicecall_readiness", Callable[[], Mapping[str, Any]])  
 HANDLER_FACTORY = web.AppKey("voicecall_handler_factory", Callable[[], Any])  # type: ignore[arg-type]
 CALLS = web.AppKey("voicecall_calls", Calls)
 PEERS = web.AppKey("voicecall_peers", PeerRouter)
+#: Optional: more <Parameter>s for a call's stream, from the webhook's form fields (the agent).
+WEBHOOK_PARAMETERS = web.AppKey("voicecall_webhook_parameters", Callable[[Mapping[str, str]], Mapping[str, str]])  # type: ignore[arg-type]
+#: Optional: told every signature-checked status callback (records keep them).
+STATUS_LISTENER = web.AppKey("voicecall_status_listener", Callable[[Mapping[str, str]], None])  # type: ignore[arg-type]
 
 
 def create_app(config: Config, handler_factory: CallHandlerFactory = NullHandler,
@@ -186,8 +190,8 @@ async def voice_webhook(request: web.Request) -> web.Response:
     connect = response.connect()
     stream = connect.stream(url=signatures.stream_url(request, MEDIA_PATH),
                             status_callback=base + STATUS_PATH, status_callback_method="POST")
-    for name in FORWARDED_FIELDS:
-        value = params.get(name, "")
+    extra = app[WEBHOOK_PARAMETERS](params) if WEBHOOK_PARAMETERS in app else {}
+    for name, value in [*((n, params.get(n, "")) for n in FORWARDED_FIELDS), *extra.items()]:
         if value:
             stream.parameter(name=name, value=value[: PARAMETER_MAX_CHARS - len(name) - 1])
     log.info("call %s from %s: streaming to %s", call_sid, params.get("From", "?"), MEDIA_PATH)
@@ -238,6 +242,8 @@ async def status_callback(request: web.Request) -> web.Response:
     else:
         log.info("status of call %s: %s", params.get("CallSid", "?"),
                  params.get("CallStatus") or params.get("StreamEvent") or "?")
+    if STATUS_LISTENER in request.app:
+        request.app[STATUS_LISTENER](params)
     return web.Response(status=204)
 
 
@@ -247,6 +253,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 __all__ = [
-    "CALLS", "CONFIG", "HANDLER_FACTORY", "READINESS", "SIGNATURES", "Calls", "Readiness",
+    "CALLS", "CONFIG", "HANDLER_FACTORY", "READINESS", "SIGNATURES", "STATUS_LISTENER", "WEBHOOK_PARAMETERS",
+    "Calls", "Readiness",
     "create_app", "end_all_calls", "set_draining",
 ]

@@ -75,6 +75,11 @@ class TelephonyProcess:
         self.conversations = Conversations(self.cfg, self.links, self.records)
         self.app = create_app(self.cfg, handler_factory=self.conversations.handler_factory, readiness=self.links.readiness)
         add_views(self.app, self.conversations, self.cfg)
+        from voicecall.telephony.operator import Operator
+
+        self.conversations.operator = operator = Operator(self.cfg, self.records, self.conversations.rest,
+                                                          self.conversations.metrics.registry)
+        operator.install(self.app)
         add_observability(self.app, self.conversations, self.links)
         runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
         await runner.setup()
@@ -93,6 +98,7 @@ class TelephonyProcess:
             await runner.cleanup()  # closes live streams; their sessions close and record the end
             self.conversations.cancel_tasks()
             await self.conversations.close_rest()
+            operator.close()  # recordings: the last writes of the streams just closed
             self.records.close()
             self.links.close()
         return 0

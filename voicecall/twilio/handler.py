@@ -15,7 +15,8 @@ The seam is one pair of Protocols, owned by the edge:
     CallStream   what the conversation may call on the edge, given in `on_start`:
                  play(mulaw, turn_id), mark(name, turn_id) -> MarkHandle, clear(),
                  await hang_up(reason), first_sent_ns(turn_id) (when that turn's first
-                 frame really left for Twilio, not when it was queued)
+                 frame really left for Twilio, not when it was queued), record(recorder)
+                 (both directions as the caller heard them, to a call recording)
 
 `MediaStream` is the real `CallStream`. Callbacks run on the event loop and must not block; a
 handler that needs to wait starts a task it owns and cancels in `on_close`. An exception in a
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from voicecall.twilio.playout import MarkHandle
+    from voicecall.twilio.playout import MarkHandle, StreamRecorder
     from voicecall.twilio.protocol import Start
 
 
@@ -43,6 +44,7 @@ class CallStream(Protocol):
     def first_sent_ns(self, turn_id: int) -> int | None:
         """Monotonic ns when the first frame of `turn_id` was sent (recent turns only), else None."""
         ...
+    def record(self, recorder: StreamRecorder) -> None: ...
 
 
 class CallHandler(Protocol):

@@ -161,6 +161,8 @@ class MediaStream(OutboundPlayout):
             return
         self.last_media_ms = media_ms
         self.stats.frames_in += 1
+        if self.recorder is not None:
+            self.recorder.caller(frame, media_ms)
         try:
             self.handler.on_media(frame, media.chunk, media_ms, arrival_ns)
         except Exception:
@@ -241,6 +243,8 @@ class MediaStream(OutboundPlayout):
         self._in_flight.clear()
         for handle in pending:
             self._settle(handle, MarkState.DROPPED, now)
+        if self.recorder is not None:
+            self.recorder.close(now)
         if not self.ws.closed:
             try:
                 await self.ws.close(code=WSCloseCode.OK if reason == "stop" else WSCloseCode.GOING_AWAY)

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -103,6 +103,19 @@ class StreamStats:
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=16))
 
 
+class StreamRecorder(Protocol):
+    """Hears both directions of a call as the caller did (voicecall/recording.py is the real one)."""
+
+    def caller(self, frame: bytes, media_ms: int) -> None: ...
+    def agent(self, frame: bytes, play_ns: int) -> None:
+        """A frame sent to Twilio, which starts playing it at `play_ns` (monotonic)."""
+        ...
+    def cleared(self, now_ns: int) -> None:
+        """`clear` at `now_ns`: audio scheduled from then on was never heard."""
+        ...
+    def close(self, now_ns: int | None = None) -> object: ...
+
+
 class _TurnBoundary(int):
     """Queue entry: the frames after it belong to this turn (for first-frame-sent stamps)."""
 
@@ -132,6 +145,11 @@ class OutboundPlayout:
         self._clear_pending = False
         self._play_end_ns = 0  # when Twilio will have played everything we sent (our estimate)
         self._waiter: asyncio.Future[None] | None = None
+        self.recorder: StreamRecorder | None = None
+
+    def record(self, recorder: StreamRecorder) -> None:
+        """Send both directions of the call to `recorder` from now on (closed with the stream)."""
+        self.recorder = recorder
 
     def _handler_failed(self, method: str) -> None:
         raise NotImplementedError
@@ -205,6 +223,8 @@ class OutboundPlayout:
         self._queued_frames = 0
         self._partial = b""
         self._play_end_ns = now  # Twilio empties its buffer on `clear`
+        if self.recorder is not None:
+            self.recorder.cleared(now)
         self.stats.clears += 1
         self.stats.frames_cleared += dropped_frames
         if self.started:
@@ -303,6 +323,8 @@ class OutboundPlayout:
                     continue
                 queue.popleft()
                 self._queued_frames -= 1
+                if self.recorder is not None:
+                    self.recorder.agent(entry, self._play_end_ns)
                 self._play_end_ns += FRAME_NS
                 if self._sending_turn not in self._first_sent:
                     self._stamp_first_sent(now)

@@ -8,12 +8,34 @@ PostgreSQL the page shows the calls of every box (each names its instance).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from voicecall.config import RecordsConfig
 from voicecall.latency import stage_latencies_ms, turn_segments
 from voicecall.records import call_tool_calls, call_turns, recent_calls
 from voicecall.storage.engine import RecordsUnavailable, connect
+
+
+def _operator_fields(call: dict[str, Any]) -> dict[str, Any]:
+    """Agent, AMD verdict and the recording's URL (served by `add_views`) when the call has them."""
+    return {"agent": call.get("agent") or "", "answered_by": call.get("answered_by") or "",
+            "recording": f"/calls/{call['id']}/recording.wav" if call.get("recording_path") else ""}
+
+
+def recording_path(records: RecordsConfig, call_id: int) -> Path | None:
+    """The WAV of call `call_id`, if it was recorded and the file is still there."""
+    try:
+        db = connect(records.resolved_url(), password_env=records.password_env, readonly=True,
+                     connect_timeout_s=records.connect_timeout_s)
+    except RecordsUnavailable:
+        return None
+    try:
+        row = db.one("SELECT * FROM calls WHERE id = ?", (call_id,))
+    finally:
+        db.close()
+    path = row.get("recording_path") if row is not None else None
+    return Path(path) if path and Path(path).is_file() else None
 
 
 def ended_calls(records: RecordsConfig, limit: int) -> dict[str, Any]:
@@ -44,6 +66,7 @@ def ended_calls(records: RecordsConfig, limit: int) -> dict[str, Any]:
                 "started_at": call["started_at"], "ended_at": call["ended_at"],
                 "duration_s": round(call["ended_at"] - call["started_at"], 1), "end_reason": call["end_reason"] or "",
                 "barge_ins": call["barge_ins"] or 0, "fallbacks": call["fallbacks"] or 0, "turns": turns,
+                **_operator_fields(dict(call)),
             })
             if len(out) >= limit:
                 break

@@ -4,6 +4,7 @@
     GET /static/{file}      its JavaScript, AudioWorklet, CSS (aiohttp's static route on web/static)
     GET /calls              live call view page
     GET /calls.json         live calls (registry) + recent ended calls (records DB, read in a thread)
+    GET /calls/{id}/recording.wav   a recorded call (two channels: caller left, agent right)
     GET /softphone/events   WebSocket of call events as JSON: ?callSid=CA... for one call, none for all
 
 Access (`softphone_allowed`): these views bypass Twilio's signature, so they are for local
@@ -33,7 +34,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from voicecall.config import Config
 from voicecall.web.call_feed import CallFeed, CallRegistry, Subscriber
-from voicecall.web.call_history import ended_calls
+from voicecall.web.call_history import ended_calls, recording_path
 
 log = logging.getLogger("voicecall.web.views")
 
@@ -157,6 +158,16 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
         return web.json_response({"live": conversations.snapshot(), "ended": history["calls"],
                                   "records_error": history["error"]})
 
+    async def recording(request: web.Request) -> web.StreamResponse:
+        try:
+            call_id = int(request.match_info["id"])
+        except ValueError:
+            raise web.HTTPNotFound(text="no such call\n") from None
+        path = await asyncio.to_thread(recording_path, cfg.records, call_id)
+        if path is None:
+            raise web.HTTPNotFound(text=f"call {call_id} has no recording\n")
+        return web.FileResponse(path, headers={"Content-Type": "audio/wav", "Cache-Control": "no-cache"})
+
     async def events(request: web.Request) -> web.StreamResponse:
         call_sid = request.query.get("callSid") or None
         ws = web.WebSocketResponse(heartbeat=20.0)
@@ -190,6 +201,7 @@ def add_views(app: web.Application, conversations: CallRegistry, cfg: Config) ->
     routes = (app.router.add_get("/", page("index.html")),
               app.router.add_get("/calls", page("calls.html")),
               app.router.add_get("/calls.json", calls_json),
+              app.router.add_get("/calls/{id}/recording.wav", recording),
               app.router.add_get("/softphone/events", events))
     static = app.router.add_static("/static", STATIC_DIR)  # its own checks: no path traversal, no index
     app.middlewares.append(softphone_guard(cfg, {static, *(r.resource for r in routes)}))

@@ -29,6 +29,8 @@ class Prompt:
     temperature: float
     #: Functions the model may call this turn (the backend offers them in its own format).
     tools: list[ToolSpec] = field(default_factory=list)
+    #: faq: the knowledge file of the call's agent ("" = the configured one)
+    knowledge: str = ""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The faq backend: answers from a knowledge file by semantic match (all-MiniLM-L6-v2, offline).
 
-Every phrasing of every entry is embedded once at load; a caller's last utterance is embedded
+Every phrasing of every entry is embedded once at load (of `llm.knowledge` and of the agent
+profiles' own files in `llm.more_knowledge`, one model for all); a caller's last utterance is embedded
 per turn (a few ms on one core, on the backend's own thread so the asyncio loop keeps
 streaming other calls) and gets the entry of its nearest phrasing, or the file's fallback
 answer below `llm.match_threshold`. The answer streams in word-aligned pieces, like an LLM's.
@@ -58,12 +59,10 @@ def embedding_model_dir(spec: str) -> Path:
 class FaqMatcher:
     """Knowledge entries and their embedded phrasings; `match` is blocking (call it off the loop)."""
 
-    def __init__(self, knowledge: Knowledge, model_dir: Path, threshold: float) -> None:
-        from sentence_transformers import SentenceTransformer
-
+    def __init__(self, knowledge: Knowledge, model: Any, threshold: float) -> None:
         self.knowledge = knowledge
         self.threshold = threshold
-        self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)  # never the hub
+        self._model = model  # a SentenceTransformer, shared by every knowledge file
         self._owners: list[KnowledgeEntry] = []
         phrasings: list[str] = []
         for entry in knowledge.entries:
@@ -93,9 +92,17 @@ class FaqBackend:
     name = "faq"
 
     def __init__(self, config: LlmConfig) -> None:
+        from sentence_transformers import SentenceTransformer
+
         self.config = config
-        self.matcher = FaqMatcher(load_knowledge(config.knowledge), embedding_model_dir(config.embedding_model),
-                                  config.match_threshold)
+        model = SentenceTransformer(str(embedding_model_dir(config.embedding_model)), device="cpu",
+                                    local_files_only=True)  # never the hub
+        self.matcher = FaqMatcher(load_knowledge(config.knowledge), model, config.match_threshold)
+        #: every knowledge file by the path a Generate names it with (agent profiles' own files)
+        self.matchers = {config.knowledge: self.matcher}
+        for path in config.more_knowledge:
+            if path not in self.matchers:
+                self.matchers[path] = FaqMatcher(load_knowledge(path), model, config.match_threshold)
         self._pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
@@ -111,11 +118,15 @@ class FaqBackend:
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Piece]:
         question = last_caller_text(prompt.history)
-        match = await asyncio.get_running_loop().run_in_executor(self._pool, self.matcher.match, question)
+        matcher = self.matchers.get(prompt.knowledge, self.matcher) if prompt.knowledge else self.matcher
+        if prompt.knowledge and prompt.knowledge not in self.matchers:
+            log.warning("call %d: knowledge file %s was not loaded at start; using %s", prompt.call_id,
+                        prompt.knowledge, self.config.knowledge)
+        match = await asyncio.get_running_loop().run_in_executor(self._pool, matcher.match, question)
         log.info("call %d turn %d: faq %r -> %s (%.2f)", prompt.call_id, prompt.turn_id, question[:60],
                  match.entry_id, match.score)
         entry = match.entry
-        answer = entry.answer if entry is not None else self.matcher.knowledge.fallback
+        answer = entry.answer if entry is not None else matcher.knowledge.fallback
         calls: list[ToolCallInfo] = []
         if entry is not None and entry.action == "transfer":
             if any(t.name == TRANSFER_CALL for t in prompt.tools):

@@ -19,7 +19,13 @@ INTERRUPTED_NOTE = "[interrupted by the caller]"
 
 
 def chat_messages(system_prompt: str, history: list[ChatMessage]) -> list[dict[str, Any]]:
-    """OpenAI-style messages: system first, roles alternating, interruptions marked."""
+    """OpenAI-style messages: system first, roles alternating, interruptions marked.
+
+    A system message that telephony put first in the history (the call's agent profile, with the
+    operator's context for this call) replaces `system_prompt`; any other is ignored.
+    """
+    if history and history[0].role == "system":
+        system_prompt, history = history[0].content, history[1:]
     out: list[dict[str, Any]] = []
     if system_prompt:
         out.append({"role": "system", "content": system_prompt})

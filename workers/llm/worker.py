@@ -162,7 +162,7 @@ class LlmWorker(Worker):
             return
         prompt = Prompt(call_id=msg.call_id, turn_id=msg.turn_id, history=msg.messages,
                         max_tokens=max(1, min(msg.max_tokens, self.config.max_tokens)), temperature=msg.temperature,
-                        tools=msg.tools)
+                        tools=msg.tools, knowledge=msg.knowledge)
         self._require_loop().soon(self._start_turn, out, prompt)
 
     def _cancel(self, out: TurnOutput | None) -> None:

@@ -60,13 +60,32 @@ function waterfall(segments) {
   return box;
 }
 
+// One <audio> per recorded call, reused across polls so a playing recording is not restarted.
+const players = new Map();
+
+function player(c) {
+  let audio = players.get(c.id);
+  if (!audio) {
+    audio = document.createElement('audio');
+    audio.controls = true;
+    audio.preload = 'none';
+    audio.className = 'recording';
+    audio.src = `${c.recording}${TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : ''}`;
+    audio.title = 'call recording: left caller, right agent';
+    players.set(c.id, audio);
+  }
+  return audio;
+}
+
 function renderEnded(calls, error) {
   $('records-note').textContent = calls.length ? '' : (error || 'no ended calls yet');
   $('ended').replaceChildren(...calls.map((c) => {
     const div = el('div', 'ended-call');
     const when = new Date(c.started_at * 1000).toLocaleTimeString();
     div.append(el('h3', '', `${when} · ${c.call_sid || `call ${c.id}`}${c.instance ? ` · on ${c.instance}` : ''} · ${c.duration_s} s · ${c.end_reason || ''}` +
-      ` · barge-ins ${c.barge_ins}${c.fallbacks ? ` · fallbacks ${c.fallbacks}` : ''}`));
+      ` · barge-ins ${c.barge_ins}${c.fallbacks ? ` · fallbacks ${c.fallbacks}` : ''}` +
+      `${c.agent ? ` · agent ${c.agent}` : ''}${c.answered_by ? ` · answered by ${c.answered_by}` : ''}`));
+    if (c.recording) div.append(player(c));
     for (const t of c.turns) {
       const turn = el('div', 'turn');
       let text = t.text;
