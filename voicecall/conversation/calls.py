@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from ipc.messages import SentenceDone, SynthesisFailed, WorkerEvent, WorkerState
