@@ -6,7 +6,7 @@
     voicecall trace --json               # the segments as JSON (no PNG)
 
 A waterfall row is one stage of a turn (caller speech, endpoint wait, STT, ...), drawn from the
-stamps DESIGN §7 names; the thin dark bars are IPC hops (a worker's stamp -> the telephony
+stamps `voicecall/latency.py` names; the thin dark bars are IPC hops (a worker's stamp -> the telephony
 process receiving it), so the cost of crossing processes is visible next to the model time.
 """
 

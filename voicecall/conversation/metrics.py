@@ -1,6 +1,6 @@
 """Prometheus metrics of the telephony process: per-stage latency, calls, barge-ins, drops.
 
-Stage names follow DESIGN.md §7 (`voicecall/latency.py`); each observes the gap between two stamps of a turn.
+Stage names are `voicecall/latency.py`'s (README "Latency"); each observes the gap between two stamps of a turn.
 """
 
 from __future__ import annotations

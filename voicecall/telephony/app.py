@@ -37,7 +37,7 @@ STATUS_PATH = "/twilio/status"
 HEALTH_PATH = "/healthz"
 #: A webhook holds a call slot this long while Twilio opens the WebSocket.
 RESERVATION_NS = 15_000_000_000
-#: Twilio's limit on one `<Parameter>`'s name + value (twilio.md §4).
+#: Twilio's limit on one `<Parameter>`'s name + value (Twilio's `<Stream>` `<Parameter>` documentation).
 PARAMETER_MAX_CHARS = 500
 #: Webhook fields handed to the call through `start.customParameters`.
 FORWARDED_FIELDS = ("CallSid", "From", "To", "Direction")

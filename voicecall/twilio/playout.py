@@ -8,7 +8,7 @@ Why pace instead of sending everything at once: Twilio buffers whatever we send 
 in real time, so a long backlog is audio the caller would hear after a barge-in unless `clear`
 arrives, and marks would say nothing about *now*. With a bounded lead `clear` drops little.
 
-Marks (twilio.md §3): Twilio echoes a mark when the audio before it has played, and echoes
+Marks (Twilio's `mark` message): Twilio echoes a mark when the audio before it has played, and echoes
 every pending mark at once after `clear`. So an echo alone cannot say "heard": each mark
 remembers the clear epoch it was sent in, and an echo of a mark from an earlier epoch means
 dropped. Marks still in our own queue at `clear` never reach Twilio and are dropped at once.

@@ -3,7 +3,7 @@
     Twilio -> us:  connected, start, media*, (mark | dtmf)*, stop        (JSON text frames)
     us -> Twilio:  media, mark, clear                                     (JSON text frames)
 
-Decoding rules (see shared/research/twilio.md §1-2):
+Decoding rules (Twilio's Media Streams WebSocket messages, as Twilio documents and sends them):
 
 - Twilio sends `sequenceNumber`, `media.chunk` and `media.timestamp` as JSON *strings*; the
   decoder is lax (`strict=False`), so "5" and 5 both become int 5.

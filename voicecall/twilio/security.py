@@ -1,6 +1,6 @@
 """Twilio request signatures, and the rule that an unsigned server stays on loopback.
 
-What Twilio signs (twilio.md §6): a webhook POST is signed over the exact URL it requested
+What Twilio signs (its X-Twilio-Signature request validation): a webhook POST is signed over the exact URL it requested
 (our *public* URL, not the local one behind a proxy) plus the form fields; the Media Streams
 WebSocket upgrade is signed over the `wss://` URL from the TwiML with no parameters (a GET has
 no body, and the stream URL carries no query string). `RequestValidator` does the HMAC.
