@@ -287,7 +287,8 @@ def test_stt_killed_mid_utterance_asks_the_caller_to_repeat(system: RunningSyste
             await call.silence(200)
         await call.silence(5000)  # "sorry, I missed that"
         await call.stream_audio(again.mulaw)
-        await call.silence(7000)
+        await call.silence(3000)
+        await call._wait_for_quiet(quiet_ms=1000, limit_s=30.0)  # the whole answer (it is long), however late
         await call.stop()
         await call.close()
         return call
