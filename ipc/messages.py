@@ -212,9 +212,38 @@ class TurnEnded(_Msg):
     turn_end_media_ms: int = 0  # media timestamp at which the endpoint was decided
     endpoint_silence_ms: int = 0  # silence the adaptive endpointer required for this turn
     speculative: bool = False  # the final is the transcript made during the pause (no end-of-turn decode)
+    turn_prob: float = -1.0  # Smart Turn's P(complete) at the last pause; -1 = not checked (off, failed, no pause)
+    turn_check_ms: float = 0.0  # what that check cost (ms, on the check thread)
+    turn_model_failed: bool = False  # the model failed at this turn's last pause: the rules decided alone
+    forced: bool = False  # ended by stt.commit_after_ms of speech without a pause, not by silence
 
 
-SttEvent = SpeechStarted | Partial | TurnEnded
+class SpeculativeFinal(_Msg):
+    """The caller paused; `text` covers all their speech so far and may become this turn's final.
+
+    Sent once both end-of-turn signals for the pause are in (transcript, and Smart Turn when on);
+    `silence_ms` is the silence the endpointer now requires before the turn ends. Telephony may
+    start the reply for it without sending audio, then use it if `TurnEnded` brings the same text.
+    """
+
+    call_id: int
+    turn_id: int
+    text: str
+    silence_ms: int
+    turn_prob: float = -1.0
+    ts_ns: int = 0
+
+
+class SpeechResumed(_Msg, gc=False):
+    """The caller spoke again after a pause of the same turn: any `SpeculativeFinal` is stale."""
+
+    call_id: int
+    turn_id: int
+    media_ms: int = 0
+    ts_ns: int = 0
+
+
+SttEvent = SpeechStarted | Partial | TurnEnded | SpeculativeFinal | SpeechResumed
 
 
 # ---------------------------------------------------------------- llm

@@ -9,7 +9,7 @@ import pytest
 from ipc.messages import CallClosed, CallOpened, Partial, SpeechStarted, SttEvent, TurnEnded
 from voicecall.sim.speech import Utterance, play_in_real_time, utterance, word_error_rate
 from voicecall.sim.worker_harness import WorkerHarness
-from workers.config import SttConfig
+from workers.config import SttConfig, VadConfig
 
 pytestmark = pytest.mark.slow
 TARGET = "workers.stt.worker:SttWorker"
@@ -55,20 +55,23 @@ def test_turns_transcribed_with_boundaries_on_time(stt: WorkerHarness) -> None:
         assert abs(st.media_ms - (at + u.speech_start_ms)) <= TOLERANCE_MS, (u.text, st)
         assert abs(end.speech_start_media_ms - (at + u.speech_start_ms)) <= TOLERANCE_MS, (u.text, end)
         assert abs(end.speech_end_media_ms - (at + u.speech_end_ms)) <= TOLERANCE_MS, (u.text, end)
-        # The turn ends once the adaptive silence has passed after the known end of speech.
+        # The turn ends once the adaptive silence has passed after the known end of speech, and once
+        # the signals that allowed it (transcript, Smart Turn) were in: never earlier, and a short
+        # wait may be stretched by their latency (generous bound for a loaded machine).
         expected_end = at + u.speech_end_ms + end.endpoint_silence_ms
-        assert abs(end.turn_end_media_ms - expected_end) <= TOLERANCE_MS, (u.text, end)
+        assert -TOLERANCE_MS <= end.turn_end_media_ms - expected_end <= 1000, (u.text, end)
         assert end.speech_end_ns <= end.turn_end_ns <= end.stt_final_ns
         assert st.turn_id == end.turn_id
         wer = word_error_rate(u.text, end.text)
         errors += wer * len(u.text.split())
         words += len(u.text.split())
         print(f"{u.text!r} -> {end.text!r} (wer {wer:.2f}, silence {end.endpoint_silence_ms} ms, "
+              f"ended after {end.turn_end_media_ms - at - u.speech_end_ms} ms, P(complete) {end.turn_prob:.2f}, "
               f"final {(end.stt_final_ns - end.turn_end_ns) / 1e6:.1f} ms after turn end)")
     assert errors / words <= 0.10
     assert [e.turn_id for e in ends] == [0, 1, 2]  # each new utterance is a new turn
     # Never cut off inside a phone number: its pauses were longer than `silence_ms`.
-    assert ends[2].endpoint_silence_ms == SttConfig().vad.silence_ms_incomplete
+    assert ends[2].endpoint_silence_ms >= SttConfig().vad.silence_ms_incomplete
     assert "4567" in ends[2].text.replace("-", "").replace(" ", "")
 
 
@@ -100,7 +103,9 @@ def test_silence_and_noise_are_not_speech(stt: WorkerHarness) -> None:
 
 def test_barge_in_detected_while_a_transcription_runs() -> None:
     # Stock 30 s window: each decode takes ~300 ms here, a wide target for the barge-in to land in.
-    cfg = SttConfig(window_min_frames=0, decode_threads=1, partial_interval_ms=0)
+    # Smart Turn off: this is about Silero never waiting for Whisper (the model's own thread is
+    # covered in test_smart_turn.py), and its longer waits would outlast the audio on a busy box.
+    cfg = SttConfig(window_min_frames=0, decode_threads=1, partial_interval_ms=0, vad=VadConfig(turn_model=""))
     long_talk = utterance("I was wondering whether the doctor could see me on Thursday afternoon, "
                           "or maybe on Friday morning if that is easier.", lead_ms=200, trail_ms=1400)
     # The interrupting caller's speech begins ~220 ms after the first caller stops, i.e. while the

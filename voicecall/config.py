@@ -320,6 +320,15 @@ def _semantic_problems(cfg: Config) -> list[str]:
         v = getattr(cfg.ipc, key)
         if v & (v - 1):
             problems.append(f"$.ipc.{key}: expected a power of two, got {v}")
+    vad = cfg.stt.vad
+    waits = [vad.silence_ms_confident, vad.silence_ms, vad.silence_ms_neutral, vad.silence_ms_incomplete,
+             vad.silence_ms_max]
+    if waits != sorted(waits):
+        problems.append("$.stt.vad: expected silence_ms_confident <= silence_ms <= silence_ms_neutral <= "
+                        f"silence_ms_incomplete <= silence_ms_max, got {waits}")
+    if vad.turn_incomplete_prob > vad.turn_complete_prob:
+        problems.append("$.stt.vad: expected turn_incomplete_prob <= turn_complete_prob, got "
+                        f"{vad.turn_incomplete_prob} and {vad.turn_complete_prob}")
     if cfg.llm.backend == "vllm" and not cfg.llm.model:
         problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
     if cfg.llm.backend == "openai" and not (cfg.llm.base_url or cfg.llm.base_urls):

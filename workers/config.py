@@ -56,15 +56,33 @@ class VadConfig(_Section):
     #: Silence (ms, by VAD windows) after which the speech so far is transcribed speculatively, so the
     #: final transcript is usually ready when the turn ends. Lower = earlier finals, more wasted decodes.
     settle_ms: NonNegative = 96
-    #: Silence (ms) that ends a turn when the transcript ends a question or a sentence of 3+ words.
-    #: Piper's own comma pauses measured 270-400 ms, and Whisper writes "afternoon." for a clause cut
-    #: at a comma, so 300 split such sentences into two turns; 400 keeps them whole.
+    #: Smart Turn v3.2 end-of-turn model (ONNX, run on 16 kHz upsampled audio at each pause), or ""
+    #: to decide on the transcript rules alone. "package:PKG/rel/path" is found without importing PKG
+    #: (the file ships in the `pipecat-ai` wheel, installed with --no-deps by the install step).
+    turn_model: str = "package:pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"
+    #: P(complete) (0..1) at or above which the model counts as sure the caller has finished: with a
+    #: transcript that ends a sentence the turn ends after `silence_ms_confident`.
+    turn_complete_prob: Probability = 0.5
+    #: P(complete) (0..1) below which the model counts as sure the caller is mid-thought: the wait
+    #: grows to `silence_ms_incomplete` whatever the text says (`silence_ms_max` if the text trails too).
+    turn_incomplete_prob: Probability = 0.05
+    #: Silence (ms) that ends a turn when the transcript ends a sentence or a question AND the model
+    #: is sure it is complete (the fast path: most complete questions).
+    silence_ms_confident: NonNegative = 200
+    #: Silence (ms) that ends a turn when the transcript ends a question or a sentence of 3+ words
+    #: and the model is unsure (or off). Piper's own comma pauses measured 270-400 ms, and Whisper
+    #: writes "afternoon." for a clause cut at a comma, so 300 split such sentences into two turns.
     silence_ms: NonNegative = 400
     #: Silence (ms) that ends a turn when the transcript has no clear ending either way.
     silence_ms_neutral: NonNegative = 500
     #: Silence (ms) that ends a turn when the transcript trails off mid-clause or ends in digits
-    #: (a phone number being dictated); also the longest wait while the transcript is not known yet.
-    silence_ms_incomplete: NonNegative = 800
+    #: (a phone number being dictated), or the model is sure the turn is incomplete; also the
+    #: longest wait while the transcript (or the model) has not answered yet. Callers thinking
+    #: mid-sentence pause 0.6-1.0 s: shorter waits talk over them.
+    silence_ms_incomplete: NonNegative = 1200
+    #: Silence (ms) that ends a turn when the transcript trails off AND the model is sure it is
+    #: incomplete ("I was wondering if, um,"): the cap on any wait.
+    silence_ms_max: NonNegative = 2000
     #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
     prefix_padding_ms: NonNegative = 300
     #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo; the
@@ -103,8 +121,12 @@ class SttConfig(_Section):
     #: (+4); hitting it, or a repetitive text, redoes the decode with the stock 30 s window.
     max_tokens_per_s: Annotated[float, msgspec.Meta(gt=0.0)] = 6.0
     #: When a pause transcript covers more than this much audio (ms), it is committed and later
-    #: decodes cover only the speech after it (long monologues stay in the short window).
+    #: decodes cover only the speech after it (long monologues stay in the short window). Also the
+    #: longest stretch of speech without a single pause before the turn is ended anyway (a caller
+    #: who never stops, or noise that sounds like speech, must not hold the turn forever).
     commit_after_ms: NonNegative = 8000
+    #: Smart Turn checks at once (one onnxruntime thread each; a check costs ~50-70 ms on this CPU).
+    turn_threads: Annotated[int, msgspec.Meta(ge=1)] = 1
     vad: VadConfig = msgspec.field(default_factory=VadConfig)
 
 

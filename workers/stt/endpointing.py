@@ -7,12 +7,22 @@ Pure logic (no model, no clock): fed one speech probability per 32 ms VAD window
     pausing --(voiced again)-->            speaking      => Resume
     pausing --(enough silence)-->          silent        => End     (the turn is over)
 
-"Enough silence" adapts to what was said (`required_silence_ms`): a transcript that ends a sentence
-or a question ends the turn after `silence_ms`; one that trails off mid-clause (a conjunction, an
-article, a comma, an ellipsis) or ends in digits (a phone number being dictated) waits
-`silence_ms_incomplete`; anything else `silence_ms_neutral`. While the transcript of the speech
-before the pause is not known yet, the turn does not end before `silence_ms_incomplete` unless
-the transcript arrives and allows it: a caller is never cut off because Whisper was busy.
+"Enough silence" adapts to what was said and how it sounded (`required_silence_ms`), from two
+signals known shortly after each pause: the transcript of the speech so far (does it trail off: a
+conjunction, an article, a comma, an ellipsis, "um", digits of a number being dictated?) and the
+Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/smart_turn.py):
+
+    text / model        P >= complete_prob    in between            P < incomplete_prob   off / failed
+    finished sentence    silence_ms_confident  silence_ms            silence_ms_incomplete silence_ms
+    no clear ending      silence_ms            silence_ms_neutral    silence_ms_incomplete silence_ms_neutral
+    trails off           silence_ms_incomplete silence_ms_incomplete silence_ms_max        silence_ms_incomplete
+
+The model is a signal, not a verdict: on phone audio it misses some complete questions and
+believes some half sentences, so it shortens the wait only when the text agrees, and lengthens it
+on its own only when it is sure. While the transcript (or the model, when it is on) is not known
+yet, the turn does not end before `silence_ms_incomplete`: a caller is never cut off because a
+decoder was busy. A caller who talks for `max_run_ms` without a single pause has their turn
+ended anyway (an open line or a monologue must not hold the call forever).
 
 Hysteresis as in Silero's own segmenter: a window counts as voiced at `threshold`, and speech
 continues while the probability stays above `threshold - 0.15`.
@@ -59,15 +69,28 @@ def completeness(text: str) -> Completeness:
     return Completeness.NEUTRAL
 
 
-def required_silence_ms(cfg: VadConfig, text: str | None) -> int:
-    """Silence that ends the turn after `text` (None: transcript not known yet)."""
-    if text is None:
+def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | None = None,
+                        model_pending: bool = False) -> int:
+    """Silence that ends the turn after `text` (None: not known yet) given the model's P(complete)
+    (`turn_prob` None: model off or failed, the transcript rules alone; `model_pending`: asked, no answer yet)."""
+    if text is None or model_pending:
         return cfg.silence_ms_incomplete
-    return {
-        Completeness.COMPLETE: cfg.silence_ms,
-        Completeness.NEUTRAL: cfg.silence_ms_neutral,
-        Completeness.INCOMPLETE: cfg.silence_ms_incomplete,
-    }[completeness(text)]
+    said = completeness(text)
+    if turn_prob is None:
+        return {
+            Completeness.COMPLETE: cfg.silence_ms,
+            Completeness.NEUTRAL: cfg.silence_ms_neutral,
+            Completeness.INCOMPLETE: cfg.silence_ms_incomplete,
+        }[said]
+    sure_done = turn_prob >= cfg.turn_complete_prob
+    sure_not = turn_prob < cfg.turn_incomplete_prob
+    if said is Completeness.INCOMPLETE:
+        return cfg.silence_ms_max if sure_not else cfg.silence_ms_incomplete
+    if sure_not:
+        return cfg.silence_ms_incomplete
+    if said is Completeness.COMPLETE:
+        return cfg.silence_ms_confident if sure_done else cfg.silence_ms
+    return cfg.silence_ms if sure_done else cfg.silence_ms_neutral
 
 
 class Event(Enum):
@@ -84,9 +107,12 @@ class Endpointer:
     first voiced window of the speech, `last_voiced` the last one so far.
     """
 
-    def __init__(self, policy: VadConfig, window_ms: int = 32) -> None:
+    def __init__(self, policy: VadConfig, window_ms: int = 32, max_run_ms: int = 0) -> None:
         self.policy = policy
         self.window_ms = window_ms
+        #: Voiced time (ms) without any pause after which the turn ends anyway; 0 = never.
+        self.max_run_ms = max_run_ms
+        self.run_begin = -1  # first window of the voiced run since the onset or the last resume
         self.speaking = False
         self.paused = False
         self.run_start = -1  # first window of the current voiced run while silent
@@ -97,6 +123,12 @@ class Endpointer:
         self.speech_end_ms = 0
         #: Transcript of everything up to `last_voiced` (set by the worker), or None while unknown.
         self.text: str | None = None
+        #: Smart Turn's P(complete) for the speech up to `last_voiced`, None when off/failed/unknown;
+        #: `model_pending` while a check was asked for and has not answered.
+        self.turn_prob: float | None = None
+        self.model_pending = False
+        #: Ended by `max_run_ms` rather than by silence (the worker reports it).
+        self.forced = False
         self.required_ms = policy.silence_ms_incomplete
         #: Override of min_speech_ms / threshold while the agent is audible (echo), or None.
         self.strict: tuple[float, int] | None = None
@@ -118,7 +150,20 @@ class Endpointer:
     def set_text(self, text: str | None) -> None:
         """The transcript of the speech so far (None when new speech made the last one stale)."""
         self.text = text
-        self.required_ms = required_silence_ms(self.policy, text)
+        self._update()
+
+    def set_turn_prob(self, prob: float | None) -> None:
+        """The model's answer for the speech so far (None: it failed; the rules decide alone)."""
+        self.turn_prob, self.model_pending = prob, False
+        self._update()
+
+    def expect_turn_prob(self) -> None:
+        """A model check for the speech so far was asked for: wait for it before a short end."""
+        self.turn_prob, self.model_pending = None, True
+        self._update()
+
+    def _update(self) -> None:
+        self.required_ms = required_silence_ms(self.policy, self.text, self.turn_prob, self.model_pending)
 
     def step(self, window: int, prob: float) -> Event | None:
         """Advance by one window; return what happened, if anything."""
@@ -128,8 +173,10 @@ class Endpointer:
                 if self.run_start < 0:
                     self.run_start = window
                 if (window - self.run_start + 1) * self.window_ms >= min_speech_ms:
-                    self.speaking, self.paused = True, False
+                    self.speaking, self.paused, self.forced = True, False, False
                     self.onset_window, self.last_voiced = self.run_start, window
+                    self.run_begin = self.run_start
+                    self.turn_prob, self.model_pending = None, False
                     self.speech_end_ms = (window + 1) * self.window_ms
                     self.set_text(None)
                     return Event.ONSET
@@ -141,8 +188,13 @@ class Endpointer:
             self.speech_end_ms = (window + 1) * self.window_ms
             if self.paused:
                 self.paused = False
+                self.run_begin = window
+                self.turn_prob, self.model_pending = None, False
                 self.set_text(None)
                 return Event.RESUME
+            if self.max_run_ms and (window - self.run_begin + 1) * self.window_ms >= self.max_run_ms:
+                self.forced = True
+                return self._end()
             return None
         if not self.paused:
             if (window - self.last_voiced) * self.window_ms >= self.policy.settle_ms:

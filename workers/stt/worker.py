@@ -7,9 +7,13 @@
       -> one batched Silero run -> Endpointer
          ONSET  -> SpeechStarted (barge-in)
          PAUSE  -> queue a pause transcript  ---->  resample 8->16 kHz, Whisper (short window)
+                   and a Smart Turn check    ---->  (its own thread) P(complete) of the last 8 s
          END    -> TurnEnded now if the pause  <----  result: Partial; it may end the turn (the
                    transcript covers all speech,        endpointer needed the text), or complete a
                    else queue a FINAL                   turn that was waiting for it (TurnEnded)
+                                                        Both signals in and the turn not over yet:
+                                                        SpeculativeFinal (telephony may prepare a reply)
+         RESUME -> SpeechResumed (that speculative final is stale)
 
 Why this split: Silero takes ~0.1 ms a window and runs on the serve loop, which never waits for a
 decode (CTranslate2 releases the GIL), so a barge-in is seen within a window or two even while
@@ -36,6 +40,8 @@ from ipc.messages import (
     CallOpened,
     Partial,
     PlaybackState,
+    SpeculativeFinal,
+    SpeechResumed,
     SpeechStarted,
     SttRequest,
     TurnEnded,
@@ -46,6 +52,7 @@ from workers.config import SttConfig, VadConfig
 from workers.stt.call_audio import CallAudio
 from workers.stt.endpointing import Endpointer, Event
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
+from workers.stt.turn_checks import TurnCheck, TurnChecks
 from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, SileroVad, VadStream
 
 log = logging.getLogger("voicecall.stt")
@@ -68,15 +75,19 @@ class _PendingEnd:
     turn_end_ns: int
     turn_end_media_ms: int
     silence_ms: int
+    turn_prob: float = -1.0
+    turn_check_ms: float = 0.0
+    turn_model_failed: bool = False
+    forced: bool = False
 
 
 class _Call:
     """Everything the worker keeps for one live call."""
 
-    def __init__(self, policy: VadConfig) -> None:
+    def __init__(self, policy: VadConfig, max_run_ms: int) -> None:
         self.audio = CallAudio()
         self.vad = VadStream()
-        self.ep = Endpointer(policy, WINDOW_MS)
+        self.ep = Endpointer(policy, WINDOW_MS, max_run_ms)
         self.turn_seen = 0  # newest turn id on the call's inbound frames
         self.last_ended = -1  # turn id of the last TurnEnded
         self.turn = 0  # turn id of the current utterance
@@ -93,6 +104,9 @@ class _Call:
         self.last_partial_text = ""  # not repeated when a later decode agrees
         #: Ended turns waiting for their transcript, by utterance number.
         self.pending: dict[int, _PendingEnd] = {}
+        #: Smart Turn at the last pause: (P(complete) or -1, ms, failed).
+        self.check: tuple[float, float, bool] = (-1.0, 0.0, False)
+        self.spec_mark = -1  # last_voiced window of the last SpeculativeFinal sent (-1: none since resume)
 
 
 class SttWorker(Worker):
@@ -109,6 +123,8 @@ class SttWorker(Worker):
         self._engine: Any = None
         self._vad: SileroVad | None = None
         self._queue: TranscriptionQueue | None = None
+        self._turn_model: Any = None
+        self._checks: TurnChecks | None = None
         self.vad_s = 0.0  # CPU-side time spent in Silero (for health/benchmarks)
         self.vad_windows = 0
 
@@ -126,9 +142,14 @@ class SttWorker(Worker):
             language=cfg.language, beam_size=cfg.beam_size, window_min_frames=cfg.window_min_frames,
             window_margin_frames=cfg.window_margin_frames, max_tokens_per_s=cfg.max_tokens_per_s,
         )
-        progress("loading silero vad", 1, 2, cfg.vad.model)
+        progress("loading silero vad", 1, 3, cfg.vad.model)
         self._vad = SileroVad.load(cfg.vad.model, threads=1)
-        progress("models loaded", 2, 2)
+        if cfg.vad.turn_model:  # a missing file fails start-up, naming the package and the file
+            from workers.stt.smart_turn import SmartTurn
+
+            progress("loading smart turn", 2, 3, cfg.vad.turn_model)
+            self._turn_model = SmartTurn.load(cfg.vad.turn_model, threads=1)
+        progress("models loaded", 3, 3)
 
     def warm_up(self) -> None:
         rng = np.random.default_rng(0)
@@ -139,10 +160,15 @@ class SttWorker(Worker):
         assert self._vad is not None
         self._vad.step([stream])
         self._queue = TranscriptionQueue(self.config.decode_threads, self._decode)
+        if self._turn_model is not None:
+            self._turn_model.probability_8k(np.zeros(8000, dtype=np.int16))
+            self._checks = TurnChecks(self._turn_model, self.config.turn_threads, self._on_check)
 
     def shutdown(self, deadline_s: float) -> None:
         if self._queue is not None and not self._queue.close(deadline_s):
             log.warning("stt: a decode was still running at the %.1f s stop deadline", deadline_s)
+        if self._checks is not None:
+            self._checks.close(1.0)
         with self._lock:
             self._calls.clear()
 
@@ -155,11 +181,13 @@ class SttWorker(Worker):
     def on_message(self, msg: SttRequest, record: Record) -> None:
         with self._lock:
             if isinstance(msg, CallOpened):
-                self._calls.setdefault(msg.call_id, _Call(self.policy))
+                self._calls.setdefault(msg.call_id, self._new_call())
             elif isinstance(msg, CallClosed):
                 self._calls.pop(msg.call_id, None)
                 if self._queue is not None:
                     self._queue.discard(msg.call_id)
+                if self._checks is not None:
+                    self._checks.discard(msg.call_id)
             elif isinstance(msg, PlaybackState):
                 call = self._calls.get(msg.call_id)
                 if call is not None:
@@ -169,11 +197,14 @@ class SttWorker(Worker):
     def on_audio(self, record: Record) -> None:
         call = self._calls.get(record.call_id)
         if call is None:  # audio before CallOpened (or after a worker restart): serve it anyway
-            call = self._calls[record.call_id] = _Call(self.policy)
+            call = self._calls[record.call_id] = self._new_call()
         pcm = ulaw_decode(record.payload)
         call.audio.append(pcm, record.aux, record.ts_ns)
         call.vad.push(pcm)
         call.turn_seen = max(call.turn_seen, record.turn_id)
+
+    def _new_call(self) -> _Call:
+        return _Call(self.policy, self.config.commit_after_ms)
 
     def on_records(self, records: list[Record]) -> None:
         with self._lock:
@@ -203,7 +234,7 @@ class SttWorker(Worker):
         elif event is Event.PAUSE:
             self._on_pause(cid, call, window_end)
         elif event is Event.RESUME:
-            self._on_resume(call)
+            self._on_resume(cid, call)
         elif event is Event.END:
             self._on_end(cid, call, window)
         elif call.ep.speaking and not call.ep.paused:
@@ -222,6 +253,7 @@ class SttWorker(Worker):
         call.commit_from, call.committed = call.utt_start, ""
         call.requested_mark = call.result_mark = -1
         call.last_partial_at, call.last_partial_text = onset, ""
+        call.check, call.spec_mark = (-1.0, 0.0, False), -1
         self.outbox.message(SpeechStarted(call_id=cid, turn_id=call.turn, media_ms=call.audio.media_ms(onset),
                                           detected_ns=time.monotonic_ns()), cid, call.turn)
 
@@ -231,9 +263,19 @@ class SttWorker(Worker):
         floor = self.config.vad.end_floor_dbfs
         refined = call.audio.last_loud_end(voiced_end, floor, max_back=160 * _MS)
         ep.refine_end(refined // _MS)
+        call.turn = max(call.turn, call.turn_seen)  # telephony may have moved on (a discarded speculative reply)
         self._submit(cid, call, JobKind.PAUSE, window_end)
+        if self._checks is not None:
+            ep.expect_turn_prob()
+            start = max(call.utt_start, window_end - 8 * SAMPLE_RATE)
+            self._checks.submit(TurnCheck(cid, call.utterance, ep.last_voiced, call.audio.pcm(start, window_end)))
 
-    def _on_resume(self, call: _Call) -> None:
+    def _on_resume(self, cid: int, call: _Call) -> None:
+        if call.spec_mark >= 0:
+            call.spec_mark = -1
+            self.outbox.message(SpeechResumed(call_id=cid, turn_id=call.turn, ts_ns=time.monotonic_ns(),
+                                              media_ms=call.audio.media_ms(call.ep.last_voiced * WINDOW)),
+                                cid, call.turn)
         # Speech after a pause: if the pause transcript covers a long stretch, commit it so later
         # decodes only cover the new speech (keeps long monologues inside the short window).
         if call.result_mark == call.requested_mark >= 0 and \
@@ -264,8 +306,10 @@ class SttWorker(Worker):
             turn=call.turn, start_media_ms=audio.media_ms(ep.onset_window * WINDOW),
             end_media_ms=audio.media_ms(end_sample), speech_end_ns=audio.arrival_ns(max(end_sample - 1, 0)),
             turn_end_ns=time.monotonic_ns(), turn_end_media_ms=audio.media_ms((window + 1) * WINDOW),
-            silence_ms=ep.required_ms,
+            silence_ms=ep.required_ms, turn_prob=call.check[0], turn_check_ms=call.check[1],
+            turn_model_failed=call.check[2], forced=ep.forced,
         )
+        call.turn = end.turn = max(call.turn, call.turn_seen)
         call.last_ended = call.turn
         if call.result_mark == ep.last_voiced:
             self._emit_final(cid, end, call.result_text, call.result_covers - call.utt_start,
@@ -285,6 +329,8 @@ class SttWorker(Worker):
             speech_end_media_ms=end.end_media_ms, speech_end_ns=end.speech_end_ns, turn_end_ns=end.turn_end_ns,
             stt_final_ns=time.monotonic_ns(), audio_ms=audio_samples // _MS, no_speech_prob=no_speech,
             turn_end_media_ms=end.turn_end_media_ms, endpoint_silence_ms=end.silence_ms, speculative=speculative,
+            turn_prob=end.turn_prob, turn_check_ms=end.turn_check_ms, turn_model_failed=end.turn_model_failed,
+            forced=end.forced,
         )
         self.outbox.message(msg, cid, end.turn)
 
@@ -329,9 +375,34 @@ class SttWorker(Worker):
                 self._partial(job.call_id, call, full)
             if call.ep.speaking and call.ep.paused and call.ep.last_voiced == job.mark:
                 call.ep.set_text(full)
-                last_window = call.vad.windows_done - 1
-                if call.ep.check(last_window) is Event.END:
-                    self._on_end(job.call_id, call, last_window)
+                self._signals_in(job.call_id, call)
+
+    def _on_check(self, check: TurnCheck, prob: float | None, ms: float) -> None:
+        """Run on the check thread: a Smart Turn answer for a pause."""
+        with self._lock:
+            call = self._calls.get(check.call_id)
+            if call is None or call.utterance != check.utterance:
+                return
+            ep = call.ep
+            if not (ep.speaking and ep.paused and ep.last_voiced == check.mark):
+                return  # the caller spoke again: this answer is about old speech
+            call.check = (-1.0 if prob is None else prob, ms, prob is None)
+            ep.set_turn_prob(prob)
+            self._signals_in(check.call_id, call)
+
+    def _signals_in(self, cid: int, call: _Call) -> None:
+        """A signal for the current pause arrived: end the turn if the silence is enough already;
+        otherwise, once all signals are in, offer the transcript as a speculative final."""
+        ep = call.ep
+        last_window = call.vad.windows_done - 1
+        if ep.check(last_window) is Event.END:
+            self._on_end(cid, call, last_window)
+            return
+        if ep.text is None or ep.model_pending or not ep.text or call.spec_mark == ep.last_voiced:
+            return
+        call.spec_mark = ep.last_voiced
+        self.outbox.message(SpeculativeFinal(call_id=cid, turn_id=call.turn, text=ep.text, silence_ms=ep.required_ms,
+                                             turn_prob=call.check[0], ts_ns=time.monotonic_ns()), cid, call.turn)
 
     def _partial(self, cid: int, call: _Call, text: str) -> None:
         if text == call.last_partial_text:
