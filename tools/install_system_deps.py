@@ -1,6 +1,7 @@
-"""Install the Debian packages the test suite uses: Chromium (the softphone browser test) and
+"""Install the Debian packages the test suite uses: Chromium (the softphone browser test),
 PostgreSQL (the records tests start their own server in a temporary directory and never touch
-a cluster the package may have created).
+a cluster the package may have created) and espeak-ng (a second caller voice for
+tests/test_turn_taking.py and `voicecall turn-bench`).
 
 Best effort: when apt is unavailable or not root, print why and carry on; the tests that need
 a package skip with that reason.
@@ -15,7 +16,8 @@ import subprocess
 import sys
 
 #: Debian package -> a file (glob) that proves it is installed.
-PACKAGES = {"chromium": "/usr/bin/chromium", "postgresql": "/usr/lib/postgresql/*/bin/initdb"}
+PACKAGES = {"chromium": "/usr/bin/chromium", "postgresql": "/usr/lib/postgresql/*/bin/initdb",
+            "espeak-ng": "/usr/bin/espeak-ng"}
 
 
 def main() -> int:

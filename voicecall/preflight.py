@@ -57,6 +57,13 @@ def check_models(cfg: Config, config_path: str) -> tuple[list[str], list[str]]:
             problems.append(f"{config_path}: $.{key}: {how}")
         else:
             found.append(f"{key:<22} {ref}  ->  {path} [{how}]")
+    if cfg.stt.vad.turn_model:
+        from workers.stt.smart_turn import model_path  # numpy only; onnxruntime is imported at load
+
+        try:
+            found.append(f"{'stt.vad.turn_model':<22} {model_path(cfg.stt.vad.turn_model)}")
+        except FileNotFoundError as exc:
+            problems.append(f"{config_path}: $.stt.vad.turn_model: {exc}")
     knowledge = Path(cfg.llm.knowledge)
     if knowledge.exists():
         found.append(f"{'llm.knowledge':<22} {knowledge}")
