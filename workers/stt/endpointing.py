@@ -41,7 +41,11 @@ TRAILING_WORDS = frozenset(
     "my your his her our their its is are was were be been am i we you they he she it um uh like than "
     "then when where while as into onto plus minus".split()
 )
-_NUMBER_WORDS = frozenset("zero oh one two three four five six seven eight nine ten hundred thousand".split())
+#: Words a caller dictating a number or a date pauses after ("five five five, ...", "March, the fourth").
+_NUMBER_WORDS = frozenset(
+    "zero oh one two three four five six seven eight nine ten hundred thousand january february march april "
+    "may june july august september october november december".split()
+)
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -59,7 +63,7 @@ def completeness(text: str) -> Completeness:
     words = _WORD.findall(stripped.lower())
     last = words[-1] if words else ""
     if any(ch.isdigit() for ch in last) or last in _NUMBER_WORDS:
-        return Completeness.INCOMPLETE  # digits may be part of a number still being dictated
+        return Completeness.INCOMPLETE  # digits (or a month) may be part of a number or date being dictated
     if stripped.endswith(("...", "…", ",", "-", ";", ":")) or last in TRAILING_WORDS:
         return Completeness.INCOMPLETE
     if stripped.endswith("?") or (stripped.endswith((".", "!")) and len(words) > 2):

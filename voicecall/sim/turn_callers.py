@@ -1,0 +1,213 @@
+"""Generated callers for turn-taking: paused sentences, complete questions, backchannels, interruptions.
+
+Two sets that share no sentence: TUNING (what the end-of-turn thresholds were calibrated on) and
+REPORT (what the benchmark reports). They use different voices where possible: TUNING is the
+Piper voice of voicecall/sim/speech.py; REPORT is espeak-ng (formant synthesis, a very different
+voice, installed by tools/install_system_deps.py) plus Piper at a slower speaking rate.
+
+A paused sentence is written with "|" where the caller stops to think. It is synthesized whole,
+with a comma at the "|" (so the voice keeps the rising, unfinished intonation of a caller who
+goes on), then the silent gap nearest that point is stretched to the pause length: 0.6-1.0 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ipc.audio import FRAME_BYTES, SAMPLE_RATE, ulaw_encode
+from voicecall.sim.speech import _dir, _lock, _speech_span, _synthesize
+
+#: Energy (dBFS of a 10 ms block) below which synthesized audio counts as a gap between words.
+_GAP_DBFS = -45.0
+
+TUNING: dict[str, list[str]] = {
+    "paused": [
+        "I need to cancel my appointment and | book a new one for Friday.",
+        "My phone number is five five five, | two one two, three four.",
+        "I was wondering if, um, | you are open on Saturday.",
+        "Could you tell me if the doctor | is available next week?",
+        "I'd like to book a checkup for | my daughter.",
+        "My date of birth is March | the fourth, nineteen eighty.",
+        "I called yesterday because | my prescription ran out.",
+        "Is it possible to, uh, | move my visit to the afternoon?",
+        "I have a question about my bill. | It seems too high.",
+        "The appointment is for my husband. | He has a bad cough.",
+        "My insurance number is four four, | seven one nine.",
+        "So I was thinking that | maybe Monday works better.",
+    ],
+    "complete": [
+        "What time do you open on Saturday?", "Do you take walk-in patients?", "Where is the clinic?",
+        "Can I book a cleaning for next week?", "How much does a checkup cost?", "Is there parking nearby?",
+        "Do you accept my insurance?", "Can I speak to a nurse, please?", "When does the clinic close today?",
+        "I would like to cancel my appointment.", "Do I need to bring anything?", "Is the doctor in on Monday?",
+    ],
+    "backchannel": ["Uh-huh.", "Okay.", "Yeah.", "Mm-hmm.", "Right.", "Sure."],
+    "interruption": [
+        "Wait, can I ask about parking instead?", "Sorry, what are your hours on Sunday?",
+        "Actually, I need to cancel my appointment.", "Hold on, do you take walk-ins?",
+        "No, I meant the other clinic.", "Excuse me, how much does that cost?",
+    ],
+}
+
+REPORT: dict[str, list[str]] = {
+    "paused": [
+        "I want to reschedule my cleaning and | maybe see the hygienist.",
+        "You can reach me at eight one eight, | four four two, six six.",
+        "I was hoping that, um, | someone could call me back.",
+        "Do you know whether the clinic | has a pharmacy inside?",
+        "I need a sick note for | my employer.",
+        "My last visit was in, uh, | early October I think.",
+        "Could I come in today because | my tooth really hurts?",
+        "My account number is nine two, | three three eight.",
+        "I got a letter from you. | It says my appointment moved.",
+        "My son needs a vaccine. | Do you have any slots this week?",
+        "The pain started on Tuesday and | it has not gone away.",
+        "I think I left my, um, | glasses in the waiting room.",
+    ],
+    "complete": [
+        "Are you open on public holidays?", "Can I get a flu shot today?", "Which bus stops near the clinic?",
+        "How long is the usual wait?", "Do you have a female doctor?", "Can I pay by card?",
+        "Is the clinic open at lunchtime?", "Can I get my test results by phone?", "Do children need an appointment?",
+        "I want to book a blood test.", "Who do I call after hours?", "Can my wife come with me?",
+    ],
+    "backchannel": ["Mm-hmm.", "Okay.", "Yeah.", "Right.", "I see.", "Uh-huh.", "Sure.", "Okay."],
+    "interruption": [
+        "Wait, is that on Tuesday or Thursday?", "Sorry, I did not catch the address.",
+        "Actually, can I talk to a person?", "Hang on, I have another question.",
+        "No, no, I need the earlier slot.", "Excuse me, can you repeat that?",
+    ],
+}
+
+#: (voice name, length scale) for each set: REPORT alternates espeak-ng and a slower Piper.
+VOICES = {"tuning": [("piper", 1.0)], "report": [("espeak", 1.0), ("piper", 1.15)]}
+
+
+@dataclass(frozen=True)
+class CallerLine:
+    """One generated caller line as the phone line delivers it."""
+
+    kind: str
+    text: str  # without the "|" marker
+    voice: str
+    mulaw: bytes  # lead and trail silence included, whole 20 ms frames
+    speech_start_ms: int
+    speech_end_ms: int
+    pause_start_ms: int = -1  # the stretched mid-sentence pause (paused lines), -1 otherwise
+    pause_end_ms: int = -1
+    first_half: str = ""  # what was said before the pause
+
+    @property
+    def duration_ms(self) -> int:
+        return len(self.mulaw) // 8
+
+    def frames(self) -> list[bytes]:
+        return [self.mulaw[i : i + FRAME_BYTES] for i in range(0, len(self.mulaw), FRAME_BYTES)]
+
+
+def _espeak(text: str, speed: int = 160) -> np.ndarray:
+    """espeak-ng (en-us) -> int16 8 kHz."""
+    import soxr
+
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("espeak-ng is not installed (tools/install_system_deps.py installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "line.wav"
+        subprocess.run([exe, "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True,
+                       capture_output=True)
+        with wave.open(str(path)) as w:
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    audio = soxr.resample(pcm.astype(np.float32) / 32768.0, rate, SAMPLE_RATE, quality="HQ")
+    return np.clip(np.round(audio * 32767.0 * 0.8), -32768, 32767).astype(np.int16)
+
+
+def _voice_pcm(text: str, voice: str, scale: float) -> np.ndarray:
+    if voice == "espeak":
+        return _espeak(text, speed=int(160 / scale))
+    return (_synthesize(text, scale).astype(np.float32) * 0.7).astype(np.int16)
+
+
+def _gaps(pcm: np.ndarray) -> list[tuple[int, int]]:
+    """Silent stretches (sample ranges, >= 40 ms) inside the speech."""
+    block = SAMPLE_RATE // 100
+    n = len(pcm) // block
+    blocks = pcm[: n * block].astype(np.float64).reshape(n, block) / 32768.0
+    quiet = 10 * np.log10(np.mean(blocks**2, axis=1) + 1e-12) < _GAP_DBFS
+    voiced = np.flatnonzero(~quiet)
+    out, i = [], int(voiced[0]) if voiced.size else 0
+    last = int(voiced[-1]) if voiced.size else 0
+    while i <= last:
+        if quiet[i]:
+            j = i
+            while j <= last and quiet[j]:
+                j += 1
+            if j - i >= 4:
+                out.append((i * block, j * block))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def line(kind: str, text: str, voice: str = "piper", scale: float = 1.0, pause_ms: int = 800,
+         lead_ms: int = 400, trail_ms: int = 1200) -> CallerLine:
+    """Synthesize one caller line (cached like voicecall.sim.speech.utterance)."""
+    key = hashlib.sha1(f"turn|{kind}|{text}|{voice}|{scale}|{pause_ms}|{lead_ms}|{trail_ms}".encode()).hexdigest()[:16]
+    plain = text.replace(" | ", " ").replace("|", "")
+    first_half = text.split("|")[0].strip() if "|" in text else ""
+    with _lock:
+        path = _dir() / f"{key}.npz"
+        if path.exists():
+            d = np.load(path)
+            return CallerLine(kind, plain, voice, d["mulaw"].tobytes(), *(int(v) for v in d["spans"]),
+                              first_half=first_half)
+    spoken = text.replace(" | ", ", ").replace(",,", ",") if "|" in text else text
+    spoken = spoken.replace(".,", ".")
+    pcm = _voice_pcm(spoken, voice, scale)
+    pause = (-1, -1)
+    if "|" in text:
+        gaps = _gaps(pcm)
+        if not gaps:
+            raise ValueError(f"no gap to stretch in {text!r} ({voice})")
+        want = len(pcm) * len(text.split("|")[0]) / len(text)
+        a, b = min(gaps, key=lambda g: abs((g[0] + g[1]) / 2 - want))
+        gap = pause_ms * SAMPLE_RATE // 1000
+        pcm = np.concatenate([pcm[:a], np.zeros(gap, dtype=np.int16), pcm[b:]])
+        pause = (a, a + gap)
+    body = np.zeros(-(-len(pcm) // 160) * 160, dtype=np.int16)
+    body[: len(pcm)] = pcm
+    start, end = _speech_span(body)
+    silence = lambda ms: np.zeros(ms * SAMPLE_RATE // 1000, dtype=np.int16)  # noqa: E731
+    mulaw = ulaw_encode(np.concatenate([silence(lead_ms), body, silence(trail_ms)]))
+    spans = [lead_ms + start, lead_ms + end]
+    if pause[0] >= 0:
+        spans += [lead_ms + pause[0] * 1000 // SAMPLE_RATE, lead_ms + pause[1] * 1000 // SAMPLE_RATE]
+    else:
+        spans += [-1, -1]
+    with _lock:
+        np.savez(path, mulaw=np.frombuffer(mulaw, dtype=np.uint8), spans=np.array(spans))
+    return CallerLine(kind, plain, voice, mulaw, *spans, first_half=first_half)
+
+
+def caller_set(name: str, kinds: tuple[str, ...] = ("paused", "complete", "backchannel", "interruption"),
+               seed: int = 0) -> list[CallerLine]:
+    """Every line of set `name` ("tuning" or "report"), voices alternated, pauses 0.6-1.0 s."""
+    texts = TUNING if name == "tuning" else REPORT
+    voices = VOICES[name]
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in kinds:
+        for i, text in enumerate(texts[kind]):
+            voice, scale = voices[i % len(voices)]
+            pause = int(rng.integers(30, 51)) * 20 if kind == "paused" else 0  # 600..1000 ms
+            out.append(line(kind, text, voice, scale, pause_ms=pause or 800))
+    return out
