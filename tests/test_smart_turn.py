@@ -1,0 +1,96 @@
+"""Smart Turn v3.2 and the combined end-of-turn rules: real model, real generated speech at 8 kHz."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from ipc.audio import ulaw_decode
+from voicecall.sim.speech import utterance
+from voicecall.sim.turn_callers import line
+from workers.config import VadConfig
+from workers.stt.endpointing import Endpointer, Event, required_silence_ms
+from workers.stt.smart_turn import SmartTurn, log_mel, model_path, upsample_8k
+from workers.stt.turn_checks import TurnCheck, TurnChecks
+from workers.stt.vad import silero_onnx_path
+
+
+@pytest.fixture(scope="module")
+def model() -> SmartTurn:
+    return SmartTurn.load()
+
+
+def test_features_match_whisper_feature_extractor() -> None:
+    transformers = pytest.importorskip("transformers")
+    rng = np.random.default_rng(3)
+    speech = (rng.standard_normal(16000 * 3) * 0.1).astype(np.float32)
+    fe = transformers.WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160,
+                                              chunk_length=8, n_fft=400)
+    padded = np.concatenate([np.zeros(16000 * 5, dtype=np.float32), speech])  # our left padding, done by hand
+    ref = fe(padded, sampling_rate=16000, padding="max_length", max_length=128000, truncation=True,
+             do_normalize=True, return_tensors="np").input_features[0]
+    assert np.abs(log_mel(speech) - ref).max() < 1e-4
+
+
+def test_complete_question_vs_the_same_sentence_cut_at_and(model: SmartTurn) -> None:
+    whole = utterance("I need to cancel my appointment and book a new one for Friday.")
+    cut = line("paused", "I need to cancel my appointment and | book a new one for Friday.", pause_ms=900)
+    # Through 8 kHz mu-law, as a phone line delivers it; ~200 ms of the pause, as at a check.
+    at_end = ulaw_decode(whole.mulaw)[: (whole.speech_end_ms + 200) * 8]
+    at_pause = ulaw_decode(cut.mulaw)[: (cut.pause_start_ms + 200) * 8]
+    assert len(upsample_8k(at_end)) == 2 * len(at_end)  # the model is fed 16 kHz
+    p_cut, p_done = model.probability_8k(at_pause), model.probability_8k(at_end)
+    print(f"P(complete): cut at 'and' {p_cut:.3f}, whole sentence {p_done:.3f}")
+    assert p_cut < 0.1 < 0.5 < p_done
+    cfg = VadConfig()
+    # Combined: the cut clause waits the longest; the finished sentence ends after the short silence.
+    assert required_silence_ms(cfg, "I need to cancel my appointment and...", p_cut) == cfg.silence_ms_max
+    assert required_silence_ms(cfg, "I need to cancel my appointment and book a new one for Friday.",
+                               p_done) == cfg.silence_ms_confident
+
+
+def test_missing_model_file_names_the_package_and_the_file() -> None:
+    with pytest.raises(FileNotFoundError, match=r"pipecat.*nope\.onnx"):
+        model_path("package:pipecat/audio/turn/smart_turn/data/nope.onnx")
+    with pytest.raises(FileNotFoundError, match=r"no_such_pkg.*pipecat-ai"):
+        model_path("package:no_such_pkg/smart-turn-v3.2-cpu.onnx")
+
+
+def test_a_model_failing_at_run_time_leaves_the_rules_alone_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    broken = SmartTurn(ort.InferenceSession(str(silero_onnx_path())))  # a real session, the wrong model
+    results: list[float | None] = []
+    done = threading.Event()
+
+    def on_result(check: TurnCheck, prob: float | None, ms: float) -> None:
+        results.append(prob)
+        if len(results) == 3:
+            done.set()
+
+    checks = TurnChecks(broken, 1, on_result)
+    with caplog.at_level(logging.ERROR, logger="voicecall.stt"):
+        for i in range(3):
+            checks.submit(TurnCheck(call_id=i, utterance=1, mark=10, audio=np.zeros(8000, dtype=np.int16)))
+            assert done.wait(10) or i < 2
+    checks.close(2.0)
+    assert results == [None, None, None] and checks.failures == 3
+    assert sum("Smart Turn check failed" in r.message for r in caplog.records) == 1
+    cfg = VadConfig()
+    ep = Endpointer(cfg, 32)
+    ep.expect_turn_prob()
+    ep.set_text("Where is the clinic?")
+    assert ep.required_ms == cfg.silence_ms_incomplete  # still waiting for the model
+    ep.set_turn_prob(None)  # it failed: the transcript rules decide alone
+    assert ep.required_ms == cfg.silence_ms
+
+
+def test_a_caller_who_never_pauses_has_the_turn_ended_at_commit_after_ms() -> None:
+    ep = Endpointer(VadConfig(), 32, max_run_ms=8000)
+    events = [(i, e, ep.forced) for i in range(400) if (e := ep.step(i, 0.9)) is not None]
+    assert events[0] == (4, Event.ONSET, False)
+    assert events[1] == (249, Event.END, True)  # 250 windows x 32 ms = 8 s of speech without a pause
+    assert events[2][1] is Event.ONSET  # still talking: the next turn begins
