@@ -130,6 +130,12 @@ class IpcConfig(_Section):
     requests_ring_bytes: RingBytes = 1 << 20
 
 
+BACKCHANNELS = (
+    "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "yeah", "yes", "yep", "okay", "ok",
+    "right", "sure", "i see", "got it", "alright", "all right", "uh", "um", "oh",
+)
+
+
 class CallConfig(_Section):
     """Conversation behaviour."""
 
@@ -146,6 +152,18 @@ class CallConfig(_Section):
     max_history_turns: NonNegative = 20
     #: Seconds any single wait on a worker may take before the turn falls back.
     worker_deadline_s: Seconds = 5.0
+    #: Speculative reply: when the caller pauses and the stt worker's end-of-turn wait for what they
+    #: said is at most this long (ms), the reply is generated and synthesized right away without
+    #: sending audio; it plays the moment the turn ends with the same transcript, and is aborted
+    #: (LLM request and TTS job cancelled) if the caller goes on. 0 disables.
+    speculative_max_silence_ms: NonNegative = 500
+    #: While the agent speaks, caller speech stops its audio at once; if it then turns out to be one
+    #: of these (a backchannel) or to hold no words (a cough, line noise), the answer resumes from
+    #: the start of the sentence the caller stopped hearing: no new turn. Compared lower-case,
+    #: without punctuation. An empty list makes every caller sound a real interruption.
+    backchannels: list[str] = msgspec.field(default_factory=lambda: list(BACKCHANNELS))
+    #: A backchannel is at most this many words (all of them from `backchannels`).
+    backchannel_max_words: NonNegative = 3
     #: Said (from the LLM's end_call or a goodbye entry) when the reply itself said nothing.
     goodbye: str = "Thank you for calling. Goodbye!"
     #: E.164 number ("+15551234567") the `transfer_call` tool puts callers through to (TwiML
