@@ -29,7 +29,23 @@ class CallMetrics:
         self.false_barge_ins = Counter("voicecall_false_barge_ins", "Short caller sounds that did not interrupt", registry=r)
         self.fallbacks = Counter("voicecall_fallbacks", "Turns answered by the fallback or an apology", ["reason"], registry=r)
         self.dropped = Counter("voicecall_dropped_frames", "Audio frames dropped", ["where"], registry=r)
+        self.speculative = Counter("voicecall_speculative_turns", "Replies prepared at a caller's pause, by outcome "
+                                   "(started, used, discarded)", ["outcome"], registry=r)
+        self.backchannels = Counter("voicecall_backchannels", "Caller sounds over the agent that were backchannels "
+                                    "or no words: the answer resumed", registry=r)
+        self.turn_ends = Counter("voicecall_turn_ends", "Caller turns by what ended them (model: Smart Turn and "
+                                 "the transcript; rules: transcript alone; model_failed: the model failed at "
+                                 "run time; forced: no pause for stt.commit_after_ms)", ["by"], registry=r)
+        self.turn_check = Histogram("voicecall_smart_turn_check_seconds", "Cost of one Smart Turn check",
+                                    buckets=_BUCKETS, registry=r)
         self.worker_restarts = Counter("voicecall_worker_restarts", "Worker restarts seen", ["worker"], registry=r)
+
+    def observe_turn_end(self, turn_prob: float, check_ms: float, model_failed: bool, forced: bool) -> None:
+        """Count what decided a caller's turn end (from the stt worker's TurnEnded)."""
+        by = "forced" if forced else "model_failed" if model_failed else "model" if turn_prob >= 0 else "rules"
+        self.turn_ends.labels(by).inc()
+        if turn_prob >= 0:
+            self.turn_check.observe(check_ms / 1e3)
 
     def observe_turn(self, stamps: TurnStamps) -> None:
         """Observe every stage whose two stamps are known and ordered."""

@@ -1,0 +1,98 @@
+"""Stop, then resume: caller sounds over the agent that turn out not to be an interruption.
+
+    SPEAKING --SpeechStarted--> audio stopped at once (`clear`), the reply held: still generated
+                                and synthesized, nothing sent (voicecall/conversation/held.py)
+      TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
+          -> the reply resumes from the start of the sentence the caller stopped hearing;
+             recorded as an event, not as a caller turn; no new LLM turn
+      TurnEnded: anything else -> a real interruption: cancel, cut the history to what the echoed
+             marks prove was heard, answer it (the barge-in of before)
+
+The barge-in budget is unchanged: the `clear` goes out on the onset, before anyone knows what the
+caller is saying. The first mark after the resume proves what was heard, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from ipc.messages import TurnEnded
+from voicecall.conversation.held import release
+
+log = logging.getLogger("voicecall.call")
+_WORDS = re.compile(r"[a-z0-9']+")
+
+
+def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
+    """True when `text` is only backchannel phrases (at most `max_words` words) or has no words."""
+    words = _WORDS.findall(text.lower().replace("-", " "))
+    if not words:
+        return True
+    if len(words) > max_words:
+        return False
+    known = {tuple(_WORDS.findall(p.lower().replace("-", " "))) for p in phrases}
+    longest = max((len(k) for k in known), default=0)
+    i = 0
+    while i < len(words):  # greedy: the longest known phrase at each position
+        for n in range(min(longest, len(words) - i), 0, -1):
+            if tuple(words[i : i + n]) in known:
+                i += n
+                break
+        else:
+            return False
+    return True
+
+
+class BackchannelPause:
+    """The pause-and-decide side of one `CallSession` (`session` duck-typed)."""
+
+    def __init__(self, session: Any) -> None:
+        self.s = session
+        self.turn = -1  # the caller turn whose speech paused the reply, -1 when not paused
+        self.resumed = 0
+
+    @property
+    def paused(self) -> bool:
+        return self.turn >= 0
+
+    def hold(self, turn_id: int) -> bool:
+        """Caller speech started while the agent was speaking: stop the audio now, keep the reply.
+        False when the reply cannot be resumed (the session then interrupts as before)."""
+        s = self.s
+        reply = s.reply
+        cfg = s.deps.cfg.call
+        if reply is None or reply.apologised or reply.on_hold or not cfg.backchannels:
+            return False
+        s.port.clear()
+        reply.on_hold = True
+        self.turn = turn_id
+        s._emit("paused", {"turn": reply.turn_id, "heard": reply.heard_text})
+        return True
+
+    def on_turn_ended(self, msg: TurnEnded, text: str) -> bool:
+        """The caller's sound ended. True when it was a backchannel and the reply resumed; False
+        when it is a real turn (the held reply was interrupted, the session answers the text)."""
+        if not self.paused:
+            return False
+        s = self.s
+        self.turn = -1
+        reply = s.reply
+        if reply is None or not reply.on_hold:
+            return False
+        cfg = s.deps.cfg.call
+        if is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
+            self.resumed += 1
+            s.deps.metrics.backchannels.inc()
+            if s.deps.records is not None:
+                s.deps.records.event(s._row, "backchannel", text or "(no words)")
+            s._emit("resumed", {"turn": reply.turn_id, "text": text})
+            log.info("call %d: backchannel %r during turn %d; resuming after %r", s.call_id, text,
+                     reply.turn_id, reply.heard_text)
+            release(s, reply)
+            s._maybe_reply_finished()
+            return True
+        reply.on_hold = False
+        s._interrupt("barge-in")
+        return False
