@@ -164,6 +164,10 @@ class CallConfig(_Section):
     backchannels: list[str] = msgspec.field(default_factory=lambda: list(BACKCHANNELS))
     #: A backchannel is at most this many words (all of them from `backchannels`).
     backchannel_max_words: NonNegative = 3
+    #: Whisper's own no-speech probability (0..1) at or above which a sound over the agent counts
+    #: as holding no words, whatever text Whisper made up for it (it invents "Thank you." or a
+    #: whole clause for a cough or background voices). 1.0 = trust the text alone.
+    no_words_prob: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
     #: Said (from the LLM's end_call or a goodbye entry) when the reply itself said nothing.
     goodbye: str = "Thank you for calling. Goodbye!"
     #: E.164 number ("+15551234567") the `transfer_call` tool puts callers through to (TwiML

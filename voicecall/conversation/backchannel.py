@@ -3,6 +3,7 @@
     SPEAKING --SpeechStarted--> audio stopped at once (`clear`), the reply held: still generated
                                 and synthesized, nothing sent (voicecall/conversation/held.py)
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
+                 (none in the text, or Whisper rates it no-speech: call.no_words_prob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
       TurnEnded: anything else -> a real interruption: cancel, cut the history to what the echoed
@@ -82,7 +83,9 @@ class BackchannelPause:
         if reply is None or not reply.on_hold:
             return False
         cfg = s.deps.cfg.call
-        if is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
+        log.info("call %d: caller sound over turn %d: %r (no-speech %.2f, %d ms)", s.call_id, reply.turn_id, text,
+                 msg.no_speech_prob, msg.audio_ms)
+        if msg.no_speech_prob >= cfg.no_words_prob or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
             self.resumed += 1
             s.deps.metrics.backchannels.inc()
             if s.deps.records is not None:

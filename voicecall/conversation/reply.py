@@ -118,6 +118,9 @@ class ReplyBookkeeping:
     # ------------------------------------------------------------------ audio and marks out
 
     def _play(self, mulaw: bytes, first_audio_ns: int) -> None:
+        if self.reply is not None and self.reply.on_hold:
+            self._cancel_deadline()  # the audio came; it waits (voicecall/conversation/held.py)
+            return
         if not self._audio_seen_for_reply:
             self._audio_seen_for_reply = True
             self._cancel_deadline()
@@ -136,6 +139,8 @@ class ReplyBookkeeping:
 
     def _place_mark(self, sentence: SpokenSentence) -> None:
         assert self.reply is not None
+        if self.reply.on_hold:
+            return  # placed when the reply is released
         self._mark_counter += 1
         sentence.mark = f"t{self.reply.turn_id}-s{sentence.seq}-{self._mark_counter}"
         self.port.mark(sentence.mark, self.reply.turn_id)

@@ -34,6 +34,8 @@ from ipc.messages import (
     LlmEvent,
     Partial,
     SentenceDone,
+    SpeculativeFinal,
+    SpeechResumed,
     SpeechStarted,
     SttEvent,
     SynthesisFailed,
@@ -46,10 +48,13 @@ from ipc.messages import (
 )
 from ipc.ring import Record
 from voicecall.conversation.actions import CallActions
+from voicecall.conversation.backchannel import BackchannelPause
+from voicecall.conversation.held import keep_audio
 from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.missed_words import MissedWords
 from voicecall.conversation.reply import CallInfo, CallState, ReplyBookkeeping, SessionDeps
 from voicecall.conversation.sentences import SentenceAggregator
+from voicecall.conversation.speculative import SpeculativeReplies, note_turn_end
 from voicecall.latency import TurnStamps
 from voicecall.twilio.handler import CallStream
 
@@ -91,6 +96,8 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._last_media_ms = -1
         self.greeted = False
         self.leaving_message = False
+        self._spec = SpeculativeReplies(self)  # replies prepared at the caller's pause
+        self._backchannel = BackchannelPause(self)  # "uh-huh" over the agent: stop, then resume
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,6 +133,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         clip = self.deps.canned.clip_for(text)
         sentence = reply.add(0, text)
         if clip is not None and clip.ready:  # synthesized ahead: the caller hears it at once
+            keep_audio(reply, 0, bytes(clip.audio))
             self._play(bytes(clip.audio), first_audio_ns=time.monotonic_ns())
             sentence.frames = len(clip.audio) // 160
             self._place_mark(sentence)
@@ -198,6 +206,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         """The stream ended (stop, socket gone, hang-up): cancel everything, close the record."""
         if self.state is CallState.ENDED:
             return
+        self._spec.discard("call ended")
         if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
             self.reply.interrupted = not self.reply.all_heard
             self._cancel_reply()
@@ -225,7 +234,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         if self.state is CallState.ENDED:
             return
         match msg:
-            case SpeechStarted() | Partial() | TurnEnded():
+            case SpeechStarted() | Partial() | TurnEnded() | SpeculativeFinal() | SpeechResumed():
                 self._on_stt(msg)
             case GenerationDone() | GenerationFailed() | ToolCall():
                 self._on_llm(rec, msg)
@@ -239,12 +248,20 @@ class CallSession(ReplyBookkeeping, CallActions):
     def _on_stt(self, msg: SttEvent) -> None:
         if self.leaving_message:
             return  # a voicemail message is not interrupted by the machine's own sounds
-        if isinstance(msg, SpeechStarted):
+        msg = self._spec.remap(msg)
+        if isinstance(msg, SpeculativeFinal):
+            if self.greeted:
+                self._spec.on_final(msg)
+        elif isinstance(msg, SpeechResumed):
+            self._spec.discard("the caller went on")
+        elif isinstance(msg, SpeechStarted):
             if msg.turn_id < self.turn:
                 return
             self._emit("speech", {"turn": msg.turn_id})
             self._silence.caller_active()
             self.missed.speech_started()
+            if self.state is CallState.SPEAKING and self._backchannel.hold(msg.turn_id):
+                return  # audio stopped; resumed or interrupted once we know what the caller said
             if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
                 self._interrupt("barge-in")
         elif isinstance(msg, Partial):
@@ -256,9 +273,23 @@ class CallSession(ReplyBookkeeping, CallActions):
             text = msg.text.strip()
             self._emit("final", {"text": text, "turn": msg.turn_id})
             self.turn = msg.turn_id + 1
+            note_turn_end(self, msg)
             if self.missed.turn_ended(msg.speech_start_media_ms):  # the rest of an utterance whose start died with stt
+                self._spec.discard("stt restarted")
                 self._ask_again(f"heard only {text!r} after an stt restart", msg.turn_id)
                 return
+            if self._backchannel.on_turn_ended(msg, text):
+                return  # a backchannel or no words over the agent: its answer resumed
+            spoken_ns = max(msg.speech_end_media_ms - msg.speech_start_media_ms, 0) * 1_000_000
+            stamps = TurnStamps(
+                speech_start_ns=msg.speech_end_ns - spoken_ns, speech_end_ns=msg.speech_end_ns,
+                turn_end_ns=msg.turn_end_ns, stt_final_ns=msg.stt_final_ns, stt_final_recv_ns=time.monotonic_ns(),
+            )
+            if self._spec.adopt(msg, text, stamps):
+                return  # the reply prepared at the pause plays now
+            turn_id = msg.turn_id
+            if turn_id in self._spec.discarded:  # its speculative reply was just cancelled: a fresh id
+                turn_id, self.turn = self.turn, self.turn + 1
             if not text or not any(ch.isalnum() for ch in text):
                 return  # noise with no words: keep listening
             if self.reply is not None and self.state is CallState.SPEAKING:
@@ -271,14 +302,11 @@ class CallSession(ReplyBookkeeping, CallActions):
                 self.conversation.add_caller(text)
                 self.greet()
                 return
-            spoken_ns = max(msg.speech_end_media_ms - msg.speech_start_media_ms, 0) * 1_000_000
-            self._answer(msg.turn_id, text, TurnStamps(
-                speech_start_ns=msg.speech_end_ns - spoken_ns, speech_end_ns=msg.speech_end_ns,
-                turn_end_ns=msg.turn_end_ns, stt_final_ns=msg.stt_final_ns, stt_final_recv_ns=time.monotonic_ns(),
-            ))
+            self._answer(turn_id, text, stamps)
 
     def _answer(self, turn_id: int, text: str, stamps: TurnStamps) -> None:
         """Start the reply to caller turn `turn_id` (superseding any reply still in flight)."""
+        self._spec.discard("superseded")
         if self.reply is not None:
             self._interrupt("new caller turn")
         self._silence.caller_active()
@@ -368,6 +396,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         if reply is None or rec.turn_id != reply.turn_id or reply.interrupted or reply.apologised:
             return
         if rec.kind == KIND_AUDIO:
+            keep_audio(reply, rec.seq, rec.payload)
             self._play(rec.payload, first_audio_ns=rec.ts_ns)
         elif isinstance(msg, SentenceDone):
             self._synth_pending.discard(msg.seq)
@@ -383,6 +412,8 @@ class CallSession(ReplyBookkeeping, CallActions):
 
     def on_worker_status(self, worker: str, state: WorkerState) -> None:
         """A worker died or came back while this call is live."""
+        if state is not WorkerState.READY:
+            self._spec.discard(f"{worker} worker {state.value}")
         if worker == "stt" and state is WorkerState.READY:
             self.missed.stt_ready()
         elif worker == "stt":

@@ -72,6 +72,7 @@ class SpeculativeReplies:
         if not sent:
             s.reply = None
             return
+        s._arm_deadline("first token")
         self.turn, self.text = msg.turn_id, text
         self.started += 1
         s.deps.metrics.speculative.labels("started").inc()
@@ -92,10 +93,7 @@ class SpeculativeReplies:
         if s.deps.records is not None:
             s.deps.records.turn(s._row, msg.turn_id, "caller", text, stamps=stamps)
             s.deps.records.event(s._row, "speculative", f"used for turn {msg.turn_id}")
-        for name in stamps.__struct_fields__:  # the caller's stamps; the reply's own ones stay
-            value = getattr(stamps, name)
-            if value and not getattr(s.stamps, name):
-                setattr(s.stamps, name, value)
+        _merge_stamps(s, stamps)
         s.deps.metrics.turns_total.inc()
         s._emit("speculative", {"turn": msg.turn_id, "text": text, "state": "used"})
         s.state = s.state.__class__.PROCESSING
@@ -123,6 +121,18 @@ class SpeculativeReplies:
             s.deps.records.event(s._row, "speculative", f"discarded turn {turn}: {why}")
         s._emit("speculative", {"turn": turn, "state": "discarded", "why": why})
         log.debug("call %d: speculative reply for turn %d discarded (%s)", s.call_id, turn, why)
+
+
+def _merge_stamps(session: Any, caller: Any) -> None:
+    """The caller's stamps (speech end, turn end, final) join the reply's own (LLM, TTS)."""
+    if isinstance(session.stamps, dict):
+        for name, value in caller.items():
+            session.stamps.setdefault(name, value)
+        return
+    for name in caller.__struct_fields__:
+        value = getattr(caller, name)
+        if value and not getattr(session.stamps, name):
+            setattr(session.stamps, name, value)
 
 
 def _ready(link: Any) -> bool:

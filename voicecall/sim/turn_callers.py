@@ -211,3 +211,41 @@ def caller_set(name: str, kinds: tuple[str, ...] = ("paused", "complete", "backc
             pause = int(rng.integers(30, 51)) * 20 if kind == "paused" else 0  # 600..1000 ms
             out.append(line(kind, text, voice, scale, pause_ms=pause or 800))
     return out
+
+
+def _resonate(x: np.ndarray, freq: float, bandwidth: float) -> np.ndarray:
+    """A two-pole resonator (one formant) at `freq` Hz."""
+    r = np.exp(-np.pi * bandwidth / SAMPLE_RATE)
+    a1, a2, g = -2 * r * np.cos(2 * np.pi * freq / SAMPLE_RATE), r * r, 1 - r
+    y = np.zeros(len(x))
+    y1 = y2 = 0.0
+    for i, v in enumerate(x):
+        y1, y2 = g * v - a1 * y1 - a2 * y2, y1
+        y[i] = y1
+    return y
+
+
+_VOWELS = [[(700, 80), (1200, 90), (2500, 120)], [(300, 60), (870, 90), (2240, 120)],
+           [(530, 70), (1840, 100), (2480, 120)], [(570, 70), (840, 80), (2410, 120)]]
+
+
+def wordless_burst(seed: int = 0, parts: int = 5, lead_ms: int = 0, trail_ms: int = 1200) -> bytes:
+    """~0.9 s of voice-like sound with no words (glottal pulses through vowel formants, changing
+    every 180 ms): Silero takes it for speech, Whisper finds no words in it. A stand-in for a
+    cough, a sigh or someone talking in the background."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(parts):
+        n = int(0.18 * SAMPLE_RATE)
+        t = np.arange(n) / SAMPLE_RATE
+        f0 = 100 + 40 * rng.random()
+        phase = np.cumsum(2 * np.pi * f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t)) / SAMPLE_RATE)
+        y = (np.mod(phase, 2 * np.pi) < 0.6).astype(float) + 0.1 * rng.standard_normal(n)
+        for freq, bw in _VOWELS[rng.integers(len(_VOWELS))]:
+            y = _resonate(y, freq, bw)
+        y *= np.minimum(1, np.minimum(t / 0.05, (t[-1] - t) / 0.08 + 1e-3))
+        out.append(y / np.max(np.abs(y)) * 0.4)
+    body = (np.concatenate(out) * 32767).astype(np.int16)
+    body = np.concatenate([body, np.zeros(-len(body) % 160, dtype=np.int16)])
+    silence = lambda ms: np.zeros(ms * SAMPLE_RATE // 1000, dtype=np.int16)  # noqa: E731
+    return ulaw_encode(np.concatenate([silence(lead_ms), body, silence(trail_ms)]))
