@@ -14,6 +14,7 @@ the old turn may already be on its way, so events for a discarded turn are read 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -121,6 +122,16 @@ class SpeculativeReplies:
             s.deps.records.event(s._row, "speculative", f"discarded turn {turn}: {why}")
         s._emit("speculative", {"turn": turn, "state": "discarded", "why": why})
         log.debug("call %d: speculative reply for turn %d discarded (%s)", s.call_id, turn, why)
+
+
+def note_turn_end(session: Any, msg: TurnEnded) -> None:
+    """Count what ended the caller's turn (/metrics) and keep its signals in the call record."""
+    session.deps.metrics.observe_turn_end(msg.turn_prob, msg.turn_check_ms, msg.turn_model_failed, msg.forced)
+    if session.deps.records is not None:
+        session.deps.records.event(session._row, "endpoint", json.dumps({
+            "turn": msg.turn_id, "silence_ms": msg.endpoint_silence_ms, "turn_prob": round(msg.turn_prob, 3),
+            "check_ms": round(msg.turn_check_ms, 1), "model_failed": msg.turn_model_failed, "forced": msg.forced,
+            "text": msg.text}))
 
 
 def _merge_stamps(session: Any, caller: Any) -> None:
