@@ -176,33 +176,65 @@ def test_turn_streams_through_llm_and_tts_and_finishes_on_marks() -> None:
     _run(scenario)
 
 
-def test_barge_in_clears_cancels_and_keeps_only_heard_text() -> None:
+async def _two_sentences_first_heard(session: CallSession, port: FakePort, far: FarEnd) -> list[Synthesize]:
+    """Turn 1 answered in three sentences; the first played and heard, the second's audio sent."""
+    await _finish_greeting(session, port, far)
+    far.emit("stt", _turn_ended(1, "Where are you?"), 1, 1)
+    await _settle(far)
+    far.requests("llm")
+    far.tokens(1, 1, "We are at 12 Maple Street. Parking is behind the building. Buses stop outside.")
+    far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
+    await _settle(far)
+    synth = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
+    far.audio(1, 1, 0)
+    far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+    far.audio(1, 1, 1)
+    await _settle(far)
+    session.on_mark(port.marks[-1], played=True)  # the caller heard sentence 0 only
+    return synth
+
+
+def test_barge_in_clears_at_once_then_a_real_interruption_cancels_and_keeps_only_heard_text() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
-        await _finish_greeting(session, port, far)
-        far.emit("stt", _turn_ended(1, "Where are you?"), 1, 1)
-        await _settle(far)
-        far.requests("llm")
-        far.tokens(1, 1, "We are at 12 Maple Street. Parking is behind the building. Buses stop outside.")
-        far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
-        await _settle(far)
-        synth = [m for m in far.requests("tts") if isinstance(m, Synthesize)]
-        far.audio(1, 1, 0)
-        far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
-        far.audio(1, 1, 1)
-        await _settle(far)
-        session.on_mark(port.marks[-1], played=True)  # the caller heard sentence 0 only
+        synth = await _two_sentences_first_heard(session, port, far)
         played_before = len(port.played)
         far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
         await _settle(far)
-        assert port.clears == 1 and session.state is CallState.LISTENING
+        assert port.clears == 1  # the audio stops on the onset, before anyone knows what was said
+        assert not [m for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)]
+        far.emit("stt", _turn_ended(2, "Sorry, is there parking?"), 1, 2)  # not a backchannel
+        await _settle(far)
         cancels = {(type(m).__name__, m.turn_id) for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)}
         assert cancels == {("Cancel", 1)}
-        msg = session.conversation.entries[-1]
+        msg = [e for e in session.conversation.entries if e.role == "assistant"][-1]
         assert msg.interrupted and msg.content == "We are at 12 Maple Street."
+        assert session.conversation.entries[-1].content == "Sorry, is there parking?"  # answered as today
         far.audio(1, 1, 2)  # stale audio of the cancelled turn must never be played
         await _settle(far)
         assert len(port.played) == played_before
         assert len(synth) == 3
+
+    _run(scenario)
+
+
+def test_backchannel_over_the_agent_resumes_from_the_unheard_sentence() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _two_sentences_first_heard(session, port, far)
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
+        await _settle(far)
+        assert port.clears == 1
+        session.on_mark(port.marks[-1], played=False)  # ... the clear dropped what was queued
+        far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=1, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+        far.audio(1, 1, 2)  # synthesis goes on while held: kept, not sent
+        await _settle(far)
+        played_before, marks_before = len(port.played), len(port.marks)
+        far.emit("stt", _turn_ended(2, "Uh-huh."), 1, 2)
+        await _settle(far)
+        assert not [m for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, (Cancel, Generate))]
+        # Resumed from sentence 1 (the one the caller stopped hearing): its audio and mark, then
+        # sentence 2's audio so far; sentence 0 is not repeated.
+        assert len(port.played) == played_before + 2 and len(port.marks) == marks_before + 1
+        assert session.state is CallState.SPEAKING and session.conversation.entries[-1].role == "user"
 
     _run(scenario)
 

@@ -293,7 +293,7 @@ def make_items(set_name: str) -> list[Item]:
     for it in items:
         seen[it.kind] = seen.get(it.kind, 0) + 1
         rank.append((seen[it.kind], order[it.kind]))
-    return [it for _, it in sorted(zip(rank, items), key=lambda x: x[0])]
+    return [it for _, it in sorted(zip(rank, items, strict=True), key=lambda x: x[0])]
 
 
 def main() -> int:
