@@ -35,6 +35,8 @@ COMMANDS: dict[str, Command] = {
     "stt-bench": Command("voicecall.cli.stt_bench:main", "the STT worker on its own, in its real process"),
     "llm-bench": Command("voicecall.cli.llm_bench:main", "the LLM worker on its own, in its real process"),
     "tts-bench": Command("voicecall.cli.tts_bench:main", "the TTS worker on its own, in its real process"),
+    "turn-bench": Command("voicecall.cli.turn_bench:main", "turn-taking with generated callers: talk-over, "
+                          "backchannels, interruptions, voice-to-voice, Smart Turn"),
     "say": Command("voicecall.cli.say:main", "speak a sentence into a WAV with the embedded Piper voice"),
     "soak": Command("voicecall.cli.soak:main", "chaos soak: N simulated callers for M minutes with faults; table + JSON"),
     "latency-report": Command("voicecall.cli.latency_report:main", "per-stage latencies of recorded calls from a calls.db"),

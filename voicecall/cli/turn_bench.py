@@ -1,0 +1,322 @@
+"""Turn-taking benchmark: generated callers against a running voicecall, a table and JSON.
+
+    voicecall run --config configs/cpu.toml &                 # or a copy on another port
+    voicecall turn-bench --config configs/cpu.toml --calls 1 4 --json /tmp/turns.json
+    voicecall turn-bench --signals --set tuning               # each end-of-turn signal alone, offline
+
+Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
+0.6-1.0 s pause after an unfinished clause, complete questions, backchannels at different points
+of an answer, real interruptions. With --calls N the items are dealt to N simultaneous calls.
+Measured at the simulated caller (voicecall/sim/client.py) and from the server's call records:
+
+  talk-over        the agent's audio arrived during a paused caller's pause or second half
+  answered <=1.5s  a paused utterance answered within 1.5 s of its real end
+  one turn         ... and recorded as one caller turn
+  backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it)
+  interruption     caller speech onset -> `clear` arrived (the audio stops there), ms
+  voice-to-voice   complete questions: end of caller speech -> first agent audio arrived, ms
+  endpoint wait    speech end -> turn end (records), ms; Smart Turn ms per check (records)
+  speculative      replies prepared at a pause that were used / started (records)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voicecall.config import load_config
+from voicecall.percentiles import percentile
+from voicecall.sim.client import SimulatedCall
+from voicecall.sim.speech import utterance
+from voicecall.sim.turn_callers import CallerLine, caller_set
+from voicecall.twilio.protocol import OUTBOUND_DECODER, OutMedia
+
+LONG_QUESTION = "What are your opening hours?"  # a ~9 s answer to talk over
+BACKCHANNEL_AT_MS = (1000, 2500, 4000, 5500)  # into the answer
+
+
+def pct(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return None if math.isnan(value) else round(value, 1)
+
+
+class TimedCall(SimulatedCall):
+    """A simulated call that also keeps when each agent media frame arrived."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.media_ns: list[int] = []
+
+    def _on_message(self, raw: str | bytes, now: int) -> None:
+        if isinstance(raw, str) and '"media"' in raw[:40]:
+            try:
+                if isinstance(OUTBOUND_DECODER.decode(raw), OutMedia):
+                    self.media_ns.append(now)
+            except Exception:  # noqa: BLE001 - the base class reports protocol errors
+                pass
+        super()._on_message(raw, now)
+
+    def media_between(self, a_ns: int, b_ns: int) -> list[int]:
+        return [t for t in self.media_ns if a_ns <= t < b_ns]
+
+    async def quiet(self, quiet_ms: int = 600, limit_s: float = 30.0) -> None:
+        """Silence until no agent audio has been due for `quiet_ms` (its reply played out)."""
+        end = time.monotonic_ns() + int(limit_s * 1e9)
+        while time.monotonic_ns() < end:
+            if time.monotonic_ns() - max(self.buffer.play_end_ns, self.media_ns[-1] if self.media_ns else 0) \
+                    > quiet_ms * 1_000_000:
+                return
+            await self.silence(100)
+
+
+@dataclass
+class Item:
+    kind: str  # paused | complete | backchannel | interruption
+    line: CallerLine
+    at_ms: int = 0  # backchannel / interruption: ms into the answer
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_item(call: TimedCall, item: Item, question: Any) -> None:
+    await call.quiet()
+    await call.silence(400)
+    r = item.result
+    if item.kind in ("paused", "complete"):
+        start, _ = await call.stream_audio(item.line.mulaw)
+        end_ns = start + item.line.speech_end_ms * 1_000_000
+        deadline = time.monotonic() + 8
+        while not any(t >= end_ns for t in call.media_ns[-5:]) and time.monotonic() < deadline:
+            await call.silence(20)  # the answer has not started yet
+        await call.quiet(quiet_ms=800, limit_s=15)
+        after = [t for t in call.media_ns if t >= end_ns]
+        r["v2v_ms"] = round((after[0] - end_ns) / 1e6, 1) if after else None
+        if item.kind == "paused":
+            pause_ns = start + item.line.pause_start_ms * 1_000_000
+            r["talked_over"] = bool(call.media_between(pause_ns, end_ns))
+        return
+    # backchannel / interruption: ask the long question, talk over its answer
+    before = len(call.media_ns)
+    q_start, _ = await call.stream_audio(question.mulaw)
+    deadline = time.monotonic() + 10
+    while len(call.media_ns) == before and time.monotonic() < deadline:
+        await call.silence(20)
+    if len(call.media_ns) == before:
+        r["error"] = "no answer to talk over"
+        return
+    answer_ns = call.media_ns[before]
+    while time.monotonic_ns() < answer_ns + item.at_ms * 1_000_000:
+        await call.silence(20)
+    clears = len(call.clear_ns)
+    start, _ = await call.stream_audio(item.line.mulaw)
+    onset = start + item.line.speech_start_ms * 1_000_000
+    later = [t for t in call.clear_ns[clears:] if t >= start]
+    r["stop_ms"] = round((later[0] - onset) / 1e6, 1) if later else None
+    await call.quiet(quiet_ms=800, limit_s=25)
+
+
+async def run_call(url: str, items: list[Item]) -> tuple[TimedCall, list[Item]]:
+    call = TimedCall(url)
+    question = utterance(LONG_QUESTION)
+    assert await call.place() == 200, "webhook refused the call"
+    await call.connect()
+    await call.silence(600)
+    for item in items:
+        await run_item(call, item, question)
+    await call.silence(500)
+    await call.stop()
+    await call.close()
+    return call, items
+
+
+def records_of(db: str, call_sid: str) -> tuple[list[dict], list[dict]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    for _ in range(50):
+        row = conn.execute("SELECT id, ended_at FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
+        if row is not None and row["ended_at"]:
+            break
+        time.sleep(0.1)
+    assert row is not None, f"no record for {call_sid}"
+    turns = [dict(t) for t in conn.execute("SELECT * FROM turns WHERE call_id = ? ORDER BY id", (row["id"],))]
+    events = [dict(e) for e in conn.execute("SELECT kind, detail FROM call_events WHERE call_id = ? ORDER BY id",
+                                            (row["id"],))]
+    return turns, events
+
+
+def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
+    dealt = [items[i::calls] for i in range(calls)]
+
+    async def main() -> list[tuple[TimedCall, list[Item]]]:
+        return await asyncio.gather(*(run_call(url, part) for part in dealt))
+
+    load = os.getloadavg()
+    t0 = time.monotonic()
+    results = asyncio.run(main())
+    out: dict[str, Any] = {"calls": calls, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
+    paused, complete, backch, inter = [], [], [], []
+    end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
+    resumed = backchannels = extra_turns = 0
+    for call, its in results:
+        turns, events = records_of(db, call.report.call_sid)
+        for it in its:
+            {"paused": paused, "complete": complete, "backchannel": backch, "interruption": inter}[it.kind].append(it)
+        callers = [t for t in turns if t["role"] == "caller"]
+        questions = sum(1 for it in its if it.kind in ("paused", "complete", "interruption")) + \
+            sum(1 for it in its if it.kind in ("backchannel", "interruption"))  # the long question each time
+        extra_turns += max(0, len(callers) - questions)
+        n_bc = sum(1 for it in its if it.kind == "backchannel")
+        backchannels += n_bc
+        resumed += min(n_bc, sum(1 for e in events if e["kind"] == "backchannel"))
+        for t in turns:
+            if t["role"] == "agent" and t.get("speech_end_ns") and t.get("turn_end_ns"):
+                end_waits.append((t["turn_end_ns"] - t["speech_end_ns"]) / 1e6)
+        for e in events:
+            if e["kind"] == "endpoint":
+                d = json.loads(e["detail"])
+                if d["check_ms"] > 0:
+                    checks.append(d["check_ms"])
+            elif e["kind"] == "speculative":
+                outcome = e["detail"].split()[0]  # "used for turn N" / "discarded turn N: why"
+                spec[outcome] = spec.get(outcome, 0) + 1
+        spec["started"] = spec["used"] + spec["discarded"]
+    out["wall_s"] = round(time.monotonic() - t0, 1)
+    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    v2v = [it.result["v2v_ms"] for it in complete if it.result.get("v2v_ms") is not None]
+    out.update({
+        "paused": len(paused),
+        "talk_over": sum(it.result.get("talked_over", False) for it in paused),
+        "talked_over_texts": [it.line.text for it in paused if it.result.get("talked_over")],
+        "paused_answered_1500ms": sum(1 for it in paused if (it.result.get("v2v_ms") or 1e9) <= 1500),
+        "complete": len(complete), "v2v_p50_ms": pct(v2v, 50), "v2v_p95_ms": pct(v2v, 95),
+        "v2v_max_ms": max(v2v) if v2v else None,
+        "backchannels": backchannels, "backchannels_resumed": resumed, "extra_caller_turns": extra_turns,
+        "interruptions": len(inter),
+        "stop_p50_ms": pct([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None], 50),
+        "stop_max_ms": max([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None],
+                           default=None),
+        "endpoint_p50_ms": pct(end_waits, 50), "endpoint_p95_ms": pct(end_waits, 95),
+        "smart_turn_check_p50_ms": pct(checks, 50), "smart_turn_check_p95_ms": pct(checks, 95),
+        "speculative": spec,
+        "speculative_hit_rate": round(spec["used"] / spec["started"], 2) if spec["started"] else None,
+        "items": [{"kind": it.kind, "voice": it.line.voice, "text": it.line.text, **it.result}
+                  for _, its in results for it in its],
+    })
+    return out
+
+
+def signals(set_name: str) -> dict[str, Any]:
+    """Each end-of-turn signal alone and combined, offline, at the pause (+200 ms) of every paused
+    line (truth: unfinished) and at the end of every complete question (truth: finished)."""
+    from ipc.audio import ulaw_decode
+    from voicecall.sim.speech import transcribe_mulaw
+    from workers.config import VadConfig
+    from workers.stt.endpointing import Completeness, completeness, required_silence_ms
+    from workers.stt.smart_turn import SmartTurn
+
+    model, cfg = SmartTurn.load(), VadConfig()
+    rows = []
+    for ln in caller_set(set_name, ("paused", "complete")):
+        cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + 200
+        text = transcribe_mulaw(ln.mulaw[: cut * 8])
+        t0 = time.perf_counter()
+        prob = model.probability_8k(ulaw_decode(ln.mulaw[: cut * 8]))
+        ms = (time.perf_counter() - t0) * 1e3
+        done = ln.kind == "complete"
+        pause = ln.pause_end_ms - ln.pause_start_ms
+        combined = required_silence_ms(cfg, text, prob)
+        rules = required_silence_ms(cfg, text, None)
+        rows.append({"kind": ln.kind, "voice": ln.voice, "text": text, "p_complete": round(prob, 3), "check_ms": round(ms, 1),
+                     "model_ok": (prob >= cfg.turn_complete_prob) == done,
+                     "rules_ok": (completeness(text) is Completeness.COMPLETE) == done,
+                     "rules_wait_ms": rules, "combined_wait_ms": combined,
+                     # unfinished: right when the wait outlasts the pause; finished: when it is short
+                     "rules_talk_over": (not done) and rules < pause, "combined_talk_over": (not done) and combined < pause})
+        print(f"{ln.kind:8} {ln.voice:6} P={prob:.3f} wait {combined:4} ms (rules {rules:4})  {text!r}")
+    n = len(rows)
+    paused = [r for r in rows if r["kind"] == "paused"]
+    done = [r for r in rows if r["kind"] == "complete"]
+    return {
+        "set": set_name, "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
+        "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
+        "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
+        "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
+        "complete_wait_p50_rules_ms": statistics.median(r["rules_wait_ms"] for r in done),
+        "complete_wait_p50_combined_ms": statistics.median(r["combined_wait_ms"] for r in done),
+        "check_ms_p50": pct([r["check_ms"] for r in rows], 50), "rows": rows,
+    }
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    def f(v: Any) -> str:
+        return "-" if v is None else str(v)
+
+    print(f"\n{'':34}" + "".join(f"{str(r['calls']) + ' call' + ('s' if r['calls'] > 1 else ''):>14}" for r in runs))
+    rows = [
+        ("talk-over (paused utterances)", lambda r: f"{r['talk_over']}/{r['paused']}"),
+        ("paused answered <= 1.5 s", lambda r: f"{r['paused_answered_1500ms']}/{r['paused']}"),
+        ("backchannels resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
+        ("caller turns beyond the questions", lambda r: f(r["extra_caller_turns"])),
+        ("interruption stop p50 / max ms", lambda r: f"{f(r['stop_p50_ms'])} / {f(r['stop_max_ms'])}"),
+        ("v2v complete p50 / p95 ms", lambda r: f"{f(r['v2v_p50_ms'])} / {f(r['v2v_p95_ms'])}"),
+        ("endpoint wait p50 / p95 ms", lambda r: f"{f(r['endpoint_p50_ms'])} / {f(r['endpoint_p95_ms'])}"),
+        ("Smart Turn check p50 / p95 ms", lambda r: f"{f(r['smart_turn_check_p50_ms'])} / {f(r['smart_turn_check_p95_ms'])}"),
+        ("speculative used / started", lambda r: f"{r['speculative']['used']}/{r['speculative']['started']}"),
+        ("load avg before -> after (1 min)", lambda r: f"{r['load_before'][0]} -> {r['load_after'][0]}"),
+    ]
+    for label, get in rows:
+        print(f"{label:34}" + "".join(f"{get(r):>14}" for r in runs))
+
+
+def make_items(set_name: str) -> list[Item]:
+    lines = caller_set(set_name)
+    items = []
+    counts: dict[str, int] = {}
+    for ln in lines:
+        i = counts[ln.kind] = counts.get(ln.kind, 0) + 1
+        at = BACKCHANNEL_AT_MS[i % len(BACKCHANNEL_AT_MS)] if ln.kind == "backchannel" else 1500 + 250 * (i % 4)
+        items.append(Item(ln.kind, ln, at_ms=at))
+    # interleave kinds so every call of a --calls N run gets some of each
+    order = {"paused": 0, "complete": 1, "backchannel": 2, "interruption": 3}
+    rank, seen = [], {}
+    for it in items:
+        seen[it.kind] = seen.get(it.kind, 0) + 1
+        rank.append((seen[it.kind], order[it.kind]))
+    return [it for _, it in sorted(zip(rank, items, strict=True), key=lambda x: x[0])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/cpu.toml", help="the running server's config (url, records db)")
+    p.add_argument("--calls", type=int, nargs="+", default=[1, 4], help="runs: simultaneous calls in each")
+    p.add_argument("--set", default="report", choices=["report", "tuning"])
+    p.add_argument("--limit", type=int, default=0, help="only the first N items (a quick look)")
+    p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
+    p.add_argument("--json", default="", help="write the results here")
+    args = p.parse_args(argv)
+    if args.signals:
+        result: Any = signals(args.set)
+        print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+    else:
+        cfg = load_config(args.config)
+        url = f"http://{cfg.server.host}:{cfg.server.port}"
+        items = make_items(args.set)
+        if args.limit:
+            items = items[: args.limit]
+        result = []
+        for n in args.calls:
+            print(f"{n} call(s), {len(items)} items ...", flush=True)
+            result.append(bench(url, cfg.records.db_path, n, [Item(i.kind, i.line, i.at_ms) for i in items]))
+        print_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
