@@ -24,9 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sqlite3
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
