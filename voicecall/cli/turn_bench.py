@@ -153,7 +153,8 @@ def records_of(db: str, call_sid: str) -> tuple[list[dict], list[dict]]:
 
 
 def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
-    dealt = [items[i::calls] for i in range(calls)]
+    n = len(items)
+    dealt = [items[i * n // calls:(i + 1) * n // calls] for i in range(calls)]  # each gets every kind
 
     async def main() -> list[tuple[TimedCall, list[Item]]]:
         return await asyncio.gather(*(run_call(url, part) for part in dealt))
@@ -164,7 +165,7 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
     out: dict[str, Any] = {"calls": calls, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
-    resumed = backchannels = extra_turns = 0
+    resumed = backchannels = extra_turns = heard_whole = 0
     for call, its in results:
         turns, events = records_of(db, call.report.call_sid)
         for it in its:
@@ -176,6 +177,9 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         n_bc = sum(1 for it in its if it.kind == "backchannel")
         backchannels += n_bc
         resumed += min(n_bc, sum(1 for e in events if e["kind"] == "backchannel"))
+        # the long answers talked over: heard whole = after a backchannel (resumed, or never stopped)
+        long_answers = [t for t in turns if t["role"] == "agent" and t["text"].startswith("We're open Monday")]
+        heard_whole += min(n_bc, sum(1 for t in long_answers if not t["interrupted"]))
         for t in turns:
             if t["role"] == "agent" and t.get("speech_end_ns") and t.get("turn_end_ns"):
                 end_waits.append((t["turn_end_ns"] - t["speech_end_ns"]) / 1e6)
@@ -198,7 +202,8 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         "paused_answered_1500ms": sum(1 for it in paused if (it.result.get("v2v_ms") or 1e9) <= 1500),
         "complete": len(complete), "v2v_p50_ms": pct(v2v, 50), "v2v_p95_ms": pct(v2v, 95),
         "v2v_max_ms": max(v2v) if v2v else None,
-        "backchannels": backchannels, "backchannels_resumed": resumed, "extra_caller_turns": extra_turns,
+        "backchannels": backchannels, "backchannels_resumed": resumed, "answers_heard_whole": heard_whole,
+        "extra_caller_turns": extra_turns,
         "interruptions": len(inter),
         "stop_p50_ms": pct([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None], 50),
         "stop_max_ms": max([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None],
@@ -259,11 +264,12 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     def f(v: Any) -> str:
         return "-" if v is None else str(v)
 
-    print(f"\n{'':34}" + "".join(f"{str(r['calls']) + ' call' + ('s' if r['calls'] > 1 else ''):>14}" for r in runs))
+    print(f"\n{'':34}" + "".join(f"{str(r['calls']) + ' call' + ('s' if r['calls'] > 1 else ''):>16}" for r in runs))
     rows = [
         ("talk-over (paused utterances)", lambda r: f"{r['talk_over']}/{r['paused']}"),
         ("paused answered <= 1.5 s", lambda r: f"{r['paused_answered_1500ms']}/{r['paused']}"),
-        ("backchannels resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
+        ("backchannels: stopped+resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
+        ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),
         ("caller turns beyond the questions", lambda r: f(r["extra_caller_turns"])),
         ("interruption stop p50 / max ms", lambda r: f"{f(r['stop_p50_ms'])} / {f(r['stop_max_ms'])}"),
         ("v2v complete p50 / p95 ms", lambda r: f"{f(r['v2v_p50_ms'])} / {f(r['v2v_p95_ms'])}"),
@@ -273,7 +279,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("load avg before -> after (1 min)", lambda r: f"{r['load_before'][0]} -> {r['load_after'][0]}"),
     ]
     for label, get in rows:
-        print(f"{label:34}" + "".join(f"{get(r):>14}" for r in runs))
+        print(f"{label:34}" + "".join(f"{get(r):>16}" for r in runs))
 
 
 def make_items(set_name: str) -> list[Item]:

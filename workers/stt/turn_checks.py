@@ -4,6 +4,9 @@ Why a thread of its own and not the decoder threads: a check (~50-70 ms) and the
 (~55-90 ms) are both needed before a short end of turn, so they run side by side on the two cores
 instead of one after the other. A check superseded by newer speech of the same call is skipped.
 
+A check whose pause is already over when its turn comes is skipped: on a busy machine the thread
+would otherwise spend its time on pauses nobody needs an answer for any more.
+
 A model that raises at run time does not stop the call: the result is `None` (the endpointer then
 uses the transcript rules alone), the first failure is logged with its traceback, the rest counted.
 """
@@ -38,13 +41,17 @@ ResultFn = Callable[[TurnCheck, "float | None", float], None]
 
 
 class TurnChecks:
-    def __init__(self, model: SmartTurn, threads: int, on_result: ResultFn) -> None:
+    def __init__(self, model: SmartTurn, threads: int, on_result: ResultFn,
+                 is_current: Callable[[TurnCheck], bool] | None = None) -> None:
         self._model = model
         self._on_result = on_result
+        #: Asked just before a check runs: False skips it (the caller spoke again meanwhile).
+        self._is_current = is_current
         self._cond = threading.Condition()
         self._pending: dict[int, TurnCheck] = {}  # newest per call, in submission order
         self._closed = False
         self.failures = 0
+        self.skipped = 0
         self.checks = 0
         self.check_s = 0.0
         self._threads = [threading.Thread(target=self._run, name=f"smart-turn-{i}", daemon=True)
@@ -81,6 +88,9 @@ class TurnChecks:
                     return
                 cid = next(iter(self._pending))
                 check = self._pending.pop(cid)
+            if self._is_current is not None and not self._is_current(check):
+                self.skipped += 1
+                continue
             t0 = time.perf_counter()
             prob: float | None
             try:

@@ -162,7 +162,7 @@ class SttWorker(Worker):
         self._queue = TranscriptionQueue(self.config.decode_threads, self._decode)
         if self._turn_model is not None:
             self._turn_model.probability_8k(np.zeros(8000, dtype=np.int16))
-            self._checks = TurnChecks(self._turn_model, self.config.turn_threads, self._on_check)
+            self._checks = TurnChecks(self._turn_model, self.config.turn_threads, self._on_check, self._check_current)
 
     def shutdown(self, deadline_s: float) -> None:
         if self._queue is not None and not self._queue.close(deadline_s):
@@ -376,6 +376,13 @@ class SttWorker(Worker):
             if call.ep.speaking and call.ep.paused and call.ep.last_voiced == job.mark:
                 call.ep.set_text(full)
                 self._signals_in(job.call_id, call)
+
+    def _check_current(self, check: TurnCheck) -> bool:
+        """Is the pause this check is about still going on? (Read without the lock: a stale
+        answer only costs a skipped or a wasted check, never a wrong decision.)"""
+        call = self._calls.get(check.call_id)
+        return call is not None and call.utterance == check.utterance and call.ep.paused \
+            and call.ep.last_voiced == check.mark
 
     def _on_check(self, check: TurnCheck, prob: float | None, ms: float) -> None:
         """Run on the check thread: a Smart Turn answer for a pause."""
