@@ -20,6 +20,7 @@ import msgspec
 from ipc.messages import Cancel, PlaybackState
 from voicecall.config import Config
 from voicecall.conversation.canned import CannedAudio, CannedClip
+from voicecall.conversation.held import keep_audio
 from voicecall.conversation.history import AgentReply, Conversation, SpokenSentence
 from voicecall.conversation.http_tools import HttpTools
 from voicecall.conversation.links import WorkerLinks
@@ -264,6 +265,7 @@ class ReplyBookkeeping:
             return
         sentence = reply.add(10_000, clip.text)
         reply.generated = reply.generated or clip.text
+        keep_audio(reply, sentence.seq, bytes(clip.audio))  # a held reply replays it when released
         self._play(bytes(clip.audio), first_audio_ns=time.monotonic_ns())
         sentence.frames = len(clip.audio) // 160
         self._place_mark(sentence)
