@@ -22,6 +22,8 @@ from ipc.messages import (
     GenerationDone,
     LlmRequest,
     SentenceDone,
+    SpeculativeFinal,
+    SpeechResumed,
     SpeechStarted,
     SttRequest,
     Synthesize,
@@ -235,6 +237,57 @@ def test_backchannel_over_the_agent_resumes_from_the_unheard_sentence() -> None:
         # sentence 2's audio so far; sentence 0 is not repeated.
         assert len(port.played) == played_before + 2 and len(port.marks) == marks_before + 1
         assert session.state is CallState.SPEAKING and session.conversation.entries[-1].role == "user"
+
+    _run(scenario)
+
+
+def test_speculative_reply_is_held_until_the_turn_ends_with_the_same_words() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.requests("llm")
+        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="Where are you?", silence_ms=400), 1, 1)
+        await _settle(far)
+        gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert len(gen) == 1 and gen[0].turn_id == 1 and gen[0].messages[-1].content == "Where are you?"
+        assert session.conversation.entries[-1].role == "assistant"  # not in the history yet
+        far.tokens(1, 1, "We are at 12 Maple Street.")
+        far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
+        await _settle(far)
+        far.audio(1, 1, 0)
+        far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+        await _settle(far)
+        played, marks = len(port.played), len(port.marks)
+        assert session.state is CallState.LISTENING  # ready, and not a frame sent
+        far.emit("stt", _turn_ended(1, "Where are you?"), 1, 1)
+        await _settle(far)
+        assert len(port.played) == played + 1 and len(port.marks) == marks + 1  # plays at once
+        assert not [m for m in far.requests("llm") if isinstance(m, (Generate, Cancel))]  # no second request
+        assert session.conversation.entries[-1].content == "Where are you?"
+
+    _run(scenario)
+
+
+def test_speculative_reply_discarded_when_the_caller_goes_on() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.requests("llm")
+        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="I need to cancel.", silence_ms=400), 1, 1)
+        await _settle(far)
+        far.tokens(1, 1, "Sure, I can cancel it.")
+        far.audio(1, 1, 0)
+        far.emit("stt", SpeechResumed(call_id=1, turn_id=1), 1, 1)
+        await _settle(far)
+        played = len(port.played)
+        cancels = {(w, m.turn_id) for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)}
+        assert cancels == {("llm", 1), ("tts", 1)}
+        # The final still says turn 1 (it was on its way): answered as turn 2, the cancelled id never reused.
+        far.emit("stt", _turn_ended(1, "I need to cancel. And book Friday instead."), 1, 1)
+        await _settle(far)
+        gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert [g.turn_id for g in gen] == [2] and gen[0].messages[-1].content.endswith("Friday instead.")
+        far.audio(1, 1, 1)  # late audio of the discarded reply
+        await _settle(far)
+        assert len(port.played) == played  # nothing of it was ever sent
 
     _run(scenario)
 
