@@ -221,7 +221,7 @@ class TurnEnded(_Msg):
 class SpeculativeFinal(_Msg):
     """The caller paused; `text` covers all their speech so far and may become this turn's final.
 
-    Sent once both end-of-turn signals for the pause are in (transcript, and Smart Turn when on);
+    Sent once the pause transcript is in (Smart Turn may still change the wait afterwards);
     `silence_ms` is the silence the endpointer now requires before the turn ends. Telephony may
     start the reply for it without sending audio, then use it if `TurnEnded` brings the same text.
     """

@@ -82,8 +82,12 @@ def test_a_model_failing_at_run_time_leaves_the_rules_alone_logged_once(caplog: 
     cfg = VadConfig()
     ep = Endpointer(cfg, 32)
     ep.expect_turn_prob()
+    assert ep.required_ms == cfg.silence_ms_incomplete  # no transcript yet: the longest wait
     ep.set_text("Where is the clinic?")
-    assert ep.required_ms == cfg.silence_ms_incomplete  # still waiting for the model
+    assert ep.required_ms == cfg.silence_ms  # the model has not answered: the rules alone
+    ep.set_turn_prob(0.9)
+    assert ep.required_ms == cfg.silence_ms_confident  # it agrees: the fast path
+    ep.expect_turn_prob()
     ep.set_turn_prob(None)  # it failed: the transcript rules decide alone
     assert ep.required_ms == cfg.silence_ms
 

@@ -19,9 +19,10 @@ Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/
 
 The model is a signal, not a verdict: on phone audio it misses some complete questions and
 believes some half sentences, so it shortens the wait only when the text agrees, and lengthens it
-on its own only when it is sure. While the transcript (or the model, when it is on) is not known
-yet, the turn does not end before `silence_ms_incomplete`: a caller is never cut off because a
-decoder was busy. A caller who talks for `max_run_ms` without a single pause has their turn
+on its own only when it is sure. While the transcript is not known yet, the turn does not end
+before `silence_ms_incomplete`: a caller is never cut off because a decoder was busy. While the
+model has not answered, the transcript rules decide alone (a loaded machine makes a check take
+300+ ms; it then costs the fast path, never more than the rules' own wait). A caller who talks for `max_run_ms` without a single pause has their turn
 ended anyway (an open line or a monologue must not hold the call forever).
 
 Hysteresis as in Silero's own segmenter: a window counts as voiced at `threshold`, and speech
@@ -73,11 +74,11 @@ def completeness(text: str) -> Completeness:
     return Completeness.NEUTRAL
 
 
-def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | None = None,
-                        model_pending: bool = False) -> int:
+def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | None = None) -> int:
     """Silence that ends the turn after `text` (None: not known yet) given the model's P(complete)
-    (`turn_prob` None: model off or failed, the transcript rules alone; `model_pending`: asked, no answer yet)."""
-    if text is None or model_pending:
+    (`turn_prob` None: the model is off, failed, or has not answered yet; the transcript rules
+    alone decide until it answers, so a slow model never makes the wait longer than they would)."""
+    if text is None:
         return cfg.silence_ms_incomplete
     said = completeness(text)
     if turn_prob is None:
@@ -127,10 +128,8 @@ class Endpointer:
         self.speech_end_ms = 0
         #: Transcript of everything up to `last_voiced` (set by the worker), or None while unknown.
         self.text: str | None = None
-        #: Smart Turn's P(complete) for the speech up to `last_voiced`, None when off/failed/unknown;
-        #: `model_pending` while a check was asked for and has not answered.
+        #: Smart Turn's P(complete) for the speech up to `last_voiced`, None when off/failed/not known.
         self.turn_prob: float | None = None
-        self.model_pending = False
         #: Ended by `max_run_ms` rather than by silence (the worker reports it).
         self.forced = False
         self.required_ms = policy.silence_ms_incomplete
@@ -158,16 +157,16 @@ class Endpointer:
 
     def set_turn_prob(self, prob: float | None) -> None:
         """The model's answer for the speech so far (None: it failed; the rules decide alone)."""
-        self.turn_prob, self.model_pending = prob, False
+        self.turn_prob = prob
         self._update()
 
     def expect_turn_prob(self) -> None:
-        """A model check for the speech so far was asked for: wait for it before a short end."""
-        self.turn_prob, self.model_pending = None, True
+        """A model check for the speech so far was asked for: the old answer no longer applies."""
+        self.turn_prob = None
         self._update()
 
     def _update(self) -> None:
-        self.required_ms = required_silence_ms(self.policy, self.text, self.turn_prob, self.model_pending)
+        self.required_ms = required_silence_ms(self.policy, self.text, self.turn_prob)
 
     def step(self, window: int, prob: float) -> Event | None:
         """Advance by one window; return what happened, if anything."""
@@ -180,7 +179,7 @@ class Endpointer:
                     self.speaking, self.paused, self.forced = True, False, False
                     self.onset_window, self.last_voiced = self.run_start, window
                     self.run_begin = self.run_start
-                    self.turn_prob, self.model_pending = None, False
+                    self.turn_prob = None
                     self.speech_end_ms = (window + 1) * self.window_ms
                     self.set_text(None)
                     return Event.ONSET
@@ -193,7 +192,7 @@ class Endpointer:
             if self.paused:
                 self.paused = False
                 self.run_begin = window
-                self.turn_prob, self.model_pending = None, False
+                self.turn_prob = None
                 self.set_text(None)
                 return Event.RESUME
             if self.max_run_ms and (window - self.run_begin + 1) * self.window_ms >= self.max_run_ms:

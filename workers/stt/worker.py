@@ -399,13 +399,13 @@ class SttWorker(Worker):
 
     def _signals_in(self, cid: int, call: _Call) -> None:
         """A signal for the current pause arrived: end the turn if the silence is enough already;
-        otherwise, once all signals are in, offer the transcript as a speculative final."""
+        otherwise, once the transcript is in, offer it as a speculative final (once per pause)."""
         ep = call.ep
         last_window = call.vad.windows_done - 1
         if ep.check(last_window) is Event.END:
             self._on_end(cid, call, last_window)
             return
-        if ep.text is None or ep.model_pending or not ep.text or call.spec_mark == ep.last_voiced:
+        if not ep.text or call.spec_mark == ep.last_voiced:
             return
         call.spec_mark = ep.last_voiced
         self.outbox.message(SpeculativeFinal(call_id=cid, turn_id=call.turn, text=ep.text, silence_ms=ep.required_ms,
