@@ -22,8 +22,9 @@ believes some half sentences, so it shortens the wait only when the text agrees,
 on its own only when it is sure. While the transcript is not known yet, the turn does not end
 before `silence_ms_incomplete`: a caller is never cut off because a decoder was busy. While the
 model has not answered, the transcript rules decide alone (a loaded machine makes a check take
-300+ ms; it then costs the fast path, never more than the rules' own wait). A caller who talks for `max_run_ms` without a single pause has their turn
-ended anyway (an open line or a monologue must not hold the call forever).
+300+ ms; it then costs the fast path, never more than the rules' own wait). A caller who talks
+for `max_run_ms` without a single pause has their turn ended anyway (an open line or a monologue
+must not hold the call forever).
 
 Hysteresis as in Silero's own segmenter: a window counts as voiced at `threshold`, and speech
 continues while the probability stays above `threshold - 0.15`.
