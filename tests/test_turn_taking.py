@@ -10,13 +10,11 @@ the end of the turn on a loaded machine; the rules themselves are tested in test
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 
 import pytest
 
-from tests.running_system import ROOT, RunningSystem
-from voicecall.records import call_turns, connect, find_call
+from tests.running_system import RunningSystem
 from voicecall.sim.client import CallReport, CallScript, SimulatedCall, Utterance
 from voicecall.sim.speech import normalize_words, transcribe_mulaw, utterance
 from voicecall.sim.turn_callers import line, wordless_burst
@@ -30,16 +28,17 @@ STRETCHED = {"silence_ms_confident": 1000, "silence_ms": 1000, "silence_ms_neutr
              "silence_ms_incomplete": 1400, "silence_ms_max": 2000, "speculative_max_silence_ms": 1000}
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("turns")
-    text = (ROOT / "configs/cpu.toml").read_text()
+def _stretched(text: str) -> str:
     for key, value in STRETCHED.items():  # edit the keys in place: TOML forbids a section twice
         found = [ln for ln in text.splitlines() if ln.split("=")[0].strip() == key]
         assert len(found) == 1, key
         text = text.replace(found[0], f"{key} = {value}")
-    (base / "cpu_turns.toml").write_text(text)
-    s = RunningSystem(base, base=str(base / "cpu_turns.toml"))
+    return text
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory):
+    s = RunningSystem(tmp_path_factory.mktemp("turns"), edit=_stretched)
     try:
         s.wait_ready()
         yield s
@@ -50,15 +49,15 @@ def system(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _record(system: RunningSystem, call_sid: str) -> tuple[dict, list[dict], list[dict]]:
-    conn = connect(system.db, readonly=True)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        call = find_call(conn, call_sid)
-        if call is not None and call["ended_at"]:
-            events = conn.execute("SELECT kind, detail FROM call_events WHERE call_id = ?", (call["id"],)).fetchall()
-            return dict(call), [dict(t) for t in call_turns(conn, call["id"])], [dict(e) for e in events]
-        time.sleep(0.1)
-    raise AssertionError(f"no finished record for {call_sid}")
+    from voicecall.storage.engine import connect
+
+    call, turns = system.finished_call(call_sid, timeout_s=5.0)
+    db = connect(f"sqlite:///{system.db}", readonly=True)
+    try:
+        events = db.query("SELECT kind, detail FROM call_events WHERE call_id = ? ORDER BY id", (call["id"],))
+    finally:
+        db.close()
+    return call, turns, events
 
 
 def _heard(call: SimulatedCall, after_ns: int = 0, before_ns: int = 2**63) -> str:

@@ -26,7 +26,6 @@ import asyncio
 import json
 import math
 import os
-import sqlite3
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -137,19 +136,24 @@ async def run_call(url: str, items: list[Item]) -> tuple[TimedCall, list[Item]]:
     return call, items
 
 
-def records_of(db: str, call_sid: str) -> tuple[list[dict], list[dict]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    for _ in range(50):
-        row = conn.execute("SELECT id, ended_at FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
-        if row is not None and row["ended_at"]:
-            break
-        time.sleep(0.1)
-    assert row is not None, f"no record for {call_sid}"
-    turns = [dict(t) for t in conn.execute("SELECT * FROM turns WHERE call_id = ? ORDER BY id", (row["id"],))]
-    events = [dict(e) for e in conn.execute("SELECT kind, detail FROM call_events WHERE call_id = ? ORDER BY id",
-                                            (row["id"],))]
-    return turns, events
+def records_of(url: str, call_sid: str) -> tuple[list[dict], list[dict]]:
+    """The call's turns and events from the server's records (once the call has ended)."""
+    from voicecall.records import call_turns, find_call
+    from voicecall.storage.engine import connect
+
+    db = connect(url, readonly=True)
+    try:
+        call = None
+        for _ in range(50):
+            call = find_call(db, call_sid)
+            if call is not None and call["ended_at"]:
+                break
+            time.sleep(0.1)
+        assert call is not None, f"no record for {call_sid}"
+        events = db.query("SELECT kind, detail FROM call_events WHERE call_id = ? ORDER BY id", (call["id"],))
+        return call_turns(db, call["id"]), events
+    finally:
+        db.close()
 
 
 def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
@@ -320,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         result = []
         for n in args.calls:
             print(f"{n} call(s), {len(items)} items ...", flush=True)
-            result.append(bench(url, cfg.records.db_path, n, [Item(i.kind, i.line, i.at_ms) for i in items]))
+            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items]))
         print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
