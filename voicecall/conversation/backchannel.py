@@ -66,6 +66,8 @@ class BackchannelPause:
         cfg = s.deps.cfg.call
         if reply is None or reply.apologised or reply.on_hold or not cfg.backchannels:
             return False
+        if s._tool_tasks:  # a tool is running for this reply: stop it, as before
+            return False
         s.port.clear()
         reply.on_hold = True
         self.turn = turn_id
