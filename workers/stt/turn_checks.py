@@ -7,6 +7,11 @@ instead of one after the other. A check superseded by newer speech of the same c
 A check whose pause is already over when its turn comes is skipped: on a busy machine the thread
 would otherwise spend its time on pauses nobody needs an answer for any more.
 
+The check threads run at a lower scheduling priority (`CHECK_NICE`): a turn cannot end early
+without the pause transcript, but it can without the model's answer (the transcript rules then
+decide alone), so when several callers pause at once on two cores, Whisper's decodes must win the
+CPU. On an idle box the nice value costs nothing.
+
 A model that raises at run time does not stop the call: the result is `None` (the endpointer then
 uses the transcript rules alone), the first failure is logged with its traceback, the rest counted.
 """
@@ -14,6 +19,7 @@ uses the transcript rules alone), the first failure is logged with its traceback
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +30,9 @@ import numpy as np
 from workers.stt.smart_turn import SmartTurn
 
 log = logging.getLogger("voicecall.stt")
+
+#: Nice increment of the check threads relative to the decoders (Linux: per thread, by its tid).
+CHECK_NICE = 10
 
 
 @dataclass
@@ -80,6 +89,10 @@ class TurnChecks:
         return not any(t.is_alive() for t in self._threads)
 
     def _run(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + CHECK_NICE)
+        except (OSError, AttributeError):  # not Linux, or not allowed: checks just compete equally
+            pass
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
