@@ -8,6 +8,8 @@ The fixture checks on exit that no process of ours and no shared-memory segment 
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tests.waiting import wait_until
@@ -54,3 +56,14 @@ class RunningSystem(LocalSystem):
         assert not left.processes, f"orphaned processes after exit: {left.processes}\n{self.log()[-3000:]}"
         assert not left.segments, f"leaked shared memory: {left.segments}"
         return left.exit_code if left.exit_code is not None else -999
+
+    @contextmanager
+    def serving(self, log_tail: int = 6000) -> Iterator[RunningSystem]:
+        """Ready for the block; afterwards stopped cleanly (exit 0, nothing left behind), its log printed."""
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            code = self.stop()
+            print(self.log()[-log_tail:])
+            assert code == 0

@@ -150,13 +150,8 @@ def world() -> Iterator[World]:
 def system(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     s = RunningSystem(tmp_path_factory.mktemp("actions"), extra_toml=tools_toml(world), edit=edit_config(world),
                       env=world.twilio.env())
-    try:
-        s.wait_ready()
+    with s.serving():
         yield s
-    finally:
-        code = s.stop()
-        print(s.log()[-6000:])
-        assert code == 0
 
 
 async def quiet_until(call: SimulatedCall, done: Callable[[], Any], limit_s: float, what: str) -> Any:

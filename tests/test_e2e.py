@@ -24,13 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory):
     s = RunningSystem(tmp_path_factory.mktemp("e2e"), extra_toml="")
-    try:
-        s.wait_ready()
+    with s.serving(log_tail=8000):
         yield s
-    finally:
-        code = s.stop()
-        print(s.log()[-8000:])
-        assert code == 0
 
 
 def _call(system: RunningSystem, script: CallScript) -> tuple[SimulatedCall, CallReport]:

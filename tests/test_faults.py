@@ -35,13 +35,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSystem]:
     s = RunningSystem(tmp_path_factory.mktemp("faults"), extra_toml="")
     # A stopped worker is found by the health check: a short timeout keeps the test short.
     s.config.write_text(s.config.read_text().replace("health_timeout_s = 10.0", "health_timeout_s = 3.0"))
-    try:
-        s.wait_ready()
+    with s.serving():
         yield s
-    finally:
-        code = s.stop()
-        print(s.log()[-6000:])
-        assert code == 0
 
 
 class LoopThread:

@@ -110,13 +110,8 @@ def system(tmp_path_factory: pytest.TempPathFactory, cloud: CloudThread) -> Iter
         return text
 
     s = RunningSystem(tmp, edit=edit, port=port, env={**cloud.cloud.env(), "VOICECALL_API_TOKEN": API_TOKEN})
-    try:
-        s.wait_ready()
+    with s.serving():
         yield s
-    finally:
-        code = s.stop()
-        print(s.log()[-6000:])
-        assert code == 0
 
 
 def _api(system: RunningSystem, method: str, path: str, body: Any = None, token: str | None = API_TOKEN) -> tuple[int, Any]:
