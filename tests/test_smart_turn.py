@@ -46,8 +46,12 @@ def test_complete_question_vs_the_same_sentence_cut_at_and(model: SmartTurn) -> 
     print(f"P(complete): cut at 'and' {p_cut:.3f}, whole sentence {p_done:.3f}")
     assert p_cut < 0.1 < 0.5 < p_done
     cfg = VadConfig()
-    # Combined: the cut clause waits the longest; the finished sentence ends after the short silence.
-    assert required_silence_ms(cfg, "I need to cancel my appointment and...", p_cut) == cfg.silence_ms_max
+    # Combined: the cut clause waits at least the long silence (the longest when the model is sure:
+    # P lands near turn_incomplete_prob, and the last digits differ between CPUs, so either is right);
+    # the finished sentence ends after the short silence.
+    cut_wait = required_silence_ms(cfg, "I need to cancel my appointment and...", p_cut)
+    assert cut_wait in (cfg.silence_ms_incomplete, cfg.silence_ms_max), cut_wait
+    assert required_silence_ms(cfg, "I need to cancel my appointment and...", 0.0) == cfg.silence_ms_max
     assert required_silence_ms(cfg, "I need to cancel my appointment and book a new one for Friday.",
                                p_done) == cfg.silence_ms_confident
 

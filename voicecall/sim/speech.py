@@ -89,12 +89,17 @@ def _speech_span(pcm: np.ndarray) -> tuple[int, int]:
 
 
 def _synthesize(text: str, length_scale: float) -> np.ndarray:
-    """Piper at 22.05 kHz -> int16 8 kHz (soxr HQ), all sentences joined."""
+    """Piper at 22.05 kHz -> int16 8 kHz (soxr HQ), all sentences joined.
+
+    Without Piper's sampling noise: the same text is the same audio on every run and machine, so
+    a test that fails on a caller's line fails every time (with the voice's own noise, P(complete)
+    of one sentence ranged 0.37-0.97 between runs)."""
     import soxr
     from piper import SynthesisConfig
 
     voice = _voice()
-    chunks = [c.audio_float_array for c in voice.synthesize(text, SynthesisConfig(length_scale=length_scale))]
+    settings = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
+    chunks = [c.audio_float_array for c in voice.synthesize(text, settings)]
     audio = np.concatenate(chunks).astype(np.float32)
     rate = voice.config.sample_rate
     pcm = soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ")
@@ -110,7 +115,7 @@ def utterance(text: str, lead_ms: int = 400, trail_ms: int = 1200, length_scale:
     """
     if lead_ms % 20 or trail_ms % 20:
         raise ValueError(f"lead_ms and trail_ms must be multiples of 20 ms, got {lead_ms} and {trail_ms}")
-    key = hashlib.sha1(f"{text}|{lead_ms}|{trail_ms}|{length_scale}|{gain}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{text}|{lead_ms}|{trail_ms}|{length_scale}|{gain}|noiseless".encode()).hexdigest()[:16]
     with _lock:
         path = _dir() / f"{key}.npz"
         if path.exists():
