@@ -135,9 +135,11 @@ def _run(scenario) -> None:  # noqa: ANN001
             r.close()
 
 
-def _turn_ended(turn: int, text: str) -> TurnEnded:
-    return TurnEnded(call_id=1, turn_id=turn, text=text, speech_start_media_ms=0, speech_end_media_ms=900,
-                     speech_end_ns=1, turn_end_ns=2, stt_final_ns=3)
+def _turn_ended(turn: int, text: str, start_ms: int = 5000) -> TurnEnded:
+    """Turn `turn` said `text`, its speech starting at `start_ms` of the caller's media clock (no
+    media flows in these tests: the clock stays at -1, where the agent's first frame went out)."""
+    return TurnEnded(call_id=1, turn_id=turn, text=text, speech_start_media_ms=start_ms,
+                     speech_end_media_ms=start_ms + 900, speech_end_ns=1, turn_end_ns=2, stt_final_ns=3)
 
 
 async def _finish_greeting(session: CallSession, port: FakePort, far: FarEnd) -> None:
@@ -215,6 +217,63 @@ def test_barge_in_clears_at_once_then_a_real_interruption_cancels_and_keeps_only
         await _settle(far)
         assert len(port.played) == played_before
         assert len(synth) == 3
+
+    _run(scenario)
+
+
+def test_caller_going_on_just_after_the_answer_began_is_one_turn_with_one_reply() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _two_sentences_first_heard(session, port, far)
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=700, detected_ns=1), 1, 2)
+        await _settle(far)
+        assert port.clears == 1
+        far.emit("stt", _turn_ended(2, "And is there parking?", start_ms=700), 1, 2)  # 0.7 s into the answer
+        await _settle(far)
+        sent = {w: far.requests(w) for w in ("llm", "tts")}
+        assert {m.turn_id for w in sent for m in sent[w] if isinstance(m, Cancel)} == {1}
+        # The dropped answer is not in the history: one caller message with both parts, answered once.
+        assert [e.role for e in session.conversation.entries] == ["assistant", "user"]
+        assert session.conversation.entries[-1].content == "Where are you? And is there parking?"
+        gen = [m for m in sent["llm"] if isinstance(m, Generate)]
+        assert [g.turn_id for g in gen] == [2] and gen[0].messages[-1].content == "Where are you? And is there parking?"
+        assert session.state is CallState.PROCESSING and session.barge_ins == 0 and session._went_on.merged == 1
+
+    _run(scenario)
+
+
+def test_caller_going_on_before_any_answer_is_heard_is_one_turn_but_a_cough_lets_it_play() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.emit("stt", _turn_ended(1, "I need to cancel my appointment."), 1, 1)
+        await _settle(far)
+        far.requests("llm")
+        assert session.state is CallState.PROCESSING
+        # A cough while the agent thinks: held, then played once it proves to hold no words.
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=9000, detected_ns=1), 1, 2)
+        far.tokens(1, 1, "Sure, I can cancel it.")
+        far.emit("llm", GenerationDone(call_id=1, turn_id=1, finish_reason="stop"), 1, 1)
+        await _settle(far)
+        far.audio(1, 1, 0)
+        far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=0, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+        await _settle(far)
+        played = len(port.played)
+        far.emit("stt", _turn_ended(2, "", start_ms=9000), 1, 2)
+        await _settle(far)
+        assert len(port.played) == played + 1 and session.state is CallState.SPEAKING
+        session.on_mark(port.marks[-1], played=True)
+        assert session.state is CallState.LISTENING
+        # Words before the answer was heard: it is dropped, the caller's turn goes on.
+        far.emit("stt", _turn_ended(3, "I also want to book a new one.", start_ms=15000), 1, 3)
+        await _settle(far)
+        far.requests("llm")
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=4, media_ms=16000, detected_ns=1), 1, 4)
+        await _settle(far)
+        far.emit("stt", _turn_ended(4, "For Friday.", start_ms=16000), 1, 4)
+        await _settle(far)
+        gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert [g.turn_id for g in gen] == [4]
+        assert gen[0].messages[-1].content == "I also want to book a new one. For Friday."
+        assert [e.role for e in session.conversation.entries] == ["assistant", "user", "assistant", "user"]
 
     _run(scenario)
 

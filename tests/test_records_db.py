@@ -42,6 +42,32 @@ def write_call(rec: CallRecords, sid: str, turns: int = 2) -> None:
     rec.call_ended(row, "caller hung up", barge_ins=1)
 
 
+def test_a_caller_who_went_on_is_one_caller_turn(records_url: str) -> None:
+    rec = CallRecords(records_url, password_env=PW_ENV)
+    ids: list[int] = []
+    rec.call_started(ids.append, call_sid="CA9", stream_sid="MZ9")
+    row = lambda: ids[0] if ids else None  # noqa: E731
+    rec.turn(row, 1, "caller", "I need to cancel my appointment.")
+    rec.caller_went_on(row, 1, 2, "I need to cancel my appointment. And book one for Friday.",
+                       stamps={"speech_end_ns": 7})
+    rec.turn(row, 2, "agent", "Done.", heard_text="Done.")
+    rec.call_ended(row, "caller hung up")
+    assert rec.flush(10)
+    rec.close()
+    db = connect(records_url, password_env=PW_ENV, readonly=True)
+    try:
+        call = find_call(db, "CA9")
+        assert call is not None
+        turns = call_turns(db, call["id"])
+        assert [(t["turn_id"], t["role"], t["text"]) for t in turns] == [
+            (2, "caller", "I need to cancel my appointment. And book one for Friday."), (2, "agent", "Done.")]
+        assert turns[0]["speech_end_ns"] == 7
+        events = db.query("SELECT kind, detail FROM call_events WHERE call_id = ?", (call["id"],))
+        assert events == [{"kind": "went_on", "detail": "turn 1 went on as turn 2"}]
+    finally:
+        db.close()
+
+
 def test_one_schema_on_both_engines(records_url: str) -> None:
     rec = CallRecords(records_url, instance="box-a", password_env=PW_ENV)
     write_call(rec, "CA1")

@@ -168,6 +168,10 @@ class CallConfig(_Section):
     #: as holding no words, whatever text Whisper made up for it (it invents "Thank you." or a
     #: whole clause for a cough or background voices). 1.0 = trust the text alone.
     no_words_prob: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
+    #: Caller words (not a backchannel) that start before any of the answer was sent, or within
+    #: this many ms of its first frame, continue the caller's turn: the answer is dropped and both
+    #: parts are answered as one caller turn (one record, one reply). Later ones interrupt. 0 = off.
+    went_on_window_ms: NonNegative = 1500
     #: Said (from the LLM's end_call or a goodbye entry) when the reply itself said nothing.
     goodbye: str = "Thank you for calling. Goodbye!"
     #: E.164 number ("+15551234567") the `transfer_call` tool puts callers through to (TwiML

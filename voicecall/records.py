@@ -236,6 +236,29 @@ class CallRecords:
 
         self._submit(job)
 
+    def caller_went_on(self, row_id: Callable[[], int | None], earlier_turn: int, turn_id: int, text: str, *,
+                       stamps: TurnStamps | Mapping[str, int] | None = None) -> None:
+        """Caller turn `turn_id` continued `earlier_turn` (whose reply was dropped): one caller turn,
+        `earlier_turn`'s row rewritten as `turn_id` with both parts' `text`, and an event saying so."""
+        if isinstance(stamps, TurnStamps):
+            stamps = stamps.known()
+        row = {"turn_id": turn_id, "role": "caller", "text": text, "heard_text": None, "interrupted": 0,
+               "fallback": 0, "created_at": time.time(), **{k: v for k, v in (stamps or {}).items() if k in STAMPS and v}}
+        at = time.time()
+
+        def job(db: Db) -> None:
+            rid = row_id()
+            if rid is None:
+                return
+            # both ids: a retry after a lost connection rewrites the row instead of adding a second
+            db.execute("DELETE FROM turns WHERE call_id = ? AND role = 'caller' AND turn_id IN (?, ?)",
+                       (rid, earlier_turn, turn_id))
+            db.insert("turns", {"call_id": rid, **row})
+            db.execute("INSERT INTO call_events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                       (rid, at, "went_on", f"turn {earlier_turn} went on as turn {turn_id}"))
+
+        self._submit(job)
+
     def tool_call(self, row_id: Callable[[], int | None], turn_id: int, name: str, arguments: str, result: str, *,
                   ok: bool, duration_ms: float) -> None:
         """A tool the LLM called during agent turn `turn_id`, with the result it got back."""

@@ -11,7 +11,8 @@ Measured at the simulated caller (voicecall/sim/client.py) and from the server's
 
   talk-over        the agent's audio arrived during a paused caller's pause or second half
   answered <=1.5s  a paused utterance answered within 1.5 s of its real end
-  one turn         ... and recorded as one caller turn
+  joined           talked over, then the caller went on: one caller turn, one reply (`went_on`
+                   events; call.went_on_window_ms)
   backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it)
   interruption     caller speech onset -> `clear` arrived (the audio stops there), ms
   voice-to-voice   complete questions: end of caller speech -> first agent audio arrived, ms
@@ -169,7 +170,7 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
     out: dict[str, Any] = {"calls": calls, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
-    resumed = backchannels = extra_turns = heard_whole = 0
+    resumed = backchannels = extra_turns = heard_whole = joined = 0
     for call, its in results:
         turns, events = records_of(db, call.report.call_sid)
         for it in its:
@@ -181,6 +182,7 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         n_bc = sum(1 for it in its if it.kind == "backchannel")
         backchannels += n_bc
         resumed += min(n_bc, sum(1 for e in events if e["kind"] == "backchannel"))
+        joined += sum(1 for e in events if e["kind"] == "went_on")
         # the long answers talked over: heard whole = after a backchannel (resumed, or never stopped)
         long_answers = [t for t in turns if t["role"] == "agent" and t["text"].startswith("We're open Monday")]
         heard_whole += min(n_bc, sum(1 for t in long_answers if not t["interrupted"]))
@@ -203,6 +205,7 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         "paused": len(paused),
         "talk_over": sum(it.result.get("talked_over", False) for it in paused),
         "talked_over_texts": [it.line.text for it in paused if it.result.get("talked_over")],
+        "talked_over_joined": joined,
         "paused_answered_1500ms": sum(1 for it in paused if (it.result.get("v2v_ms") or 1e9) <= 1500),
         "complete": len(complete), "v2v_p50_ms": pct(v2v, 50), "v2v_p95_ms": pct(v2v, 95),
         "v2v_max_ms": max(v2v) if v2v else None,
@@ -271,6 +274,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
     print(f"\n{'':34}" + "".join(f"{str(r['calls']) + ' call' + ('s' if r['calls'] > 1 else ''):>16}" for r in runs))
     rows = [
         ("talk-over (paused utterances)", lambda r: f"{r['talk_over']}/{r['paused']}"),
+        ("  then joined: one turn, one reply", lambda r: f"{r.get('talked_over_joined', 0)}/{r['talk_over']}"),
         ("paused answered <= 1.5 s", lambda r: f"{r['paused_answered_1500ms']}/{r['paused']}"),
         ("backchannels: stopped+resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
         ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),
@@ -292,7 +296,8 @@ def make_items(set_name: str) -> list[Item]:
     counts: dict[str, int] = {}
     for ln in lines:
         i = counts[ln.kind] = counts.get(ln.kind, 0) + 1
-        at = BACKCHANNEL_AT_MS[i % len(BACKCHANNEL_AT_MS)] if ln.kind == "backchannel" else 1500 + 250 * (i % 4)
+        # interruptions past call.went_on_window_ms (1.5 s): sooner, the caller's words join their question
+        at = BACKCHANNEL_AT_MS[i % len(BACKCHANNEL_AT_MS)] if ln.kind == "backchannel" else 2000 + 250 * (i % 4)
         items.append(Item(ln.kind, ln, at_ms=at))
     # interleave kinds so every call of a --calls N run gets some of each
     order = {"paused": 0, "complete": 1, "backchannel": 2, "interruption": 3}

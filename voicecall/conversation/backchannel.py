@@ -1,11 +1,13 @@
 """Stop, then resume: caller sounds over the agent that turn out not to be an interruption.
 
-    SPEAKING --SpeechStarted--> audio stopped at once (`clear`), the reply held: still generated
-                                and synthesized, nothing sent (voicecall/conversation/held.py)
+    SPEAKING or PROCESSING --SpeechStarted--> audio stopped at once (`clear`), the reply held:
+                                still generated and synthesized, nothing sent (held.py)
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
                  (none in the text, or Whisper rates it no-speech: call.no_words_prob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
+      TurnEnded: more words, begun before the answer was heard or within call.went_on_window_ms
+             of it -> the caller went on: one caller turn with both parts (went_on.py)
       TurnEnded: anything else -> a real interruption: cancel, cut the history to what the echoed
              marks prove was heard, answer it (the barge-in of before)
 
@@ -59,7 +61,7 @@ class BackchannelPause:
         return self.turn >= 0
 
     def hold(self, turn_id: int) -> bool:
-        """Caller speech started while the agent was speaking: stop the audio now, keep the reply.
+        """Caller speech started while the agent was answering: stop the audio now, keep the reply.
         False when the reply cannot be resumed (the session then interrupts as before)."""
         s = self.s
         reply = s.reply
@@ -99,5 +101,8 @@ class BackchannelPause:
             s._maybe_reply_finished()
             return True
         reply.on_hold = False
-        s._interrupt("barge-in")
+        if s._went_on.applies(reply, msg.speech_start_media_ms):
+            s._went_on.absorb(reply)  # the caller went on: one turn with what they said before
+        else:
+            s._interrupt("barge-in")
         return False

@@ -33,6 +33,8 @@ class CallMetrics:
                                    "(started, used, discarded)", ["outcome"], registry=r)
         self.backchannels = Counter("voicecall_backchannels", "Caller sounds over the agent that were backchannels "
                                     "or no words: the answer resumed", registry=r)
+        self.went_on = Counter("voicecall_caller_went_on", "Caller turns continued right after the answer "
+                               "began: the answer dropped, both parts answered as one turn", registry=r)
         self.turn_ends = Counter("voicecall_turn_ends", "Caller turns by what ended them (model: Smart Turn and "
                                  "the transcript; rules: transcript alone; model_failed: the model failed at "
                                  "run time; forced: no pause for stt.commit_after_ms)", ["by"], registry=r)

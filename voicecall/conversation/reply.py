@@ -26,6 +26,7 @@ from voicecall.conversation.http_tools import HttpTools
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.sentences import SentenceAggregator
+from voicecall.conversation.went_on import CallerWentOn
 from voicecall.latency import TurnStamps, stage_latencies_ms
 from voicecall.records import CallRecords
 from voicecall.twilio.handler import CallStream
@@ -109,6 +110,8 @@ class ReplyBookkeeping:
     _tasks: set[asyncio.Task[Any]]
     _on_reply_heard: Callable[[], None]  # CallActions
     _cancel_tools: Callable[[], None]  # CallActions
+    _went_on: CallerWentOn
+    _last_media_ms: int
 
     def _set_row_id(self, row_id: int) -> None:
         self._row_id = row_id
@@ -129,6 +132,7 @@ class ReplyBookkeeping:
             stamps.tts_first_audio_ns = stamps.tts_first_audio_ns or first_audio_ns
             stamps.tts_first_audio_recv_ns = stamps.tts_first_audio_recv_ns or time.monotonic_ns()
             stamps.first_media_sent_ns = stamps.first_media_sent_ns or time.monotonic_ns()
+            self._went_on.first_audio(self._last_media_ms)
             if self.state is not CallState.ENDING:
                 self.state = CallState.SPEAKING
             assert self.reply is not None

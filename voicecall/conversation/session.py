@@ -55,6 +55,7 @@ from voicecall.conversation.missed_words import MissedWords
 from voicecall.conversation.reply import CallInfo, CallState, ReplyBookkeeping, SessionDeps
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.conversation.speculative import SpeculativeReplies, note_turn_end
+from voicecall.conversation.went_on import CallerWentOn
 from voicecall.latency import TurnStamps
 from voicecall.twilio.handler import CallStream
 
@@ -98,6 +99,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         self.leaving_message = False
         self._spec = SpeculativeReplies(self)  # replies prepared at the caller's pause
         self._backchannel = BackchannelPause(self)  # "uh-huh" over the agent: stop, then resume
+        self._went_on = CallerWentOn(self)  # more words right after the answer began: one turn
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -260,8 +262,8 @@ class CallSession(ReplyBookkeeping, CallActions):
             self._emit("speech", {"turn": msg.turn_id})
             self._silence.caller_active()
             self.missed.speech_started()
-            if self.state is CallState.SPEAKING and self._backchannel.hold(msg.turn_id):
-                return  # audio stopped; resumed or interrupted once we know what the caller said
+            if self.state in (CallState.SPEAKING, CallState.PROCESSING) and self._backchannel.hold(msg.turn_id):
+                return  # audio stopped; resumed, joined or interrupted once we know what was said
             if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
                 self._interrupt("barge-in")
         elif isinstance(msg, Partial):
@@ -311,8 +313,10 @@ class CallSession(ReplyBookkeeping, CallActions):
             self._interrupt("new caller turn")
         self._silence.caller_active()
         self.conversation.add_caller(text)
-        if self.deps.records is not None:
+        joined = self._went_on.take(turn_id, text, stamps)
+        if joined is None and self.deps.records is not None:
             self.deps.records.turn(self._row, turn_id, "caller", text, stamps=stamps)
+        self._went_on.answering(turn_id, joined or text)
         self._begin_reply(turn_id)
         self.stamps = msgspec.structs.replace(stamps)
         self.state = CallState.PROCESSING

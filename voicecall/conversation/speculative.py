@@ -91,6 +91,7 @@ class SpeculativeReplies:
         self.used += 1
         s.deps.metrics.speculative.labels("used").inc()
         s.conversation.add_caller(text)
+        s._went_on.answering(msg.turn_id, text)
         if s.deps.records is not None:
             s.deps.records.turn(s._row, msg.turn_id, "caller", text, stamps=stamps)
             s.deps.records.event(s._row, "speculative", f"used for turn {msg.turn_id}")

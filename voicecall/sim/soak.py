@@ -261,6 +261,10 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         f"SELECT c.call_sid, count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
         f"WHERE e.kind = 'missed_words' AND c.call_sid IN ({marks}) GROUP BY c.call_sid", sids).fetchall())
     missed = sum(missed_by_call.values())
+    # a barge-in right after the answer began continues the question: one record holds both
+    went_on_by_call = dict(conn.execute(
+        f"SELECT c.call_sid, count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
+        f"WHERE e.kind = 'went_on' AND c.call_sid IN ({marks}) GROUP BY c.call_sid", sids).fetchall())
     open_rows = conn.execute("SELECT count(*) FROM calls WHERE ended_at IS NULL").fetchone()[0]
     conn.close()
     from voicecall.config import CallConfig, load_config
@@ -274,8 +278,9 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
     for _text, sid in caller_rows:
         recorded_by_call[sid] = recorded_by_call.get(sid, 0) + 1
     short = [{"call_sid": sid, "spoken": n, "recorded": recorded_by_call.get(sid, 0), "missed_words": missed_by_call.get(sid, 0),
-              "cut": sid in stats.cut_calls}
-             for sid, n in stats.spoken_by_call.items() if recorded_by_call.get(sid, 0) + missed_by_call.get(sid, 0) < n]
+              "went_on": went_on_by_call.get(sid, 0), "cut": sid in stats.cut_calls}
+             for sid, n in stats.spoken_by_call.items()
+             if recorded_by_call.get(sid, 0) + missed_by_call.get(sid, 0) + went_on_by_call.get(sid, 0) < n]
     calls = rss.get("end_calls", 0) - rss.get("start_calls", 0)
     growth = (rss["telephony_end_mb"] - rss["telephony_start_mb"]) / calls * 1000 if calls > 0 and "start_mb" in rss else None
     restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
@@ -285,7 +290,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         "calls_started": stats.calls_started, "calls_completed": stats.calls_completed, "calls_cut": stats.calls_cut,
         "calls_refused": stats.refused, "hangups_mid_sentence": stats.hangups_mid_sentence,
         "caller_turns_spoken": stats.caller_turns, "caller_turns_recorded": len(caller_rows),
-        "missed_words_asked": missed, "barge_ins": stats.barge_ins, "backchannels": stats.backchannels, "malformed_frames": stats.malformed_frames,
+        "missed_words_asked": missed, "caller_turns_joined": sum(went_on_by_call.values()), "barge_ins": stats.barge_ins, "backchannels": stats.backchannels, "malformed_frames": stats.malformed_frames,
         "agent_replies_heard": stats.replies_heard, "agent_turns_recorded": len(agent_rows),
         "apologies_recorded": sum(t in canned for t in agent_rows),
         "longest_silence_s": round(max(stats.silences_s, default=0.0), 2),
@@ -334,7 +339,8 @@ def table(report: dict[str, Any]) -> str:
         ("duration", f"{s['took_s'] / 60:.1f} min, {s['calls']} concurrent callers, a fault every {s['fault_every_s']:.0f} s"),
         ("calls completed / cut by a fault / refused", f"{report['calls_completed']} / {report['calls_cut']} / {report['calls_refused']}"),
         ("caller turns spoken / recorded", f"{report['caller_turns_spoken']} / {report['caller_turns_recorded']}"
-                                           f" (+ {report['missed_words_asked']} 'missed that, say it again')"),
+                                           f" (+ {report['missed_words_asked']} 'missed that, say it again',"
+                                           f" + {report.get('caller_turns_joined', 0)} joined to the turn before)"),
         ("calls with a turn not recorded (of them cut by a fault)",
          f"{len(report['calls_with_unrecorded_turns'])} ({sum(c['cut'] for c in report['calls_with_unrecorded_turns'])})"),
         ("agent replies heard / turns recorded", f"{report['agent_replies_heard']} / {report['agent_turns_recorded']}"),
