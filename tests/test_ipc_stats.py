@@ -21,13 +21,17 @@ def test_counters_and_histogram_match_known_stamps() -> None:
             assert prod.write(1, b"x" * 100, call_id=1, ts_ns=now - age)
         before = ring_snapshot(ring.stats())
         got = cons.read_batch(1000)
+        # Consume-time stamps include however long this process waited for the CPU (1.6 ms on a
+        # loaded CI box): bound by the delay this run saw, not by a fixed guess.
+        delay = time.monotonic_ns() - now
         assert len(got) == 100
         snap = ring_snapshot(ring.stats())
         assert snap["records_in"] == snap["records_out"] == 100 and snap["bytes_out"] == 10_000
         assert snap["producer"] == "stt" and snap["consumer"] == "telephony"
         assert sum(snap["histogram"]) == 100
         p50, p99 = percentile_ns(snap["histogram"], 0.5), percentile_ns(snap["histogram"], 0.99)
-        assert p50 is not None and 8_000 <= p50 <= 20_000 + 1e6  # consume-time adds the read delay
+        # Percentiles are a bucket's lower bound (4 buckets per power of two): <= the value, > 0.8x.
+        assert p50 is not None and 8_000 <= p50 <= 10_000 + delay
         assert p99 is not None and p99 >= 4_000_000
         rates = interval(before, snap, 1.0)
         assert rates["records_per_s"] == 100 and rates["bytes_per_s"] == 10_000
