@@ -1,13 +1,16 @@
 """The telephony process's ends of the worker rings, routed per call on the event loop.
 
-Each worker has a request ring (telephony produces, never blocking: a full ring drops and
-counts) and an event ring (telephony consumes through the asyncio doorbell adapter). Records
+Each worker has a request ring (telephony produces, never blocking: audio that finds the ring
+full is dropped and counted; a control message is kept in order and retried, see `WorkerLink`)
+and an event ring (telephony consumes through the asyncio doorbell adapter). Records
 from a worker are decoded once and handed to whichever call registered for that `call_id`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +28,19 @@ EVENT_UNIONS = {"stt": SttEvent, "llm": LlmEvent, "tts": TtsEvent}
 RecordSink = Callable[[str, Record, WorkerEvent | None], None]
 
 
+#: Control messages kept while a worker's request ring is full (then the oldest are dropped).
+MAX_PENDING_MESSAGES = 4096
+#: How soon a kept message is retried when no inbound audio comes to retry it sooner.
+RETRY_S = 0.02
+
+
 class WorkerLink:
-    """Requests to one worker and its events back, for every call."""
+    """Requests to one worker and its events back, for every call.
+
+    A control message never meets a full ring with loss: a restarted stt worker finds its ring
+    full of audio sent while it was dead, and the `CallOpened` that re-announces each live call
+    must still arrive, before that call's next audio (which is dropped until it has).
+    """
 
     def __init__(self, name: str, inbound: RingSpec, outbound: RingSpec) -> None:
         self.name = name
@@ -41,24 +55,71 @@ class WorkerLink:
         self.restarts = 0
         self.dropped_requests = 0
         self.unrouted = 0
+        self._pending: deque[tuple[bytes, int, int, int]] = deque()
+        self._retry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._reader.start()
 
     def send(self, msg: msgspec.Struct, call_id: int, turn_id: int = 0, seq: int = 0) -> bool:
-        """Queue a request; False (counted, logged) if the worker's ring is full."""
-        ok = self._producer.write(KIND_MESSAGE, self._encode(msg), call_id, turn_id, seq)
-        if not ok:
+        """Send a request; if the ring is full it is kept and retried in order. Always accepted."""
+        payload = self._encode(msg)
+        if self._flush() and self._producer.write(KIND_MESSAGE, payload, call_id, turn_id, seq):
+            return True
+        if len(self._pending) >= MAX_PENDING_MESSAGES:
+            self._pending.popleft()
             self.dropped_requests += 1
-            log.error("%s request ring full: dropped %s for call %d", self.name, type(msg).__name__, call_id)
-        return ok
+            log.error("%s request ring full for %d messages: dropped the oldest", self.name, MAX_PENDING_MESSAGES)
+        if not self._pending:
+            log.warning("%s request ring full: keeping %s for call %d until there is room", self.name,
+                        type(msg).__name__, call_id)
+        self._pending.append((payload, call_id, turn_id, seq))
+        self._schedule_retry()
+        return True
 
     def send_audio(self, mulaw: bytes, call_id: int, turn_id: int, seq: int, media_ms: int, arrival_ns: int) -> bool:
-        """Forward one inbound frame (only the stt link carries audio)."""
-        ok = self._producer.write(KIND_AUDIO, mulaw, call_id, turn_id, seq, media_ms, arrival_ns)
+        """Forward one inbound frame (only the stt link carries audio); dropped while messages wait."""
+        ok = self._flush() and self._producer.write(KIND_AUDIO, mulaw, call_id, turn_id, seq, media_ms, arrival_ns)
         if not ok:
             self.dropped_requests += 1
         return ok
+
+    @property
+    def pending(self) -> int:
+        """Control messages waiting for room in the request ring."""
+        return len(self._pending)
+
+    def discard_pending(self) -> None:
+        """The worker died: what it was sent is lost with it (calls re-announce themselves when
+        its successor is ready), so nothing kept for it is sent to the successor."""
+        if self._pending:
+            log.info("%s down: %d kept messages discarded", self.name, len(self._pending))
+            self._pending.clear()
+
+    def _flush(self) -> bool:
+        """Write the kept messages, oldest first; True when none is left."""
+        while self._pending:
+            payload, call_id, turn_id, seq = self._pending[0]
+            if not self._producer.write(KIND_MESSAGE, payload, call_id, turn_id, seq):
+                return False
+            self._pending.popleft()
+            if not self._pending:
+                log.info("%s request ring has room again: kept messages sent", self.name)
+        return True
+
+    def _schedule_retry(self) -> None:
+        if self._retry is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the event loop (a bench harness): the next send retries
+            return
+        self._retry = loop.call_later(RETRY_S, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        if not self._flush():
+            self._schedule_retry()
 
     def _on_records(self, records: list[Record]) -> None:
         for rec in records:
@@ -82,6 +143,9 @@ class WorkerLink:
         return [self._producer.stats(), self._consumer.stats()]
 
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         self._reader.close()
         self._producer.close()
         self._consumer.close()
@@ -105,6 +169,8 @@ class WorkerLinks:
     def set_state(self, worker: str, state: WorkerState, detail: str = "", restarts: int = 0) -> None:
         link = self.links[worker]
         link.state, link.detail, link.restarts = state, detail, restarts
+        if state is not WorkerState.READY:
+            link.discard_pending()
         for listener in list(self.status_listeners):
             listener(worker, state, detail)
 
