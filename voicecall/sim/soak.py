@@ -7,9 +7,9 @@
       └─ at the end: SIGTERM, then what was left (processes, segments) and the call records
 
 The report compares what the callers said and heard with what the records hold, counts the
-apologies, the longest silence a caller sat through after finishing a question, RSS growth of
-the whole process tree per 1000 calls (from the end of the warm-up), restarts per role and
-each fault's recovery time.
+apologies, the longest silence a caller sat through after finishing a question, telephony's RSS
+growth per 1000 calls (summed over its incarnations, each from warm to its end; the whole tree's
+RSS too, though workers restart under it), restarts per role and each fault's recovery time.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import random
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,14 +190,60 @@ class SoakCaller:
         await call.stop()
 
 
-async def _faults(injector: FaultInjector, settings: SoakSettings, end: float, out: list[FaultResult]) -> None:
+async def _faults(injector: FaultInjector, settings: SoakSettings, end: float, out: list[FaultResult],
+                  memory: TelephonyMemory) -> None:
     i = 0
     while True:
         await asyncio.sleep(settings.fault_every_s)
         if time.monotonic() >= end or not settings.faults:
             return
-        out.append(await injector.inject(settings.faults[i % len(settings.faults)]))
+        fault = settings.faults[i % len(settings.faults)]
+        if fault == "kill:telephony":
+            await memory.close()  # the victim's growth, up to its death
+        out.append(await injector.inject(fault))
+        if fault == "kill:telephony":
+            memory.open_after(min(settings.warmup_s, settings.fault_every_s / 2))
         i += 1
+
+
+class TelephonyMemory:
+    """Telephony's RSS over each of its incarnations, from warm to its end.
+
+    A killed telephony restarts small, so one reading at the start and one at the end would mix
+    two processes; growth per 1000 calls is summed over whole windows of one process each.
+    """
+
+    def __init__(self, system: LocalSystem, calls_so_far: Callable[[], int]) -> None:
+        self.system = system
+        self.calls_so_far = calls_so_far
+        self.windows: list[dict[str, float]] = []
+        self._open: dict[str, float] | None = None
+        self._opener: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self._open = {"start_mb": await asyncio.to_thread(telephony_rss_mb, self.system),
+                      "start_calls": self.calls_so_far()}
+
+    def open_after(self, delay_s: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay_s)
+            await self.open()
+
+        self._opener = asyncio.create_task(later())
+
+    async def close(self) -> None:
+        if self._opener is not None:  # killed again before it was warm: no window
+            self._opener.cancel()
+            self._opener = None
+        if self._open is not None:
+            self.windows.append({**self._open, "end_mb": await asyncio.to_thread(telephony_rss_mb, self.system),
+                                 "end_calls": self.calls_so_far()})
+            self._open = None
+
+    def growth_per_1000_calls(self) -> float | None:
+        calls = sum(w["end_calls"] - w["start_calls"] for w in self.windows)
+        grown = sum(w["end_mb"] - w["start_mb"] for w in self.windows if w["end_mb"] > 0 and w["start_mb"] > 0)
+        return grown / calls * 1000 if calls > 0 else None
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -225,12 +272,14 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
     injector = FaultInjector(system, t0)
     rng = random.Random(settings.seed)
     rss: dict[str, float] = {}
+    memory = TelephonyMemory(system, lambda: stats.calls_completed + stats.calls_cut)
 
     async def warmup_rss() -> None:
         await asyncio.sleep(settings.warmup_s)
         rss["start_mb"] = await asyncio.to_thread(tree_rss_mb, system.proc.pid)
         rss["telephony_start_mb"] = await asyncio.to_thread(telephony_rss_mb, system)
         rss["start_calls"] = stats.calls_completed + stats.calls_cut
+        await memory.open()
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         callers = [SoakCaller(system.url, speech, random.Random(rng.random()), stats, session) for _ in range(settings.calls)]
@@ -238,19 +287,20 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
         for caller in callers:
             tasks.append(asyncio.create_task(caller.run_until(end)))
             await asyncio.sleep(0.5)  # a ramp, as real calls arrive
-        side = [asyncio.create_task(_faults(injector, settings, end, faults)), asyncio.create_task(warmup_rss())]
+        side = [asyncio.create_task(_faults(injector, settings, end, faults, memory)), asyncio.create_task(warmup_rss())]
         await asyncio.gather(*tasks)
         for task in side:
             task.cancel()
         await asyncio.gather(*side, return_exceptions=True)
+        await memory.close()
     rss["end_mb"] = tree_rss_mb(system.proc.pid)
     rss["telephony_end_mb"] = telephony_rss_mb(system)
     rss["end_calls"] = stats.calls_completed + stats.calls_cut
-    return _report(system, settings, stats, faults, rss, time.monotonic() - t0)
+    return _report(system, settings, stats, faults, rss, memory, time.monotonic() - t0)
 
 
 def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, faults: list[FaultResult],
-            rss: dict[str, float], took_s: float) -> dict[str, Any]:
+            rss: dict[str, float], memory: TelephonyMemory, took_s: float) -> dict[str, Any]:
     log = system.log()
     conn = sqlite3.connect(f"file:{system.db}?mode=ro", uri=True)
     sids = stats.call_sids
@@ -281,8 +331,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
               "went_on": went_on_by_call.get(sid, 0), "cut": sid in stats.cut_calls}
              for sid, n in stats.spoken_by_call.items()
              if recorded_by_call.get(sid, 0) + missed_by_call.get(sid, 0) + went_on_by_call.get(sid, 0) < n]
-    calls = rss.get("end_calls", 0) - rss.get("start_calls", 0)
-    growth = (rss["telephony_end_mb"] - rss["telephony_start_mb"]) / calls * 1000 if calls > 0 and "start_mb" in rss else None
+    growth = memory.growth_per_1000_calls()
     restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
     return {
         "settings": {"calls": settings.calls, "minutes": settings.minutes, "fault_every_s": settings.fault_every_s,
@@ -296,6 +345,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         "longest_silence_s": round(max(stats.silences_s, default=0.0), 2),
         "silences_over_2s": sum(s > 2.0 for s in stats.silences_s),
         "rss_mb": {k: round(v, 1) for k, v in rss.items()},
+        "telephony_rss_windows": [{k: round(v, 1) for k, v in w.items()} for w in memory.windows],
         # telephony's: it holds every call's state and is not restarted unless a fault kills it
         "rss_growth_mb_per_1000_calls": None if growth is None else round(growth, 1),
         "restarts": restarts, "calls_left_open": open_rows,
@@ -312,10 +362,18 @@ def _backchannel(text: str) -> bool:
     return all(w in _BACKCHANNEL_WORDS for w in words)
 
 
+def admit_every_caller(config_text: str, calls: int) -> str:
+    """Raise `server.max_calls` to the soak's callers: it measures faults, not capacity, and a
+    refused call would test nothing."""
+    return re.sub(r"^max_calls = (\d+)", lambda m: f"max_calls = {max(int(m[1]), calls)}", config_text,
+                  count=1, flags=re.MULTILINE)
+
+
 def run_soak(settings: SoakSettings) -> dict[str, Any]:
     """Start a system, soak it, stop it; the report includes what the stop left behind."""
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    system = LocalSystem(settings.workdir, extra_toml=SOAK_TOML, base=settings.base_config)
+    system = LocalSystem(settings.workdir, extra_toml=SOAK_TOML, base=settings.base_config,
+                         edit=lambda text: admit_every_caller(text, settings.calls))
     report: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 300
@@ -349,8 +407,10 @@ def table(report: dict[str, Any]) -> str:
          f"{report['barge_ins']}, {report['backchannels']}, {report['hangups_mid_sentence']}, {report['malformed_frames']}"),
         ("longest silence after a question (s)", f"{report['longest_silence_s']} ({report['silences_over_2s']} over 2 s)"),
         ("telephony RSS growth per 1000 calls (MB)", f"{report['rss_growth_mb_per_1000_calls']} "
-         f"({report['rss_mb'].get('telephony_start_mb')} -> {report['rss_mb'].get('telephony_end_mb')} MB; whole tree "
-         f"{report['rss_mb'].get('start_mb')} -> {report['rss_mb'].get('end_mb')} MB, workers restarted meanwhile)"),
+         f"(over {len(report['telephony_rss_windows'])} incarnation(s): "
+         + ", ".join(f"{w['start_mb']} -> {w['end_mb']} MB in {w['end_calls'] - w['start_calls']:.0f} calls"
+                     for w in report["telephony_rss_windows"])
+         + f"; whole tree {report['rss_mb'].get('start_mb')} -> {report['rss_mb'].get('end_mb')} MB, workers restarted meanwhile)"),
         ("restarts", ", ".join(f"{k} {v}" for k, v in report["restarts"].items())),
         ("leaked processes / segments", f"{len(report.get('leaked_processes', []))} / {len(report.get('leaked_segments', []))}"),
         ("exit code", str(report.get("exit_code"))),
