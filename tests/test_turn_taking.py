@@ -135,8 +135,10 @@ def _assert_resumed(call: SimulatedCall, rec: dict, turns: list, events: list) -
     cut = call.clear_ns[-1]
     heard = set(normalize_words(_heard(call, call.first_audio_ns[1], cut) + " " + _heard(call, cut)))
     missing = set(normalize_words(HOURS)) - heard
-    assert len(missing) <= 2, f"not heard: {missing}"
-    assert {"sundays", "holidays"} <= heard
+    # tiny.en hears this voice's "from eight" as "for May 10" about one run in two: a few small
+    # words may go, but every phrase must be there, the cut one included.
+    assert len(missing) <= 3, f"not heard: {missing}"
+    assert {"open", "monday", "friday", "morning", "evening", "saturday", "sundays", "holidays"} <= heard, heard
 
 
 def test_backchannel_resumes_and_the_whole_answer_is_heard(system: RunningSystem) -> None:

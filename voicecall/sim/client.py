@@ -253,11 +253,12 @@ class SimulatedCall:
                 errors.append(f"outbound media of {len(audio)} bytes, not 160 (20 ms)")
             self.report.media_received += 1
             self.report.bytes_received += len(audio)
-            if self._await_audio_since is not None and now >= self._await_audio_since:
+            answer_starts = self._await_audio_since is not None and now >= self._await_audio_since
+            if answer_starts:
                 self.report.response_ms.append(round((now - self._await_audio_since) / 1e6, 1))
                 self._await_mark_since = self._await_audio_since
                 self._await_audio_since = None
-            if not self.server_audio.is_set():
+            if answer_starts or not self.server_audio.is_set():
                 self.first_audio_ns.append(now)
                 self.server_audio.set()
             self.buffer.media(audio, now)
@@ -366,5 +367,6 @@ class SimulatedCall:
         self._await_audio_since = time.monotonic_ns() + voiced_span_ms(audio)[1] * 1_000_000
         self._await_mark_since = None
         start, end = await self.stream_audio(audio)
-        self.server_audio.clear()  # from here on, server audio is the answer (or its tail)
+        if self._await_audio_since is not None:  # no answer during the trailing silence yet
+            self.server_audio.clear()  # from here on, server audio is the answer
         return start, end
