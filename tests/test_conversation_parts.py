@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voicecall.config import BACKCHANNELS
-from voicecall.conversation.backchannel import is_backchannel, no_words
+from voicecall.conversation.backchannel import is_backchannel
 from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.records import CallRecords, call_turns, connect, find_call
@@ -82,9 +82,7 @@ def test_records_written_in_order_and_survive_reopen(tmp_path: Path) -> None:
     assert turns[0]["turn_end_ns"] == 2
 
 
-def test_backchannels_and_no_words_but_never_a_real_question() -> None:
+def test_backchannels_are_a_few_listed_words_only() -> None:
     assert is_backchannel("Mm-hmm.", list(BACKCHANNELS), 3) and is_backchannel("Okay, I see.", list(BACKCHANNELS), 3)
     assert not is_backchannel("Okay, where is it?", list(BACKCHANNELS), 3)
-    assert no_words("ah", 0.72, 0.6, 3) and not no_words("ah", 0.4, 0.6, 3)
-    # Whisper rated this real question 0.72 no-speech over the agent: six words are words.
-    assert not no_words("Can I talk to a person?", 0.72, 0.6, 3)
+    assert not is_backchannel("Okay okay okay okay.", list(BACKCHANNELS), 3)

@@ -165,9 +165,8 @@ class CallConfig(_Section):
     #: A backchannel is at most this many words (all of them from `backchannels`).
     backchannel_max_words: NonNegative = 3
     #: Whisper's own no-speech probability (0..1) at or above which a sound over the agent counts
-    #: as holding no words, whatever short text Whisper made up for it (it invents "Thank you." or
-    #: "ah" for a cough or background voices); more than `backchannel_max_words` words are always
-    #: words (a real question can score high). 1.0 = trust the text alone.
+    #: as holding no words, whatever text Whisper made up for it (it invents "Thank you." or a
+    #: whole clause for a cough or background voices). 1.0 = trust the text alone.
     no_words_prob: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
     #: Caller words (not a backchannel) that start before any of the answer was sent, or within
     #: this many ms of its first frame, continue the caller's turn: the answer is dropped and both

@@ -3,8 +3,7 @@
     SPEAKING or PROCESSING --SpeechStarted--> audio stopped at once (`clear`), the reply held:
                                 still generated and synthesized, nothing sent (held.py)
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
-                 (none in the text, or Whisper rates it no-speech, call.no_words_prob, and it
-                 is no longer than a backchannel)
+                 (none in the text, or Whisper rates it no-speech: call.no_words_prob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
       TurnEnded: more words, begun before the answer was heard or within call.went_on_window_ms
@@ -49,13 +48,6 @@ def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
     return True
 
 
-def no_words(text: str, no_speech_prob: float, threshold: float, max_words: int) -> bool:
-    """Whisper rates the sound no-speech and made up little for it. A real sentence can score high
-    too ("Actually, can I talk to a person?" scored 0.72 over the agent): more words than a
-    backchannel are always taken as words."""
-    return no_speech_prob >= threshold and len(_WORDS.findall(text.lower())) <= max_words
-
-
 class BackchannelPause:
     """The pause-and-decide side of one `CallSession` (`session` duck-typed)."""
 
@@ -97,8 +89,7 @@ class BackchannelPause:
         cfg = s.deps.cfg.call
         log.info("call %d: caller sound over turn %d: %r (no-speech %.2f, %d ms)", s.call_id, reply.turn_id, text,
                  msg.no_speech_prob, msg.audio_ms)
-        if no_words(text, msg.no_speech_prob, cfg.no_words_prob, cfg.backchannel_max_words) \
-                or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
+        if msg.no_speech_prob >= cfg.no_words_prob or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
             self.resumed += 1
             s.deps.metrics.backchannels.inc()
             if s.deps.records is not None:
