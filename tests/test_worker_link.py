@@ -9,9 +9,8 @@ import msgspec
 
 from ipc.messages import KIND_AUDIO, KIND_MESSAGE, CallOpened, SttRequest, WorkerState
 from ipc.ring import OwnedRing
-from voicecall.conversation.links import WorkerLink, WorkerLinks
-
 from tests.waiting import wait_until_async
+from voicecall.conversation.links import WorkerLink, WorkerLinks
 
 FRAME = b"\xff" * 160
 
@@ -65,4 +64,3 @@ def test_kept_messages_are_retried_on_the_loop_and_discarded_when_the_worker_die
                 each.close()
 
     asyncio.run(main())
-

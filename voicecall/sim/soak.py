@@ -241,9 +241,9 @@ class TelephonyMemory:
             self._open = None
 
     def growth_per_1000_calls(self) -> float | None:
-        calls = sum(w["end_calls"] - w["start_calls"] for w in self.windows)
-        grown = sum(w["end_mb"] - w["start_mb"] for w in self.windows if w["end_mb"] > 0 and w["start_mb"] > 0)
-        return grown / calls * 1000 if calls > 0 else None
+        read = [w for w in self.windows if w["start_mb"] > 0 and w["end_mb"] > 0]  # 0: process not found
+        calls = sum(w["end_calls"] - w["start_calls"] for w in read)
+        return sum(w["end_mb"] - w["start_mb"] for w in read) / calls * 1000 if calls > 0 else None
 
 
 def tree_rss_mb(pid: int) -> float:
