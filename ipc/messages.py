@@ -209,6 +209,7 @@ class TurnEnded(_Msg):
     stt_final_ns: int  # final transcript ready
     audio_ms: int = 0
     no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0  # Whisper's mean token log-probability of `text` (0.0: no tokens)
     turn_end_media_ms: int = 0  # media timestamp at which the endpoint was decided
     endpoint_silence_ms: int = 0  # silence the adaptive endpointer required for this turn
     speculative: bool = False  # the final is the transcript made during the pause (no end-of-turn decode)

@@ -7,8 +7,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voicecall.config import BACKCHANNELS
-from voicecall.conversation.backchannel import is_backchannel
+from ipc.messages import TurnEnded
+from voicecall.config import BACKCHANNELS, CallConfig
+from voicecall.conversation.backchannel import holds_no_words, is_backchannel
 from voicecall.conversation.history import AgentReply, Conversation
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.records import CallRecords, call_turns, connect, find_call
@@ -86,3 +87,18 @@ def test_backchannels_are_a_few_listed_words_only() -> None:
     assert is_backchannel("Mm-hmm.", list(BACKCHANNELS), 3) and is_backchannel("Okay, I see.", list(BACKCHANNELS), 3)
     assert not is_backchannel("Okay, where is it?", list(BACKCHANNELS), 3)
     assert not is_backchannel("Okay okay okay okay.", list(BACKCHANNELS), 3)
+
+
+def test_no_words_is_fillers_or_whispers_own_silence_rule() -> None:
+    cfg = CallConfig()
+
+    def said(text: str, no_speech: float, logprob: float) -> bool:
+        msg = TurnEnded(call_id=1, turn_id=1, text=text, speech_start_media_ms=0, speech_end_media_ms=0,
+                        speech_end_ns=0, turn_end_ns=0, stt_final_ns=0, no_speech_prob=no_speech,
+                        avg_logprob=logprob)
+        return holds_no_words(msg, text, cfg)
+
+    assert said("", 0.1, 0.0) and said("Ah ah ah ah ah ah ah.", 0.2, -0.6) and said("Oh, oh, oh, oh,", 0.8, -0.6)
+    assert said("I'm going to go to the next", 0.71, -1.4)  # made up for a cough: sure it heard nothing
+    assert not said("Actually, can I talk to a person?", 0.72, -0.4)  # sure of the words it heard
+    assert not said("Wait, is that on Tuesday?", 0.2, -1.5)  # unsure of the words, but it heard speech

@@ -132,8 +132,10 @@ class IpcConfig(_Section):
 
 BACKCHANNELS = (
     "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "yeah", "yes", "yep", "okay", "ok",
-    "right", "sure", "i see", "got it", "alright", "all right", "uh", "um", "oh",
+    "right", "sure", "i see", "got it", "alright", "all right", "uh", "um", "oh", "thanks", "thank you",
 )
+#: Sounds, not words: Whisper writes them for coughs, sighs and hums ("ah ah ah ah", "Oh, oh, oh").
+FILLERS = ("ah", "aah", "oh", "uh", "um", "umm", "er", "erm", "eh", "mm", "mmm", "hmm", "huh", "ha", "hm")
 
 
 class CallConfig(_Section):
@@ -164,10 +166,16 @@ class CallConfig(_Section):
     backchannels: list[str] = msgspec.field(default_factory=lambda: list(BACKCHANNELS))
     #: A backchannel is at most this many words (all of them from `backchannels`).
     backchannel_max_words: NonNegative = 3
-    #: Whisper's own no-speech probability (0..1) at or above which a sound over the agent counts
-    #: as holding no words, whatever text Whisper made up for it (it invents "Thank you." or a
-    #: whole clause for a cough or background voices). 1.0 = trust the text alone.
+    #: A sound over the agent holds no words (the answer resumes) when Whisper rates it no-speech
+    #: at or above `no_words_prob` (0..1) AND its text scores below `no_words_logprob` (mean token
+    #: log-probability): Whisper's own rule for skipping a silent segment (its no_speech_threshold
+    #: 0.6 and logprob_threshold -1.0). Either alone misjudges: a cough comes back as "I'm going to
+    #: go to the next" at no-speech 0.71, while "Actually, can I talk to a person?" in a synthetic
+    #: voice scored 0.72; the made-up text is what scores low. 1.0 = trust the text alone.
     no_words_prob: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
+    no_words_logprob: Annotated[float, msgspec.Meta(le=0.0)] = -1.0
+    #: Text made only of these (any number of them) is a sound, not words: the answer resumes.
+    fillers: list[str] = msgspec.field(default_factory=lambda: list(FILLERS))
     #: Caller words (not a backchannel) that start before any of the answer was sent, or within
     #: this many ms of its first frame, continue the caller's turn: the answer is dropped and both
     #: parts are answered as one caller turn (one record, one reply). Later ones interrupt. 0 = off.

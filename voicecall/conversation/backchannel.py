@@ -3,7 +3,8 @@
     SPEAKING or PROCESSING --SpeechStarted--> audio stopped at once (`clear`), the reply held:
                                 still generated and synthesized, nothing sent (held.py)
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
-                 (none in the text, or Whisper rates it no-speech: call.no_words_prob)
+                 (none in the text, only fillers such as "ah ah ah" (call.fillers), or text
+                 Whisper rates no-speech and scores low: call.no_words_prob, call.no_words_logprob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
       TurnEnded: more words, begun before the answer was heard or within call.went_on_window_ms
@@ -48,6 +49,16 @@ def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
     return True
 
 
+def holds_no_words(msg: TurnEnded, text: str, cfg: Any) -> bool:
+    """True when the caller's sound carried no words: only fillers, or (Whisper's own rule for a
+    silent segment) rated no-speech with a text it is unsure of."""
+    words = _WORDS.findall(text.lower().replace("-", " "))
+    fillers = {f.lower() for f in cfg.fillers}
+    if all(w in fillers for w in words):
+        return True
+    return msg.no_speech_prob >= cfg.no_words_prob and msg.avg_logprob < cfg.no_words_logprob
+
+
 class BackchannelPause:
     """The pause-and-decide side of one `CallSession` (`session` duck-typed)."""
 
@@ -87,9 +98,9 @@ class BackchannelPause:
         if reply is None or not reply.on_hold:
             return False
         cfg = s.deps.cfg.call
-        log.info("call %d: caller sound over turn %d: %r (no-speech %.2f, %d ms)", s.call_id, reply.turn_id, text,
-                 msg.no_speech_prob, msg.audio_ms)
-        if msg.no_speech_prob >= cfg.no_words_prob or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
+        log.info("call %d: caller sound over turn %d: %r (no-speech %.2f, logprob %.2f, %d ms)", s.call_id,
+                 reply.turn_id, text, msg.no_speech_prob, msg.avg_logprob, msg.audio_ms)
+        if holds_no_words(msg, text, cfg) or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
             self.resumed += 1
             s.deps.metrics.backchannels.inc()
             if s.deps.records is not None:

@@ -77,6 +77,9 @@ class Transcript:
 
     text: str
     no_speech_prob: float
+    #: Mean log-probability per token of the text (as Whisper computes it; 0.0 for no tokens). Text
+    #: made up for a sound without words scores low (< -1.0 is Whisper's own "unreliable" line).
+    avg_logprob: float
     #: Mel frames the encoder saw (3000 = stock 30 s window).
     window_frames: int
     #: True when the short window's guard tripped and the stock window was used.
@@ -94,6 +97,12 @@ def repeats_at_end(tokens: list[int]) -> bool:
     a too-short window produces (seen at 600 frames); a real repeat only costs a stock re-decode."""
     n = len(tokens)
     return any(tokens[n - k :] == tokens[n - 2 * k : n - k] for k in range(2, n // 2 + 1))
+
+
+def average_logprob(score: float, tokens: int) -> float:
+    """CTranslate2's score (sum of log-probs / length with length_penalty 1) as Whisper's avg_logprob,
+    which divides the sum by length + 1 (the end-of-text token)."""
+    return float(score) * tokens / (tokens + 1) if tokens else 0.0
 
 
 class WhisperEngine:
@@ -143,14 +152,15 @@ class WhisperEngine:
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         window = self.window_for(len(audio))
         if window < FULL_WINDOW_FRAMES:
-            text, no_speech, suspicious = self._short_window(audio, window)
+            text, no_speech, logprob, suspicious = self._short_window(audio, window)
             if not suspicious:
-                return Transcript(text, no_speech, window, False, time.perf_counter() - t0)
+                return Transcript(text, no_speech, logprob, window, False, time.perf_counter() - t0)
             log.info("short-window decode looked repetitive (%r); redoing with the 30 s window", text[:80])
-        text, no_speech = self._stock(audio)
-        return Transcript(text, no_speech, FULL_WINDOW_FRAMES, window < FULL_WINDOW_FRAMES, time.perf_counter() - t0)
+        text, no_speech, logprob = self._stock(audio)
+        return Transcript(text, no_speech, logprob, FULL_WINDOW_FRAMES, window < FULL_WINDOW_FRAMES,
+                          time.perf_counter() - t0)
 
-    def _short_window(self, audio: np.ndarray, window: int) -> tuple[str, float, bool]:
+    def _short_window(self, audio: np.ndarray, window: int) -> tuple[str, float, float, bool]:
         import ctranslate2
 
         # Pad the *audio* with silence to the window, as Whisper was trained (30 s of zeros appended
@@ -167,16 +177,16 @@ class WhisperEngine:
         result = self.model.model.generate(
             ctranslate2.StorageView.from_array(features), [self.prompt], beam_size=self.beam_size,
             max_length=len(self.prompt) + limit, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=self.suppress,
+            suppress_tokens=self.suppress, return_scores=True,
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
         text = self.tokenizer.decode(tokens).strip()
         # CTranslate2 counts the prompt inside max_length, so the limit is hit at limit - prompt.
         suspicious = (len(tokens) >= limit - len(self.prompt) or compression_ratio(text) > COMPRESSION_RATIO_LIMIT
                       or repeats_at_end(tokens))
-        return text, float(result.no_speech_prob), suspicious
+        return text, float(result.no_speech_prob), average_logprob(result.scores[0], len(tokens)), suspicious
 
-    def _stock(self, audio: np.ndarray) -> tuple[str, float]:
+    def _stock(self, audio: np.ndarray) -> tuple[str, float, float]:
         segments, _ = self.model.transcribe(
             audio, language=self.language, beam_size=self.beam_size, vad_filter=False, without_timestamps=True,
             condition_on_previous_text=False, temperature=0.0,
@@ -184,4 +194,5 @@ class WhisperEngine:
         parts = list(segments)  # drain the lazy generator here, inside the worker
         text = " ".join(s.text.strip() for s in parts).strip()
         no_speech = max((s.no_speech_prob for s in parts), default=1.0)
-        return text, no_speech
+        logprob = min((s.avg_logprob for s in parts), default=0.0)  # the least sure segment
+        return text, no_speech, logprob

@@ -100,6 +100,7 @@ class _Call:
         self.result_text = ""
         self.result_covers = 0
         self.result_no_speech = 0.0
+        self.result_logprob = 0.0
         self.last_partial_at = 0  # sample where the last interval partial was requested
         self.last_partial_text = ""  # not repeated when a later decode agrees
         #: Ended turns waiting for their transcript, by utterance number.
@@ -313,7 +314,7 @@ class SttWorker(Worker):
         call.last_ended = call.turn
         if call.result_mark == ep.last_voiced:
             self._emit_final(cid, end, call.result_text, call.result_covers - call.utt_start,
-                             call.result_no_speech, speculative=True)
+                             call.result_no_speech, call.result_logprob, speculative=True)
             return
         call.pending[call.utterance] = end
         if call.requested_mark == ep.last_voiced:
@@ -323,11 +324,11 @@ class SttWorker(Worker):
             self._submit(cid, call, JobKind.FINAL, (window + 1) * WINDOW)
 
     def _emit_final(self, cid: int, end: _PendingEnd, text: str, audio_samples: int, no_speech: float,
-                    speculative: bool) -> None:
+                    logprob: float, speculative: bool) -> None:
         msg = TurnEnded(
             call_id=cid, turn_id=end.turn, text=text, speech_start_media_ms=end.start_media_ms,
             speech_end_media_ms=end.end_media_ms, speech_end_ns=end.speech_end_ns, turn_end_ns=end.turn_end_ns,
-            stt_final_ns=time.monotonic_ns(), audio_ms=audio_samples // _MS, no_speech_prob=no_speech,
+            stt_final_ns=time.monotonic_ns(), audio_ms=audio_samples // _MS, no_speech_prob=no_speech, avg_logprob=logprob,
             turn_end_media_ms=end.turn_end_media_ms, endpoint_silence_ms=end.silence_ms, speculative=speculative,
             turn_prob=end.turn_prob, turn_check_ms=end.turn_check_ms, turn_model_failed=end.turn_model_failed,
             forced=end.forced,
@@ -353,11 +354,12 @@ class SttWorker(Worker):
                 return  # the call ended: nobody needs this text
             text = result.text if result is not None else ""
             no_speech = result.no_speech_prob if result is not None else 1.0
+            logprob = result.avg_logprob if result is not None else 0.0
             end = call.pending.get(job.utterance)
             if end is not None and end.mark == job.mark and job.kind is not JobKind.PARTIAL:
                 del call.pending[job.utterance]
                 full = f"{end.committed} {text}".strip()
-                self._emit_final(job.call_id, end, full, job.covers - end.utt_start, no_speech,
+                self._emit_final(job.call_id, end, full, job.covers - end.utt_start, no_speech, logprob,
                                  speculative=job.kind is JobKind.PAUSE)
                 return
             if call.utterance != job.utterance:
@@ -370,7 +372,7 @@ class SttWorker(Worker):
             if job.mark < call.result_mark:
                 return
             call.result_mark, call.result_text, call.result_covers = job.mark, full, job.covers
-            call.result_no_speech = no_speech
+            call.result_no_speech, call.result_logprob = no_speech, logprob
             if full:
                 self._partial(job.call_id, call, full)
             if call.ep.speaking and call.ep.paused and call.ep.last_voiced == job.mark:
