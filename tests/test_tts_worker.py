@@ -171,3 +171,18 @@ def test_empty_and_markup_only_sentences_finish_with_zero_frames(tts: WorkerHarn
     got = collect(tts, done_for(5, 0), 10)
     assert [m.frames for r, m, t in got if isinstance(m, SentenceDone) and m.call_id == 5] == [0]
     assert not sentence_audio(got, 5, 0, 0)
+
+
+def test_a_sentence_said_again_is_replayed_from_the_cache(tts: WorkerHarness) -> None:
+    text = "Our pharmacy on the ground floor closes at half past five."
+    firsts, audio = [], []
+    for call in (6, 7):
+        sent = time.monotonic_ns()
+        tts.send(Synthesize(call_id=call, turn_id=0, seq=0, text=text), call, 0, 0)
+        got = collect(tts, done_for(call, 0), 20)
+        mulaw, done = check_sentence(got, call, 0, 0)
+        firsts.append((done.first_audio_ns - sent) / 1e6)
+        audio.append(mulaw)
+    print(f"first audio: synthesized {firsts[0]:.1f} ms, replayed {firsts[1]:.1f} ms")
+    assert audio[0] == audio[1], "the replay must be the audio the first caller heard"
+    assert firsts[1] < firsts[0]

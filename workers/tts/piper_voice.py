@@ -81,6 +81,7 @@ class PiperVoiceBackend:
         )
         self._speaker = piper_config.default_speaker_id if piper_config.num_speakers > 1 else None
         self.sample_rate = int(piper_config.sample_rate)
+        self.context_free = True
         progress("loading piper voice", 1, 1, f"{self.sample_rate} Hz, {threads} thread(s)")
 
     def speak(self, job: SpeechJob, text: str, emit: Emit) -> None:

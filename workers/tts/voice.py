@@ -25,6 +25,9 @@ class Voice(Protocol):
 
     #: Native sample rate of the audio passed to `emit` (Hz).
     sample_rate: int
+    #: The same text always may be spoken with the same audio (no conversational context), so
+    #: the worker may replay a sentence it already synthesized (workers/tts/speech_cache.py).
+    context_free: bool
 
     def speak(self, job: SpeechJob, text: str, emit: Emit) -> None:
         """Synthesize `text` (already normalised) for `job`, emitting float32 mono chunks."""

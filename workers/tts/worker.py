@@ -3,7 +3,8 @@
     serve loop (on_message)                 synthesis threads (tts.synth_threads)
     -----------------------                 ---------------------------------------------
     Synthesize -> SpeechQueue.submit  ----> take() the best job: new turns' first sentences first
-    Cancel / newer turn -> cancel jobs      voice.speak(job) -> float chunks at the native rate
+    Cancel / newer turn -> cancel jobs      SpeechCache hit (same text spoken before): its audio, or
+                                            voice.speak(job) -> float chunks at the native rate
     ContextTurn -> voice.add_context          -> MulawStream (soxr stream, 160-byte frames)
     CallClosed -> drop call                   -> AUDIO records of <= record_ms, aux = first frame
                                             SentenceDone(frames, duration_ms = frames * 20)
@@ -35,6 +36,7 @@ from ipc.ring import Record
 from workers.base import Progress, Worker
 from workers.config import TtsConfig
 from workers.tts.mulaw_stream import MulawStream
+from workers.tts.speech_cache import SpeechCache
 from workers.tts.speech_queue import SpeechJob, SpeechQueue
 from workers.tts.speech_text import speakable
 from workers.tts.voice import Voice, load_voice
@@ -66,11 +68,14 @@ class TtsWorker(Worker):
         self._threads: list[threading.Thread] = []
         self._record_bytes = max(1, config.record_ms // FRAME_MS) * FRAME_BYTES
         self._crashed: str | None = None
+        self._cache: SpeechCache | None = None
 
     # -- lifecycle
 
     def load(self, progress: Progress) -> None:
         self._voice = load_voice(self.config, self.config.process.threads, progress)
+        if self.config.cache_mb > 0 and getattr(self._voice, "context_free", False):
+            self._cache = SpeechCache(int(self.config.cache_mb * 1024 * 1024))
 
     def warm_up(self) -> None:
         """One real sentence through voice, resampler and encoder; then start the threads."""
@@ -90,6 +95,9 @@ class TtsWorker(Worker):
         end = time.monotonic() + deadline_s
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
+        if self._cache is not None:
+            log.info("%s: speech cache: %d sentences replayed, %d synthesized; %d kept (%.1f MB)", self.name,
+                     self._cache.hits, self._cache.misses, len(self._cache), self._cache.bytes / 2**20)
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             log.warning("%s: synthesis threads still running at the stop deadline: %s", self.name, alive)
@@ -143,13 +151,15 @@ class TtsWorker(Worker):
         voice = self._require_voice()
         text = speakable(job.text)
         sentence = _Sentence()
-        stream = MulawStream(voice.sample_rate, self.config.resample_quality, self.config.gain)
+        cache = self._cache
+        kept = cache.get(text) if cache is not None and text else None
         try:
-            if text and any(ch.isalnum() for ch in text):
-                voice.speak(job, text, lambda audio: self._send(job, sentence, stream.push(audio)))
+            if kept is not None:
+                self._send(job, sentence, kept)
+            else:
+                self._synthesize(job, voice, text, sentence)
             if job.cancelled:
                 return
-            self._send(job, sentence, stream.finish())
         except Exception as exc:  # noqa: BLE001 - one bad sentence must not take the worker down
             log.exception("%s: call %d turn %d seq %d: synthesis failed", self.name, job.call_id, job.turn_id, job.seq)
             with job.lock:
@@ -172,6 +182,24 @@ class TtsWorker(Worker):
         log.debug("%s: call %d turn %d seq %d: %d frames, first audio %.1f ms after arrival", self.name,
                   job.call_id, job.turn_id, job.seq, sentence.frames,
                   (sentence.first_audio_ns - job.received_ns) / 1e6 if sentence.first_audio_ns else -1.0)
+
+    def _synthesize(self, job: SpeechJob, voice: Voice, text: str, sentence: _Sentence) -> None:
+        """Run the voice for `text`, sending audio as it comes; keep the whole of it when cacheable."""
+        stream = MulawStream(voice.sample_rate, self.config.resample_quality, self.config.gain)
+        whole = bytearray() if self._cache is not None else None
+
+        def out(mulaw: bytes) -> None:
+            if whole is not None:
+                whole.extend(mulaw)
+            self._send(job, sentence, mulaw)
+
+        if text and any(ch.isalnum() for ch in text):
+            voice.speak(job, text, lambda audio: out(stream.push(audio)))
+        if job.cancelled:
+            return
+        out(stream.finish())
+        if whole is not None and not job.cancelled and text:
+            self._cache.put(text, bytes(whole))  # type: ignore[union-attr]
 
     def _send(self, job: SpeechJob, sentence: _Sentence, mulaw: bytes) -> None:
         """Write whole frames as records of at most `record_ms`; nothing once the job is cancelled."""
