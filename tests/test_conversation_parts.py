@@ -101,4 +101,6 @@ def test_no_words_is_fillers_or_whispers_own_silence_rule() -> None:
     assert said("", 0.1, 0.0) and said("Ah ah ah ah ah ah ah.", 0.2, -0.6) and said("Oh, oh, oh, oh,", 0.8, -0.6)
     assert said("I'm going to go to the next", 0.71, -1.4)  # made up for a cough: sure it heard nothing
     assert not said("Actually, can I talk to a person?", 0.72, -0.4)  # sure of the words it heard
-    assert not said("Wait, is that on Tuesday?", 0.2, -1.5)  # unsure of the words, but it heard speech
+    assert not said("Wait, is that on Tuesday?", 0.2, -1.6)  # unsure of the words, but it heard speech
+    assert said("And mm", 0.35, -1.82)  # an "mm-hmm" it could only guess at
+    assert not said("Hold on.", 0.3, -0.7)  # a short interruption it is sure of

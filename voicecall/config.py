@@ -174,6 +174,11 @@ class CallConfig(_Section):
     #: voice scored 0.72; the made-up text is what scores low. 1.0 = trust the text alone.
     no_words_prob: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
     no_words_logprob: Annotated[float, msgspec.Meta(le=0.0)] = -1.0
+    #: A short sound (at most `backchannel_max_words` words) whose text scores below this mean token
+    #: log-probability is Whisper guessing at a murmur, whatever its no-speech rating: no words. An
+    #: "mm-hmm" came back as "And mm" at -1.82; short real interruptions ("Wait.", "Hold on.") score
+    #: above -1.0. -inf (e.g. -99) = off.
+    no_words_guess_logprob: Annotated[float, msgspec.Meta(le=0.0)] = -1.5
     #: Text made only of these (any number of them) is a sound, not words: the answer resumes.
     fillers: list[str] = msgspec.field(default_factory=lambda: list(FILLERS))
     #: Caller words (not a backchannel) that start before any of the answer was sent, or within

@@ -3,8 +3,9 @@
     SPEAKING or PROCESSING --SpeechStarted--> audio stopped at once (`clear`), the reply held:
                                 still generated and synthesized, nothing sent (held.py)
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
-                 (none in the text, only fillers such as "ah ah ah" (call.fillers), or text
-                 Whisper rates no-speech and scores low: call.no_words_prob, call.no_words_logprob)
+                 (none in the text, only fillers such as "ah ah ah" (call.fillers), a few words
+                 Whisper scores as a guess (call.no_words_guess_logprob), or text Whisper rates
+                 no-speech and scores low: call.no_words_prob, call.no_words_logprob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
       TurnEnded: more words, begun before the answer was heard or within call.went_on_window_ms
@@ -50,11 +51,13 @@ def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
 
 
 def holds_no_words(msg: TurnEnded, text: str, cfg: Any) -> bool:
-    """True when the caller's sound carried no words: only fillers, or (Whisper's own rule for a
-    silent segment) rated no-speech with a text it is unsure of."""
+    """True when the caller's sound carried no words: only fillers, a few words Whisper scores as a
+    guess, or (Whisper's own rule for a silent segment) rated no-speech with a text it is unsure of."""
     words = _WORDS.findall(text.lower().replace("-", " "))
     fillers = {f.lower() for f in cfg.fillers}
     if all(w in fillers for w in words):
+        return True
+    if len(words) <= cfg.backchannel_max_words and msg.avg_logprob < cfg.no_words_guess_logprob:
         return True
     return msg.no_speech_prob >= cfg.no_words_prob and msg.avg_logprob < cfg.no_words_logprob
 
