@@ -66,7 +66,7 @@ def test_onset_needs_min_speech_and_end_waits_for_the_transcript() -> None:
 
 
 def test_trailing_clause_waits_longer_and_speech_resumes() -> None:
-    ep = Endpointer(VadConfig(silence_ms=300, silence_ms_incomplete=800), 32)
+    ep = Endpointer(VadConfig(settle_ms=96, silence_ms=300, silence_ms_incomplete=800), 32)
     _run(ep, [0.9] * 6)
     assert _run(ep, [0.1] * 3, start=6) == [(8, Event.PAUSE)]
     ep.set_text("I'd like to move my appointment to")

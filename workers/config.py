@@ -55,7 +55,7 @@ class VadConfig(_Section):
     min_speech_ms: NonNegative = 160
     #: Silence (ms, by VAD windows) after which the speech so far is transcribed speculatively, so the
     #: final transcript is usually ready when the turn ends. Lower = earlier finals, more wasted decodes.
-    settle_ms: NonNegative = 96
+    settle_ms: NonNegative = 64
     #: Smart Turn v3.2 end-of-turn model (ONNX, run on 16 kHz upsampled audio at each pause), or ""
     #: to decide on the transcript rules alone. "package:PKG/rel/path" is found without importing PKG
     #: (the file ships in the `pipecat-ai` wheel, installed with --no-deps by the install step).
