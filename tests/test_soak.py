@@ -9,11 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from voicecall.sim.soak import SoakSettings, run_soak, table
+from voicecall.sim.soak import SoakSettings, run_soak, table, waits_through_faults
+from voicecall.sim.soak_faults import FaultResult
 
-pytestmark = pytest.mark.slow
+
+def test_waits_are_given_to_the_faults_they_lived_through() -> None:
+    kill = FaultResult(at_s=10.0, fault="kill:llm", recovery_s=5.0, done_s=15.0)
+    # pending when it struck (audio 0.6 s after); asked during it (1.5 s wait); after it; before it
+    quiet = waits_through_faults([(109.0, 1.6), (112.0, 1.5), (116.0, 0.7), (100.0, 0.8)], [kill], t0=100.0)
+    assert kill.waits_s == pytest.approx([0.6, 1.5]) and quiet == [0.7, 0.8]
+    assert kill.as_dict()["heard_within_1s"] == 1 and kill.as_dict()["longest_wait_s"] == 1.5
 
 
+@pytest.mark.slow
 def test_two_minute_soak_with_faults_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:
     settings = SoakSettings(calls=4, minutes=2.0, fault_every_s=20.0, workdir=tmp_path, warmup_s=20.0,
                             faults=("kill:stt", "stop:tts", "kill:llm", "full_ring", "kill:tts"))

@@ -67,6 +67,9 @@ class CallerStats:
     malformed_frames: int = 0
     replies_heard: int = 0
     silences_s: list[float] = field(default_factory=list)
+    #: (monotonic time the question ended, seconds until the answer's first audio) per question
+    waits: list[tuple[float, float]] = field(default_factory=list)
+    quiet_waits_s: list[float] = field(default_factory=list)  # those no fault touched: load alone
     call_sids: list[str] = field(default_factory=list)
     spoken_by_call: dict[str, int] = field(default_factory=dict)  # caller turns spoken in full, per call sid
     cut_calls: set[str] = field(default_factory=set)
@@ -129,13 +132,16 @@ class SoakCaller:
         """Say `audio` and wait for the answer to start; True if it did."""
         heard = len(call.report.response_ms)
         await call._speak(audio, [])
+        ended = time.monotonic()
         self._spoke(call)
         waited = 0.0
         while len(call.report.response_ms) == heard and waited < REPLY_LIMIT_S:
             await call.silence(100)
             waited += 0.1
         answered = len(call.report.response_ms) > heard
-        self.stats.silences_s.append(call.report.response_ms[-1] / 1000 if answered else REPLY_LIMIT_S)
+        wait = call.report.response_ms[-1] / 1000 if answered else REPLY_LIMIT_S
+        self.stats.silences_s.append(wait)
+        self.stats.waits.append((ended, wait))
         return answered
 
     def _spoke(self, call: SimulatedCall) -> None:
@@ -200,7 +206,9 @@ async def _faults(injector: FaultInjector, settings: SoakSettings, end: float, o
         fault = settings.faults[i % len(settings.faults)]
         if fault == "kill:telephony":
             await memory.close()  # the victim's growth, up to its death
-        out.append(await injector.inject(fault))
+        result = await injector.inject(fault)
+        result.done_s = time.monotonic() - injector.t0
+        out.append(result)
         if fault == "kill:telephony":
             memory.open_after(min(settings.warmup_s, settings.fault_every_s / 2))
         i += 1
@@ -296,7 +304,36 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
     rss["end_mb"] = tree_rss_mb(system.proc.pid)
     rss["telephony_end_mb"] = telephony_rss_mb(system)
     rss["end_calls"] = stats.calls_completed + stats.calls_cut
+    stats.quiet_waits_s = waits_through_faults(stats.waits, faults, t0)
     return _report(system, settings, stats, faults, rss, memory, time.monotonic() - t0)
+
+
+def waits_through_faults(waits: list[tuple[float, float]], faults: list[FaultResult], t0: float) -> list[float]:
+    """Give each fault the callers who waited for an answer while it lasted: for each, how long
+    after the fault began (or after the question, if asked later) the first audio came. Returns
+    the waits no fault touched."""
+    quiet = []
+    for ended, wait in waits:
+        heard = ended + wait
+        touched = False
+        for fault in faults:
+            start, over = t0 + fault.at_s, t0 + fault.done_s
+            if ended <= over and heard >= start:
+                fault.waits_s.append(heard - max(ended, start))
+                touched = True
+        if not touched:
+            quiet.append(wait)
+    return quiet
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    ordered = sorted(values)
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0
+
+    return {"n": len(ordered), "p50_s": pct(0.5), "p95_s": pct(0.95), "max_s": round(max(ordered, default=0.0), 2),
+            "over_2s": sum(v > 2.0 for v in ordered)}
 
 
 def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, faults: list[FaultResult],
@@ -344,6 +381,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         "apologies_recorded": sum(t in canned for t in agent_rows),
         "longest_silence_s": round(max(stats.silences_s, default=0.0), 2),
         "silences_over_2s": sum(s > 2.0 for s in stats.silences_s),
+        "waits_without_fault": _summary(stats.quiet_waits_s),
         "rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "telephony_rss_windows": [{k: round(v, 1) for k, v in w.items()} for w in memory.windows],
         # telephony's: it holds every call's state and is not restarted unless a fault kills it
@@ -393,6 +431,7 @@ def run_soak(settings: SoakSettings) -> dict[str, Any]:
 def table(report: dict[str, Any]) -> str:
     """The report as a Markdown table (README-ready)."""
     s = report["settings"]
+    q = report.get("waits_without_fault") or _summary([])
     rows = [
         ("duration", f"{s['took_s'] / 60:.1f} min, {s['calls']} concurrent callers, a fault every {s['fault_every_s']:.0f} s"),
         ("calls completed / cut by a fault / refused", f"{report['calls_completed']} / {report['calls_cut']} / {report['calls_refused']}"),
@@ -406,6 +445,8 @@ def table(report: dict[str, Any]) -> str:
         ("barge-ins, backchannels, hang-ups mid-sentence, malformed frames",
          f"{report['barge_ins']}, {report['backchannels']}, {report['hangups_mid_sentence']}, {report['malformed_frames']}"),
         ("longest silence after a question (s)", f"{report['longest_silence_s']} ({report['silences_over_2s']} over 2 s)"),
+        ("... of the waits no fault touched (load alone): p50 / p95 / max (s)",
+         f"{q['p50_s']} / {q['p95_s']} / {q['max_s']} ({q['over_2s']} of {q['n']} over 2 s)"),
         ("telephony RSS growth per 1000 calls (MB)", f"{report['rss_growth_mb_per_1000_calls']} "
          f"(over {len(report['telephony_rss_windows'])} incarnation(s): "
          + ", ".join(f"{w['start_mb']} -> {w['end_mb']} MB in {w['end_calls'] - w['start_calls']:.0f} calls"
@@ -417,6 +458,8 @@ def table(report: dict[str, Any]) -> str:
     ]
     lines = ["| measure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
     if report["faults"]:
-        lines += ["", "| at (s) | fault | recovered in (s) | detail |", "|---|---|---|---|"]
-        lines += [f"| {f['at_s']} | {f['fault']} | {f['recovery_s']} | {f['detail']} |" for f in report["faults"]]
+        lines += ["", "| at (s) | fault | recovered in (s) | callers waiting: answer audio within 1 s / all, longest (s) | detail |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {f['at_s']} | {f['fault']} | {f['recovery_s']} | {f.get('heard_within_1s', 0)} / "
+                  f"{f.get('waiting_callers', 0)}, {f.get('longest_wait_s', 0.0)} | {f['detail']} |" for f in report["faults"]]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from voicecall.sim.system import LocalSystem
@@ -31,10 +31,18 @@ class FaultResult:
     fault: str
     recovery_s: float | None  # None: not recovered within the limit
     detail: str = ""
+    done_s: float = 0.0  # seconds into the soak when it was over (recovered, or given up on)
+    #: Callers who were waiting for an answer while the fault lasted (question pending at its start
+    #: or asked before it was over), and for each how long after the fault began, or after the
+    #: question if asked later, the first answer audio came (voicecall/sim/soak.py).
+    waits_s: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"at_s": round(self.at_s, 1), "fault": self.fault,
-                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2), "detail": self.detail}
+                "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2), "detail": self.detail,
+                "waiting_callers": len(self.waits_s),
+                "heard_within_1s": sum(w <= 1.0 for w in self.waits_s),
+                "longest_wait_s": round(max(self.waits_s, default=0.0), 2)}
 
 
 class FaultInjector:
