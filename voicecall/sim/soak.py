@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 from websockets.exceptions import ConnectionClosed
 
+from voicecall.percentiles import summary
 from voicecall.sim.client import SimulatedCall
 from voicecall.sim.questions import BARGE_IN, QUESTIONS
 from voicecall.sim.soak_faults import DEFAULT_CYCLE, FaultInjector, FaultResult
@@ -327,13 +328,9 @@ def waits_through_faults(waits: list[tuple[float, float]], faults: list[FaultRes
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
-    ordered = sorted(values)
-
-    def pct(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0
-
-    return {"n": len(ordered), "p50_s": pct(0.5), "p95_s": pct(0.95), "max_s": round(max(ordered, default=0.0), 2),
-            "over_2s": sum(v > 2.0 for v in ordered)}
+    waits = summary(values, digits=2) or {"n": 0, "p50": 0.0, "p95": 0.0, "max": 0.0}
+    return {"n": waits["n"], "p50_s": waits["p50"], "p95_s": waits["p95"], "max_s": waits["max"],
+            "over_2s": sum(v > 2.0 for v in values)}
 
 
 def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, faults: list[FaultResult],
