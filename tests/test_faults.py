@@ -298,6 +298,56 @@ def test_stt_killed_mid_utterance_asks_the_caller_to_repeat(system: RunningSyste
     assert len(agents) == 2 and "nine to one" in agents[1], agents
     callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
     assert callers and "saturday" in callers[-1], callers
-    conn = connect(system.db, readonly=True)
-    kinds = [e["kind"] for e in conn.query("SELECT kind FROM call_events WHERE call_id = ?", (_rec["id"],))]
+    kinds = _event_kinds(system, _rec["id"])
     assert kinds.count("missed_words") == 1, kinds
+
+
+def test_a_briefly_stopped_worker_is_heard_as_one_moment_then_the_answer(system: RunningSystem) -> None:
+    """SIGSTOP of stt, then of tts, as the caller finishes a question, for 2 s (under the hung-worker
+    timeout): with stt stopped no turn end can come, so telephony's own ear hears the caller stop;
+    with tts stopped the answer's audio is late. Either way the filler ("One moment.", kept audio)
+    comes within about a second, and the answer follows once the worker resumes."""
+    system.wait_ready()
+    questions = {"stt": utterance("What time do you open on Saturday?"), "tts": utterance("How much does a checkup cost?")}
+    deaths = {role: system.log().count(f"{role} died") for role in questions}
+    first_ms: dict[str, float | None] = {}
+
+    async def main() -> SimulatedCall:
+        call = SimulatedCall(system.url)
+        assert await call.place() == 200
+        await call.connect()
+        await call.silence(4500)  # the greeting
+        for role, q in questions.items():
+            victim = system.pid_of(role)
+            heard = len(call.report.response_ms)
+            await call._speak(q.mulaw[: q.speech_end_ms * 8], [])  # the words only: the wait is timed from their end
+            os.killpg(victim, signal.SIGSTOP)
+            try:
+                await call.silence(2000)  # well under health_interval_s + health_timeout_s: not killed as hung
+            finally:
+                os.killpg(victim, signal.SIGCONT)
+            await call._wait_for_quiet(quiet_ms=1000, limit_s=30.0)
+            first_ms[role] = call.report.response_ms[-1] if len(call.report.response_ms) > heard else None
+        await call.stop()
+        await call.close()
+        return call
+
+    call = asyncio.run(main())
+    print(f"first audio after the question's words ended, worker stopped: {first_ms} ms")
+    text = transcribe_mulaw(b"".join(audio for _start, audio in call.buffer.segments)).lower()
+    print(f"caller heard: {text!r}")
+    assert text.count("moment") == 2, text
+    words = set(normalize_words(text))
+    assert {"saturday", "sundays", "consultation", "checkup"} <= words, words
+    for role, ms in first_ms.items():  # sanity only (the stop lasts 2 s, a slow end of turn adds to it)
+        assert ms is not None and ms < 2500, (role, first_ms)
+    for role, before in deaths.items():
+        assert system.log().count(f"{role} died") == before  # resumed, not killed as hung
+    rec, turns = _record(system, call.call_sid)
+    assert _event_kinds(system, rec["id"]).count("wait_filler") == 2
+    assert [t["role"] for t in turns].count("caller") == 2, turns
+
+
+def _event_kinds(system: RunningSystem, call_row_id: int) -> list[str]:
+    conn = connect(system.db, readonly=True)
+    return [e["kind"] for e in conn.query("SELECT kind FROM call_events WHERE call_id = ?", (call_row_id,))]

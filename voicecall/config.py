@@ -154,6 +154,19 @@ class CallConfig(_Section):
     max_history_turns: NonNegative = 20
     #: Seconds any single wait on a worker may take before the turn falls back.
     worker_deadline_s: Seconds = 5.0
+    #: Said, from audio kept in the telephony process, when a caller whose turn has ended hears no
+    #: answer within `wait_filler_after_ms`: a slow or stuck worker is never dead air
+    #: (voicecall/conversation/wait_filler.py). Once per turn; empty: never.
+    wait_filler: str = "One moment."
+    #: Milliseconds from the end of the caller's turn (the stt worker's decision) to the filler while
+    #: no answer audio has started. An answer that comes just after it waits for the clip. 0 = never.
+    wait_filler_after_ms: NonNegative = 600
+    #: While the stt worker has left call audio unread for `stt_stall_ms` (stopped, restarting, far
+    #: behind) there is no turn end to time from: a caller quiet this many ms after a sound no turn
+    #: has answered yet hears the filler.
+    wait_filler_quiet_ms: NonNegative = 300
+    #: Milliseconds the stt worker may leave call audio unread before it counts as stalled. 0 = never.
+    stt_stall_ms: NonNegative = 400
     #: Speculative reply: when the caller pauses and the stt worker's end-of-turn wait for what they
     #: said is at most this long (ms), the reply is generated and synthesized right away without
     #: sending audio; it plays the moment the turn ends with the same transcript, and is aborted

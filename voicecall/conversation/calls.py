@@ -41,7 +41,7 @@ class Conversations:
         self.links = links
         self.metrics = metrics or CallMetrics()
         self.canned = CannedAudio(cfg.call.greeting, cfg.call.apology, cfg.call.missed_words,
-                                  tuple(a.greeting for a in cfg.agents))
+                                  tuple(a.greeting for a in cfg.agents), cfg.call.wait_filler)
         #: The one Twilio REST client (hang-up, transfer) and the operator's HTTP tools; both
         #: closed by `close_rest`.
         self.rest = TwilioRest.from_config(cfg.twilio)

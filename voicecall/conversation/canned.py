@@ -1,4 +1,5 @@
-"""Audio synthesized once per TTS incarnation and kept: the greeting, the apology, "say it again".
+"""Audio synthesized once per TTS incarnation and kept: the greeting, the apology, "say it again",
+"one moment".
 
 The greeting is the same for every call, so it is synthesized when the TTS worker becomes ready
 and played the instant a stream starts. The apology must be playable precisely when the TTS
@@ -45,15 +46,17 @@ class CannedAudio:
     """Greeting and apology as mulaw, filled from the TTS worker's output for call 0."""
 
     def __init__(self, greeting: str, apology: str, missed_words: str = "Sorry, I missed that, could you say it again?",
-                 more_greetings: tuple[str, ...] = ()) -> None:
-        self.clips = {1: CannedClip(greeting), 2: CannedClip(apology), 3: CannedClip(missed_words)}
-        for text in dict.fromkeys(t for t in more_greetings if t and t not in (greeting, apology, missed_words)):
+                 more_greetings: tuple[str, ...] = (), wait_filler: str = "") -> None:
+        self.clips = {1: CannedClip(greeting), 2: CannedClip(apology), 3: CannedClip(missed_words),
+                      4: CannedClip(wait_filler)}
+        kept = (greeting, apology, missed_words, wait_filler)
+        for text in dict.fromkeys(t for t in more_greetings if t and t not in kept):
             self.clips[len(self.clips) + 1] = CannedClip(text)  # agent profiles' own greetings
         self._generation = incarnation_base()  # the TTS worker may remember an earlier telephony's turns
 
     def clip_for(self, text: str) -> CannedClip | None:
         """The kept clip of a greeting (any agent's), None if `text` is not one."""
-        return next((c for seq, c in self.clips.items() if seq not in (2, 3) and c.text == text), None)
+        return next((c for seq, c in self.clips.items() if seq not in (2, 3, 4) and c.text == text), None)
 
     @property
     def greeting(self) -> CannedClip:
@@ -67,6 +70,11 @@ class CannedAudio:
     def missed_words(self) -> CannedClip:
         return self.clips[3]
 
+    @property
+    def wait_filler(self) -> CannedClip:
+        """ "One moment.": said while an answer is late (voicecall/conversation/wait_filler.py)."""
+        return self.clips[4]
+
     def requests(self) -> list[Synthesize]:
         """What to ask the TTS worker for (again after each of its restarts)."""
         self._generation += 1
@@ -75,7 +83,7 @@ class CannedAudio:
             clip.ready = False
         return [
             Synthesize(call_id=CANNED_CALL_ID, turn_id=self._generation, seq=seq, text=clip.text)
-            for seq, clip in self.clips.items()
+            for seq, clip in self.clips.items() if clip.text
         ]
 
     def on_record(self, rec: Record, msg: TtsEvent | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,8 @@ RecordSink = Callable[[str, Record, WorkerEvent | None], None]
 MAX_PENDING_MESSAGES = 4096
 #: How soon a kept message is retried when no inbound audio comes to retry it sooner.
 RETRY_S = 0.02
+#: How often `unread_for_ms` looks at the worker's read position.
+TAIL_CHECK_NS = 50_000_000
 
 
 class WorkerLink:
@@ -57,6 +60,10 @@ class WorkerLink:
         self.unrouted = 0
         self._pending: deque[tuple[bytes, int, int, int]] = deque()
         self._retry: asyncio.TimerHandle | None = None
+        self.state_since_ns = time.monotonic_ns()
+        self._tail = -1  # the worker's read position when last looked at, and since when it stood there
+        self._tail_since_ns = 0
+        self._tail_checked_ns = 0
 
     def start(self) -> None:
         self._reader.start()
@@ -95,6 +102,18 @@ class WorkerLink:
         if self._pending:
             log.info("%s down: %d kept messages discarded", self.name, len(self._pending))
             self._pending.clear()
+
+    def unread_for_ms(self, now_ns: int) -> float:
+        """How long the worker has left its requests unread: ~0 while it keeps up; the time since
+        it went down while it is not ready (a stopped or hung worker reads nothing either)."""
+        if self.state is not WorkerState.READY:
+            return (now_ns - self.state_since_ns) / 1e6
+        if now_ns - self._tail_checked_ns >= TAIL_CHECK_NS:  # a snapshot per call per frame would be waste
+            self._tail_checked_ns = now_ns
+            stats = self._producer.stats()
+            if stats.used == 0 or stats.tail != self._tail:
+                self._tail, self._tail_since_ns = stats.tail, now_ns
+        return (now_ns - self._tail_since_ns) / 1e6
 
     def _flush(self) -> bool:
         """Write the kept messages, oldest first; True when none is left."""
@@ -168,6 +187,8 @@ class WorkerLinks:
 
     def set_state(self, worker: str, state: WorkerState, detail: str = "", restarts: int = 0) -> None:
         link = self.links[worker]
+        if state is not link.state:
+            link.state_since_ns = time.monotonic_ns()
         link.state, link.detail, link.restarts = state, detail, restarts
         if state is not WorkerState.READY:
             link.discard_pending()

@@ -28,6 +28,8 @@ class CallMetrics:
         self.barge_ins = Counter("voicecall_barge_ins", "Agent speech interrupted by the caller", registry=r)
         self.false_barge_ins = Counter("voicecall_false_barge_ins", "Short caller sounds that did not interrupt", registry=r)
         self.fallbacks = Counter("voicecall_fallbacks", "Turns answered by the fallback or an apology", ["reason"], registry=r)
+        self.wait_fillers = Counter("voicecall_wait_fillers", "\"One moment.\" said because an answer was late "
+                                    "(call.wait_filler)", ["why"], registry=r)
         self.dropped = Counter("voicecall_dropped_frames", "Audio frames dropped", ["where"], registry=r)
         self.speculative = Counter("voicecall_speculative_turns", "Replies prepared at a caller's pause, by outcome "
                                    "(started, used, discarded)", ["outcome"], registry=r)

@@ -26,6 +26,7 @@ from voicecall.conversation.http_tools import HttpTools
 from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.sentences import SentenceAggregator
+from voicecall.conversation.wait_filler import WaitFiller
 from voicecall.conversation.went_on import CallerWentOn
 from voicecall.latency import TurnStamps, stage_latencies_ms
 from voicecall.records import CallRecords
@@ -111,6 +112,7 @@ class ReplyBookkeeping:
     _on_reply_heard: Callable[[], None]  # CallActions
     _cancel_tools: Callable[[], None]  # CallActions
     _went_on: CallerWentOn
+    _wait_filler: WaitFiller
     _last_media_ms: int
 
     def _set_row_id(self, row_id: int) -> None:
@@ -128,6 +130,7 @@ class ReplyBookkeeping:
         if not self._audio_seen_for_reply:
             self._audio_seen_for_reply = True
             self._cancel_deadline()
+            self._wait_filler.cancel()
             stamps = self.stamps
             stamps.tts_first_audio_ns = stamps.tts_first_audio_ns or first_audio_ns
             stamps.tts_first_audio_recv_ns = stamps.tts_first_audio_recv_ns or time.monotonic_ns()
@@ -180,6 +183,7 @@ class ReplyBookkeeping:
             return
         self.reply = None
         self._cancel_deadline()
+        self._wait_filler.cancel()
         if reply.turn_id > 0:
             self.conversation.add_agent(reply)
             self.turns_answered += 1
@@ -273,6 +277,23 @@ class ReplyBookkeeping:
         self._play(bytes(clip.audio), first_audio_ns=time.monotonic_ns())
         sentence.frames = len(clip.audio) // 160
         self._place_mark(sentence)
+
+    def _say_wait_filler(self, why: str) -> None:
+        """The answer is late: say "One moment." from kept audio, outside any reply (no history, no stamps)."""
+        reply = self.reply
+        if self.state in (CallState.ENDING, CallState.ENDED, CallState.SPEAKING, CallState.INTERRUPTED):
+            return
+        if reply is not None and (self._audio_seen_for_reply or reply.on_hold or reply.apologised):
+            return
+        clip = self.deps.canned.wait_filler
+        if not clip.ready:
+            return  # the TTS worker has not made it yet (or was restarted): silence, as before
+        kind = "stt" if reply is None else "reply"
+        self.deps.metrics.wait_fillers.labels(kind).inc()
+        if self.deps.records is not None:
+            self.deps.records.event(self._row, "wait_filler", why)
+        log.info("call %d: %s; saying %r", self.call_id, why, clip.text)
+        self.port.play(bytes(clip.audio))
 
     def _end_call(self, reason: str) -> None:
         self.end_reason = reason

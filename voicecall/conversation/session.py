@@ -55,6 +55,7 @@ from voicecall.conversation.missed_words import MissedWords
 from voicecall.conversation.reply import CallInfo, CallState, ReplyBookkeeping, SessionDeps
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.conversation.speculative import SpeculativeReplies, note_turn_end
+from voicecall.conversation.wait_filler import WaitFiller
 from voicecall.conversation.went_on import CallerWentOn
 from voicecall.latency import TurnStamps
 from voicecall.twilio.handler import CallStream
@@ -100,6 +101,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._spec = SpeculativeReplies(self)  # replies prepared at the caller's pause
         self._backchannel = BackchannelPause(self)  # "uh-huh" over the agent: stop, then resume
         self._went_on = CallerWentOn(self)  # more words right after the answer began: one turn
+        self._wait_filler = WaitFiller(cfg.call, self._say_wait_filler, self._stt.unread_for_ms)  # "One moment."
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,6 +171,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         if self.state is CallState.ENDED:
             return
         self._last_media_ms = media_ms
+        self._wait_filler.on_frame(frame, listening=self.reply is None and self.state is CallState.LISTENING)
         if not self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
             self.deps.metrics.dropped.labels("stt_ring").inc()
 
@@ -216,6 +219,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         self.state = CallState.ENDED
         self.end_reason = self.end_reason or reason
         self._cancel_deadline()
+        self._wait_filler.cancel()
         self._close_actions()
         self.missed.close()
         links = self.deps.links
@@ -275,6 +279,7 @@ class CallSession(ReplyBookkeeping, CallActions):
             text = msg.text.strip()
             self._emit("final", {"text": text, "turn": msg.turn_id})
             self.turn = msg.turn_id + 1
+            self._wait_filler.turn_ended()
             note_turn_end(self, msg)
             if self.missed.turn_ended(msg.speech_start_media_ms):  # the rest of an utterance whose start died with stt
                 self._spec.discard("stt restarted")
@@ -333,6 +338,7 @@ class CallSession(ReplyBookkeeping, CallActions):
             self._apologise("llm unavailable")
             return
         self._arm_deadline("first token")
+        self._wait_filler.reply_started(stamps.turn_end_ns)
 
     def _on_llm(self, rec: Record, msg: LlmEvent | None) -> None:
         """TEXT records (token deltas, `msg` None) and the generation's end."""

@@ -99,6 +99,7 @@ class SpeculativeReplies:
         s.deps.metrics.turns_total.inc()
         s._emit("speculative", {"turn": msg.turn_id, "text": text, "state": "used"})
         s.state = s.state.__class__.PROCESSING
+        s._wait_filler.reply_started(stamps.turn_end_ns)  # cancelled at once if its audio is ready
         from voicecall.conversation.held import release
 
         release(s, reply)
