@@ -226,8 +226,27 @@ class TelephonyMemory:
         self.system = system
         self.calls_so_far = calls_so_far
         self.windows: list[dict[str, float]] = []
+        #: a reading every `sample_every_s` through the run: whether growth levels off or keeps on
+        self.samples: list[dict[str, float]] = []
         self._open: dict[str, float] | None = None
         self._opener: asyncio.Task[None] | None = None
+
+    async def sample_every(self, every_s: float, t0: float) -> None:
+        """Read telephony's RSS every `every_s` until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            mb = await asyncio.to_thread(telephony_rss_mb, self.system)
+            self.samples.append({"min": (time.monotonic() - t0) / 60, "calls": self.calls_so_far(), "mb": mb})
+
+    def late_growth_per_1000_calls(self) -> float | None:
+        """Growth over the second half of the calls, when one telephony served them all (None otherwise):
+        what a long-lived process would keep adding once its allocator and caches are warm."""
+        if len(self.windows) != 1 or len(self.samples) < 4:
+            return None
+        first = self.samples[len(self.samples) // 2 - 1]
+        last = self.samples[-1]
+        calls = last["calls"] - first["calls"]
+        return (last["mb"] - first["mb"]) / calls * 1000 if calls > 0 and first["mb"] > 0 and last["mb"] > 0 else None
 
     async def open(self) -> None:
         self._open = {"start_mb": await asyncio.to_thread(telephony_rss_mb, self.system),
@@ -296,7 +315,8 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
         for caller in callers:
             tasks.append(asyncio.create_task(caller.run_until(end)))
             await asyncio.sleep(0.5)  # a ramp, as real calls arrive
-        side = [asyncio.create_task(_faults(injector, settings, end, faults, memory)), asyncio.create_task(warmup_rss())]
+        side = [asyncio.create_task(_faults(injector, settings, end, faults, memory)), asyncio.create_task(warmup_rss()),
+                asyncio.create_task(memory.sample_every(min(60.0, settings.minutes * 60 / 10), t0))]
         await asyncio.gather(*tasks)
         for task in side:
             task.cancel()
@@ -349,6 +369,8 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
     went_on_by_call = dict(conn.execute(
         f"SELECT c.call_sid, count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
         f"WHERE e.kind = 'went_on' AND c.call_sid IN ({marks}) GROUP BY c.call_sid", sids).fetchall())
+    fillers = conn.execute(f"SELECT count(*) FROM call_events e JOIN calls c ON c.id = e.call_id "
+                           f"WHERE e.kind = 'wait_filler' AND c.call_sid IN ({marks})", sids).fetchone()[0]
     open_rows = conn.execute("SELECT count(*) FROM calls WHERE ended_at IS NULL").fetchone()[0]
     conn.close()
     from voicecall.config import CallConfig, load_config
@@ -366,6 +388,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
              for sid, n in stats.spoken_by_call.items()
              if recorded_by_call.get(sid, 0) + missed_by_call.get(sid, 0) + went_on_by_call.get(sid, 0) < n]
     growth = memory.growth_per_1000_calls()
+    late = memory.late_growth_per_1000_calls()
     restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
     return {
         "settings": {"calls": settings.calls, "minutes": settings.minutes, "fault_every_s": settings.fault_every_s,
@@ -376,6 +399,7 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         "missed_words_asked": missed, "caller_turns_joined": sum(went_on_by_call.values()), "barge_ins": stats.barge_ins, "backchannels": stats.backchannels, "malformed_frames": stats.malformed_frames,
         "agent_replies_heard": stats.replies_heard, "agent_turns_recorded": len(agent_rows),
         "apologies_recorded": sum(t in canned for t in agent_rows),
+        "wait_fillers_said": fillers,
         "longest_silence_s": round(max(stats.silences_s, default=0.0), 2),
         "silences_over_2s": sum(s > 2.0 for s in stats.silences_s),
         "waits_without_fault": _summary(stats.quiet_waits_s),
@@ -383,6 +407,9 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         "telephony_rss_windows": [{k: round(v, 1) for k, v in w.items()} for w in memory.windows],
         # telephony's: it holds every call's state and is not restarted unless a fault kills it
         "rss_growth_mb_per_1000_calls": None if growth is None else round(growth, 1),
+        "rss_growth_late_mb_per_1000_calls": None if late is None else round(late, 1),
+        "telephony_rss_samples": [{"min": round(x["min"], 1), "calls": x["calls"], "mb": round(x["mb"], 1)}
+                                  for x in memory.samples],
         "restarts": restarts, "calls_left_open": open_rows,
         "calls_with_unrecorded_turns": short,
         "faults": [f.as_dict() for f in faults], "errors": stats.errors[:20],
@@ -438,7 +465,7 @@ def table(report: dict[str, Any]) -> str:
         ("calls with a turn not recorded (of them cut by a fault)",
          f"{len(report['calls_with_unrecorded_turns'])} ({sum(c['cut'] for c in report['calls_with_unrecorded_turns'])})"),
         ("agent replies heard / turns recorded", f"{report['agent_replies_heard']} / {report['agent_turns_recorded']}"),
-        ("apologies recorded", str(report["apologies_recorded"])),
+        ("apologies recorded / 'one moment' fillers said", f"{report['apologies_recorded']} / {report.get('wait_fillers_said', 0)}"),
         ("barge-ins, backchannels, hang-ups mid-sentence, malformed frames",
          f"{report['barge_ins']}, {report['backchannels']}, {report['hangups_mid_sentence']}, {report['malformed_frames']}"),
         ("longest silence after a question (s)", f"{report['longest_silence_s']} ({report['silences_over_2s']} over 2 s)"),
@@ -449,6 +476,9 @@ def table(report: dict[str, Any]) -> str:
          + ", ".join(f"{w['start_mb']} -> {w['end_mb']} MB in {w['end_calls'] - w['start_calls']:.0f} calls"
                      for w in report["telephony_rss_windows"])
          + f"; whole tree {report['rss_mb'].get('start_mb')} -> {report['rss_mb'].get('end_mb')} MB, workers restarted meanwhile)"),
+        ("... over the second half of the calls (one telephony only)", str(report.get("rss_growth_late_mb_per_1000_calls"))),
+        ("telephony RSS through the run (MB at calls)",
+         ", ".join(f"{x['mb']} at {x['calls']}" for x in report.get("telephony_rss_samples", [])) or "-"),
         ("restarts", ", ".join(f"{k} {v}" for k, v in report["restarts"].items())),
         ("leaked processes / segments", f"{len(report.get('leaked_processes', []))} / {len(report.get('leaked_segments', []))}"),
         ("exit code", str(report.get("exit_code"))),
