@@ -131,7 +131,7 @@ class SoakCaller:
 
     async def _ask(self, call: SimulatedCall, audio: bytes) -> bool:
         """Say `audio` and wait for the answer to start; True if it did."""
-        heard = len(call.report.response_ms)
+        heard, marks = len(call.report.response_ms), len(call.report.answer_heard_ms)
         await call._speak(audio, [])
         ended = time.monotonic()
         self._spoke(call)
@@ -143,6 +143,11 @@ class SoakCaller:
         wait = call.report.response_ms[-1] / 1000 if answered else REPLY_LIMIT_S
         self.stats.silences_s.append(wait)
         self.stats.waits.append((ended, wait))
+        # "One moment." is audio but not the answer (it carries no mark): a person waits on for the
+        # sentence that does, rather than taking the filler's end for the answer's and talking on.
+        while answered and len(call.report.answer_heard_ms) == marks and waited < REPLY_LIMIT_S:
+            await call.silence(100)
+            waited += 0.1
         return answered
 
     def _spoke(self, call: SimulatedCall) -> None:
