@@ -49,7 +49,6 @@ class WaitFiller:
         self._timer: asyncio.TimerHandle | None = None
         self._unanswered_sound = False  # the caller made a sound no turn end has covered yet
         self._last_loud_ns = 0
-        self.said = 0
 
     @property
     def enabled(self) -> bool:
@@ -100,10 +99,8 @@ class WaitFiller:
         stalled = self._stt_stalled_ms(now)
         if stalled >= self._cfg.stt_stall_ms:
             self._unanswered_sound = False  # once per stretch of sound
-            self.said += 1
             self._say(f"the stt worker has not read audio for {stalled:.0f} ms")
 
     def _late(self, after_ms: int) -> None:
         self._timer = None
-        self.said += 1
         self._say(f"no answer audio {after_ms} ms after the turn ended")
