@@ -365,6 +365,32 @@ def test_backchannel_while_speaking_is_not_a_turn() -> None:
     _run(scenario)
 
 
+def test_words_lost_with_stt_over_a_held_answer_end_it_and_ask_again() -> None:
+    """The caller talks over the answer while the stt worker is dead: the new worker's SpeechStarted
+    holds the answer, its TurnEnded is a fragment, so the answer ends and "say it again" plays
+    (it used to stay on hold, silent, until the caller spoke again)."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _two_sentences_first_heard(session, port, far)
+        session.deps.canned.missed_words.audio += FRAME * 3
+        session.deps.canned.missed_words.ready = True
+        session.deps.links.set_state("stt", WorkerState.RESTARTING)
+        session.on_worker_status("stt", WorkerState.RESTARTING)
+        for _ in range(20):  # 400 ms of caller sound nobody listened to
+            session.missed.on_frame(True)
+        session.deps.links.set_state("stt", WorkerState.READY)
+        session.on_worker_status("stt", WorkerState.READY)
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
+        await _settle(far)
+        assert port.clears == 1 and session.reply is not None and session.reply.on_hold
+        far.emit("stt", _turn_ended(2, "walk-ins?"), 1, 2)
+        await _settle(far)
+        assert port.played[-1] == FRAME * 3  # "Sorry, I missed that..."
+        assert session.state is CallState.SPEAKING and session.reply is not None and not session.reply.on_hold
+        assert any(isinstance(m, Cancel) for m in far.requests("llm")), "the held answer was not cancelled"
+
+    _run(scenario)
+
+
 def test_llm_worker_dying_mid_turn_gets_the_apology() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
         await _finish_greeting(session, port, far)

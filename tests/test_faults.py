@@ -264,42 +264,76 @@ def test_stt_killed_mid_utterance_asks_the_caller_to_repeat(system: RunningSyste
     so the agent says it missed that (not an answer to a fragment), then answers the repeat."""
     system.wait_ready()  # an earlier test may have left a worker reloading
     long_q = utterance("Could you tell me please what time you open on Saturday morning for a checkup?")
-    again = utterance("What time do you open on Saturday?")
+    restarts = system.log().count("stt is serving again")
 
     async def main() -> SimulatedCall:
-        call = SimulatedCall(system.url)
-        assert await call.place() == 200
-        await call.connect()
-        await call.silence(4500)  # the greeting
+        call = await _greeted_call(system)
         victim = system.pid_of("stt")
         speaking = asyncio.get_running_loop().create_task(call.stream_audio(long_q.mulaw))
         await asyncio.sleep(1.5)  # well into the question: speech has started
         os.killpg(victim, signal.SIGKILL)
         await speaking
-        for _ in range(600):
-            if "stt is serving again" in system.log():
-                break
-            await call.silence(200)
-        await call.silence(5000)  # "sorry, I missed that"
-        await call.stream_audio(again.mulaw)
-        await call.silence(3000)
-        await call._wait_for_quiet(quiet_ms=1000, limit_s=30.0)  # the whole answer (it is long), however late
-        await call.stop()
-        await call.close()
+        await _repeat_after_the_restart(system, call, restarts)
         return call
 
-    call = asyncio.run(main())
+    turns = _asked_again_then_answered(system, asyncio.run(main()))
+    callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
+    assert callers and "saturday" in callers[-1], callers
+
+
+def test_a_question_asked_while_stt_restarts_is_not_lost(system: RunningSystem) -> None:
+    """SIGKILL of stt while the caller is quiet, then a question at once, while no worker listens:
+    telephony's own ear heard words nobody transcribed, so the agent says it missed that (never
+    silence, never an answer to a fragment), then answers the repeat."""
+    system.wait_ready()
+    q = utterance("What time do you open on Saturday?")
+    restarts = system.log().count("stt is serving again")
+
+    async def main() -> SimulatedCall:
+        call = await _greeted_call(system)
+        os.killpg(system.pid_of("stt"), signal.SIGKILL)
+        await call.stream_audio(q.mulaw)  # begins while the worker is dead
+        await _repeat_after_the_restart(system, call, restarts)
+        return call
+
+    _asked_again_then_answered(system, asyncio.run(main()))
+
+
+async def _greeted_call(system: RunningSystem) -> SimulatedCall:
+    call = SimulatedCall(system.url)
+    assert await call.place() == 200
+    await call.connect()
+    await call.silence(4500)  # the greeting
+    return call
+
+
+async def _repeat_after_the_restart(system: RunningSystem, call: SimulatedCall, restarts_before: int) -> None:
+    """Wait for the new stt worker and its "say it again", ask the short question, hear the whole
+    answer, hang up."""
+    for _ in range(600):
+        if system.log().count("stt is serving again") > restarts_before:
+            break
+        await call.silence(200)
+    await call.silence(5000)  # "sorry, I missed that"
+    await call.stream_audio(utterance("What time do you open on Saturday?").mulaw)
+    await call.silence(3000)
+    await call._wait_for_quiet(quiet_ms=1000, limit_s=30.0)  # the whole answer (it is long), however late
+    await call.stop()
+    await call.close()
+
+
+def _asked_again_then_answered(system: RunningSystem, call: SimulatedCall) -> list[dict]:
+    """"Say it again" first (once, as a `missed_words` event), then the answer to the repeat; the call's turns."""
     words = _heard(call)
     assert {"missed", "again"} <= words, words
     assert {"saturday", "nine"} <= words, words
-    _rec, turns = _record(system, call.call_sid)
+    rec, turns = _record(system, call.call_sid)
     agents = [t["text"] for t in turns if t["role"] == "agent"]
     assert agents[0].startswith("Sorry, I missed that"), agents
     assert len(agents) == 2 and "nine to one" in agents[1], agents
-    callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
-    assert callers and "saturday" in callers[-1], callers
-    kinds = _event_kinds(system, _rec["id"])
+    kinds = _event_kinds(system, rec["id"])
     assert kinds.count("missed_words") == 1, kinds
+    return turns
 
 
 def test_a_briefly_stopped_worker_is_heard_as_one_moment_then_the_answer(system: RunningSystem) -> None:

@@ -70,3 +70,44 @@ def test_an_utterance_begun_before_the_loss_is_a_fragment_even_without_speech_st
 
     assert _run(steps) == []
     assert verdicts == [True, False, False]
+
+
+def test_a_question_spoken_while_no_worker_listened_is_asked_again() -> None:
+    async def steps(mw: MissedWords) -> None:
+        mw.stt_restarting(media_ms=5_000)  # the caller was quiet when the worker died
+        for _ in range(40):  # then asked a whole question (0.8 s) before the new one was ready
+            mw.on_frame(True)
+        for _ in range(10):
+            mw.on_frame(False)
+        mw.stt_ready()
+        await asyncio.sleep(0.15)  # the new worker heard nothing of it
+
+    assert _run(steps) == ["the stt worker restarted mid-utterance"]
+
+
+def test_talking_on_after_words_nobody_heard_swallows_the_rest() -> None:
+    verdicts: list[bool] = []
+
+    async def steps(mw: MissedWords) -> None:
+        mw.stt_restarting(media_ms=5_000)
+        for _ in range(20):
+            mw.on_frame(True)
+        mw.stt_ready()
+        mw.speech_started()  # the new worker hears only the end of the question
+        verdicts.append(mw.turn_ended(speech_start_media_ms=5_600))
+
+    assert _run(steps) == []
+    assert verdicts == [True]
+
+
+def test_a_click_while_no_worker_listened_is_not_words() -> None:
+    async def steps(mw: MissedWords) -> None:
+        mw.stt_restarting(media_ms=5_000)
+        for _ in range(5):  # 100 ms: a click or a cough
+            mw.on_frame(True)
+        mw.stt_ready()
+        for _ in range(50):
+            mw.on_frame(True)  # loud frames after the worker is back are its to judge
+        await asyncio.sleep(0.15)
+
+    assert _run(steps) == []

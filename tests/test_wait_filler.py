@@ -53,22 +53,22 @@ def test_a_late_answer_gets_the_filler_timed_from_the_turn_end() -> None:
 def test_a_caller_who_stops_while_stt_is_stalled_hears_it_once() -> None:
     filler, said, stall = _filler(stalled_ms=0.0, wait_filler_quiet_ms=0)
     for _ in range(10):
-        filler.on_frame(LOUD, listening=True)
-    filler.on_frame(QUIET, listening=True)
+        filler.on_frame(True, listening=True)
+    filler.on_frame(False, listening=True)
     assert not said  # stt keeps up: its turn end will come
     stall["ms"] = 700
-    filler.on_frame(QUIET, listening=False)
+    filler.on_frame(False, listening=False)
     assert not said  # a reply is in flight: its own clock decides
-    filler.on_frame(QUIET, listening=True)
-    filler.on_frame(QUIET, listening=True)
+    filler.on_frame(False, listening=True)
+    filler.on_frame(False, listening=True)
     assert len(said) == 1 and "700 ms" in said[0]
 
 
 def test_no_filler_while_the_caller_talks_or_after_a_turn_end() -> None:
     filler, said, _ = _filler(stalled_ms=5000)
-    filler.on_frame(LOUD, listening=True)
-    filler.on_frame(QUIET, listening=True)  # a pause of 20 ms, not 400
+    filler.on_frame(True, listening=True)
+    filler.on_frame(False, listening=True)  # a pause of 20 ms, not 400
     assert not said
     filler.turn_ended()  # the stt worker heard the whole turn
-    filler.on_frame(QUIET, listening=True)
+    filler.on_frame(False, listening=True)
     assert not said

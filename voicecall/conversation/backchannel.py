@@ -90,6 +90,17 @@ class BackchannelPause:
         s._emit("paused", {"turn": reply.turn_id, "heard": reply.heard_text})
         return True
 
+    def abandon(self) -> None:
+        """The sound that paused the reply cannot be judged (its start died with an stt worker):
+        end the held reply as a real interruption would, so the caller can be asked again."""
+        if not self.paused:
+            return
+        self.turn = -1
+        reply = self.s.reply
+        if reply is not None and reply.on_hold:
+            reply.on_hold = False
+            self.s._interrupt("barge-in (words lost with the stt worker)")
+
     def on_turn_ended(self, msg: TurnEnded, text: str) -> bool:
         """The caller's sound ended. True when it was a backchannel and the reply resumed; False
         when it is a real turn (the held reply was interrupted, the session answers the text)."""

@@ -12,6 +12,10 @@ and answering that would answer a question nobody asked. A person would say they
 A caller who had only just begun (no SpeechStarted yet: it needs `min_speech_ms`) is caught by
 the media clock instead: the first utterance the new worker ends, if it began before the moment
 the old one was lost, is a fragment too.
+
+A caller who began while no worker listened (the ~1 s restart) has no SpeechStarted at all, so
+telephony's own ear (wait_filler.frame_is_loud, per frame) counts the sound the new worker will
+never hear: `UNHEARD_SPEECH_MS` of it makes the loss LOST at `stt ready`, as above.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable
+
+#: This much caller sound while no stt worker listened is words lost, not a click or a cough
+#: (a little above the 160 ms of speech the stt worker needs to call it speech; frames are 20 ms).
+UNHEARD_SPEECH_MS = 240
+_FRAME_MS = 20
 
 
 class _Phase(enum.Enum):
@@ -38,7 +47,14 @@ class MissedWords:
         self._phase = _Phase.IDLE
         self._timer: asyncio.TimerHandle | None = None
         self._lost_at_ms: int | None = None  # media time of the last frame sent when the worker was lost
+        self._away = False  # between the worker's loss and its successor's ready
+        self._unheard_ms = 0  # caller sound while away: nobody transcribed it
         self.asked = 0
+
+    def on_frame(self, loud: bool) -> None:
+        """An inbound frame, loud or not; only counted while no stt worker listens."""
+        if loud and self._away:
+            self._unheard_ms += _FRAME_MS
 
     def speech_started(self) -> None:
         self._speaking = True
@@ -59,10 +75,15 @@ class MissedWords:
     def stt_restarting(self, media_ms: int = -1) -> None:
         if self._speaking and self._phase is _Phase.IDLE:
             self._phase = _Phase.LOST
-        self._lost_at_ms = media_ms if media_ms >= 0 else None
+        if not self._away:  # the first word of the loss (dead, then restarting) dates it
+            self._lost_at_ms = media_ms if media_ms >= 0 else None
+        self._away = True
         self._speaking = False  # the new worker starts with no utterance open
 
     def stt_ready(self) -> None:
+        unheard, self._unheard_ms, self._away = self._unheard_ms, 0, False
+        if self._phase is _Phase.IDLE and unheard >= UNHEARD_SPEECH_MS:
+            self._phase = _Phase.LOST  # spoken while nobody listened
         if self._phase is not _Phase.LOST:
             return
         self._phase = _Phase.GRACE
@@ -86,3 +107,4 @@ class MissedWords:
     def close(self) -> None:
         self._cancel_timer()
         self._phase = _Phase.IDLE
+        self._away = False

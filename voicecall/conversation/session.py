@@ -55,7 +55,7 @@ from voicecall.conversation.missed_words import MissedWords
 from voicecall.conversation.reply import CallInfo, CallState, ReplyBookkeeping, SessionDeps
 from voicecall.conversation.sentences import SentenceAggregator
 from voicecall.conversation.speculative import SpeculativeReplies, note_turn_end
-from voicecall.conversation.wait_filler import WaitFiller
+from voicecall.conversation.wait_filler import WaitFiller, frame_is_loud
 from voicecall.conversation.went_on import CallerWentOn
 from voicecall.latency import TurnStamps
 from voicecall.twilio.handler import CallStream
@@ -171,7 +171,9 @@ class CallSession(ReplyBookkeeping, CallActions):
         if self.state is CallState.ENDED:
             return
         self._last_media_ms = media_ms
-        self._wait_filler.on_frame(frame, listening=self.reply is None and self.state is CallState.LISTENING)
+        loud = frame_is_loud(frame)  # telephony's own ear, for when the stt worker is not listening
+        self._wait_filler.on_frame(loud, listening=self.reply is None and self.state is CallState.LISTENING)
+        self.missed.on_frame(loud)
         if not self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
             self.deps.metrics.dropped.labels("stt_ring").inc()
 
@@ -283,6 +285,7 @@ class CallSession(ReplyBookkeeping, CallActions):
             note_turn_end(self, msg)
             if self.missed.turn_ended(msg.speech_start_media_ms):  # the rest of an utterance whose start died with stt
                 self._spec.discard("stt restarted")
+                self._backchannel.abandon()  # an answer held for this sound would otherwise wait forever
                 self._ask_again(f"heard only {text!r} after an stt restart", msg.turn_id)
                 return
             if self._backchannel.on_turn_ended(msg, text):

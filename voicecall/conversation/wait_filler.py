@@ -79,12 +79,13 @@ class WaitFiller:
             self._timer.cancel()
             self._timer = None
 
-    def on_frame(self, mulaw: bytes, listening: bool) -> None:
-        """An inbound frame; `listening` is True when no reply is in flight (one could not be late)."""
+    def on_frame(self, loud: bool, listening: bool) -> None:
+        """An inbound frame, loud or not (`frame_is_loud`); `listening` is True when no reply is in
+        flight (one could not be late)."""
         if not self.enabled or self._cfg.stt_stall_ms <= 0:
             return
         now = time.monotonic_ns()
-        if frame_is_loud(mulaw):
+        if loud:
             self._unanswered_sound = True
             self._last_loud_ns = now
             return
