@@ -60,6 +60,13 @@ def leftover_segments(prefix: str = SEGMENT_PREFIX) -> list[str]:
         return []
 
 
+def semaphores_of(pid: int) -> list[str]:
+    """Named POSIX semaphores left in /dev/shm under a process's pid: joblib's loky (under the
+    stt/llm models' libraries) names them `sem.loky-<pid>-*` and unlinks them at exit, which a
+    SIGKILL skips."""
+    return leftover_segments(f"sem.loky-{pid}-")
+
+
 def creator_pid(name: str) -> int:
     """The pid in `vc_<pid>_<label>_<random>`, or -1 for a name of another shape."""
     try:

@@ -112,9 +112,12 @@ def test_sigkilled_worker_is_restarted_and_telephony_told(system, victim: str) -
     s = system(f"[{victim}.process]\nenv = {{ ECHO_LOAD_S = \"0.1\" }}\n")
     s.wait_for("voicecall ready")
     first = _worker_pid(s, victim)
+    semaphore = Path(f"/dev/shm/sem.loky-{first}-test")  # as joblib's loky leaves one, unlinked only at exit
+    semaphore.write_bytes(b"\0" * 32)
     os.killpg(first, signal.SIGKILL)
     s.wait_for(f"{victim} is serving again")
     assert f"{victim} died (killed by signal SIGKILL)" in s.log()
+    assert not semaphore.exists(), "the dead worker's named semaphore was left in /dev/shm"
     assert f"{victim} restarting" in s.status_log.read_text()
     wait_until(lambda: f"{victim} ready" in s.status_log.read_text(), 5, f"telephony to hear that {victim} is ready")
     assert _worker_pid(s, victim) != first

@@ -20,6 +20,7 @@ from typing import Any
 
 from ipc.channel import ChannelClosed, ControlChannel
 from ipc.messages import FromChild, Stop
+from ipc.shm import semaphores_of, unlink_segment
 
 log = logging.getLogger("voicecall.process")
 
@@ -112,6 +113,8 @@ class ChildHandle:
             os.killpg(proc.pid, signal.SIGKILL)  # orphaned grandchildren keep the group alive
         except (ProcessLookupError, PermissionError):
             pass
+        for name in semaphores_of(proc.pid):  # its libraries' exit handlers did not run
+            unlink_segment(name)
         if self.channel is not None:
             self.channel.close()
             self.channel = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from ipc.shm import leftover_segments
+from ipc.shm import leftover_segments, semaphores_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,4 +137,6 @@ class LocalSystem:
             except ProcessLookupError:
                 pass
         segments = [s for s in leftover_segments() if s.startswith(f"vc_{self.proc.pid}_")]
+        spawned = {int(p) for p in re.findall(r"\w+: spawned pid (\d+)", self.log())}
+        segments += [s for pid in sorted(spawned) for s in semaphores_of(pid)]
         return Leftovers(code, sorted(left), segments)
