@@ -83,6 +83,9 @@ def test_barge_in_stops_audio_and_cuts_the_record_to_what_was_heard(system: Runn
     stop_ms = report.barge_in_stop_ms[0]
     print(f"barge-in: speech onset -> clear {stop_ms:.0f} ms")
     assert stop_ms < 300 + 200, report.barge_in_stop_ms  # generous sanity bound (budget 250 ms: benchmark)
+    split = [line for line in system.log().splitlines() if "caller speech over the agent: audio cleared" in line]
+    assert split, "the server did not say where the stop time went"
+    print(split[-1])
     rec, turns = _record(system, report.call_sid)
     agents = [t for t in turns if t["role"] == "agent"]
     assert agents[0]["interrupted"] == 1
@@ -230,6 +233,7 @@ def test_ipc_top_and_metrics_show_every_channel_of_the_running_system(system: Ru
     with urllib.request.urlopen(f"{system.url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     for name in ("ipc_one_way_seconds_bucket", "ipc_records_total", "ipc_dropped_total", "ipc_occupancy_ratio",
-                 "voicecall_stage_seconds_bucket", "voicecall_barge_ins_total", "voicecall_calls_live"):
+                 "voicecall_stage_seconds_bucket", "voicecall_barge_ins_total", "voicecall_calls_live",
+                 "voicecall_barge_in_stop_seconds_bucket"):
         assert name in text, name
     assert 'ipc_records_total{channel="stt_in",consumer="stt",producer="telephony"}' in text

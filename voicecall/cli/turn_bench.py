@@ -14,7 +14,10 @@ Measured at the simulated caller (voicecall/sim/client.py) and from the server's
   joined           talked over, then the caller went on: one caller turn, one reply (`went_on`
                    events; call.went_on_window_ms)
   backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it)
-  interruption     caller speech onset -> `clear` arrived (the audio stops there), ms
+  interruption     caller speech onset -> `clear` arrived (the audio stops there), ms; of it, how
+                   late the server's VAD placed the onset in the caller's audio (`barge_in_stop`
+                   events), and the server's split (/metrics voicecall_barge_in_stop_seconds): the
+                   onset frame's arrival -> stt onset (min_speech_ms included), then -> clear sent
   voice-to-voice   complete questions: end of caller speech -> first agent audio arrived, ms
   endpoint wait    speech end -> turn end (records), ms; Smart Turn ms per check (records)
   speculative      replies prepared at a pause that were used / started (records)
@@ -116,6 +119,7 @@ async def run_item(call: TimedCall, item: Item, question: Any) -> None:
     while time.monotonic_ns() < answer_ns + item.at_ms * 1_000_000:
         await call.silence(20)
     clears = len(call.clear_ns)
+    r["speech_media_ms"] = call.next_media_ms + item.line.speech_start_ms  # where the words begin, in media time
     start, _ = await call.stream_audio(item.line.mulaw)
     onset = start + item.line.speech_start_ms * 1_000_000
     later = [t for t in call.clear_ns[clears:] if t >= start]
@@ -165,8 +169,11 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         return await asyncio.gather(*(run_call(url, part) for part in dealt))
 
     load = os.getloadavg()
+    stops_before = barge_in_stop_totals(url)
     t0 = time.monotonic()
     results = asyncio.run(main())
+    server_stops = {part: (total[0] - stops_before.get(part, (0.0, 0))[0], total[1] - stops_before.get(part, (0.0, 0))[1])
+             for part, total in barge_in_stop_totals(url).items()}
     out: dict[str, Any] = {"calls": calls, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
@@ -189,6 +196,13 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         for t in turns:
             if t["role"] == "agent" and t.get("speech_end_ns") and t.get("turn_end_ns"):
                 end_waits.append((t["turn_end_ns"] - t["speech_end_ns"]) / 1e6)
+        stop_events = [json.loads(e["detail"]) for e in events if e["kind"] == "barge_in_stop"]
+        for it in its:  # the server's onset for each talked-over line: how late its VAD saw the words
+            at = it.result.get("speech_media_ms")
+            near = [d for d in stop_events if at is not None and -500 <= d["onset_media_ms"] - at <= 2000]
+            if near:
+                it.result["onset_late_ms"] = near[0]["onset_media_ms"] - at
+                it.result["server_detect_ms"] = near[0]["detect_ms"]
         for e in events:
             if e["kind"] == "endpoint":
                 d = json.loads(e["detail"])
@@ -215,6 +229,13 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         "stop_p50_ms": pct([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None], 50),
         "stop_max_ms": max([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None],
                            default=None),
+        # of it: the server's VAD onset after the words began (media time), then its min_speech_ms + hops
+        "onset_late_p50_ms": pct([it.result["onset_late_ms"] for it in inter + backch if "onset_late_ms" in it.result], 50),
+        "onset_late_max_ms": max([it.result["onset_late_ms"] for it in inter + backch if "onset_late_ms" in it.result],
+                                 default=None),
+        # the server's own split of every stop over the agent (interruptions and backchannels alike)
+        "stop_detect_mean_ms": round(server_stops["detect"][0] / server_stops["detect"][1] * 1e3, 1) if server_stops.get("detect", (0, 0))[1] else None,
+        "stop_deliver_mean_ms": round(server_stops["deliver"][0] / server_stops["deliver"][1] * 1e3, 1) if server_stops.get("deliver", (0, 0))[1] else None,
         "endpoint_p50_ms": pct(end_waits, 50), "endpoint_p95_ms": pct(end_waits, 95),
         "smart_turn_check_p50_ms": pct(checks, 50), "smart_turn_check_p95_ms": pct(checks, 95),
         "speculative": spec,
@@ -223,6 +244,31 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
                   for _, its in results for it in its],
     })
     return out
+
+
+def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
+    """The server's `voicecall_barge_in_stop_seconds` sum and count by part, from /metrics ({} if unreadable)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - the server under test
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "voicecall_barge_in_stop_seconds":
+            continue
+        for sample in family.samples:
+            part = sample.labels.get("part", "")
+            if sample.name.endswith("_sum"):
+                sums[part] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[part] = int(sample.value)
+    return {part: (sums.get(part, 0.0), counts.get(part, 0)) for part in counts}
 
 
 def signals(set_name: str) -> dict[str, Any]:
@@ -280,6 +326,8 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),
         ("caller turns beyond the questions", lambda r: f(r["extra_caller_turns"])),
         ("interruption stop p50 / max ms", lambda r: f"{f(r['stop_p50_ms'])} / {f(r['stop_max_ms'])}"),
+        ("  words -> VAD onset p50 / max ms", lambda r: f"{f(r.get('onset_late_p50_ms'))} / {f(r.get('onset_late_max_ms'))}"),
+        ("  server: stt onset / to clear, mean", lambda r: f"{f(r.get('stop_detect_mean_ms'))} / {f(r.get('stop_deliver_mean_ms'))}"),
         ("v2v complete p50 / p95 ms", lambda r: f"{f(r['v2v_p50_ms'])} / {f(r['v2v_p95_ms'])}"),
         ("endpoint wait p50 / p95 ms", lambda r: f"{f(r['endpoint_p50_ms'])} / {f(r['endpoint_p95_ms'])}"),
         ("Smart Turn check p50 / p95 ms", lambda r: f"{f(r['smart_turn_check_p50_ms'])} / {f(r['smart_turn_check_p95_ms'])}"),

@@ -26,6 +26,10 @@ class CallMetrics:
         self.calls_refused = Counter("voicecall_calls_refused", "Calls refused (busy, not ready, draining)", registry=r)
         self.turns_total = Counter("voicecall_turns", "Caller turns answered", registry=r)
         self.barge_ins = Counter("voicecall_barge_ins", "Agent speech interrupted by the caller", registry=r)
+        self.barge_in_stop = Histogram(
+            "voicecall_barge_in_stop_seconds", "Caller speech over the agent until its audio is cleared, in two parts: "
+            "detect (the onset frame's arrival to the stt worker's onset, its min_speech_ms included) and deliver "
+            "(that onset to clear sent)", ["part"], buckets=_BUCKETS, registry=r)
         self.false_barge_ins = Counter("voicecall_false_barge_ins", "Short caller sounds that did not interrupt", registry=r)
         self.fallbacks = Counter("voicecall_fallbacks", "Turns answered by the fallback or an apology", ["reason"], registry=r)
         self.wait_fillers = Counter("voicecall_wait_fillers", "\"One moment.\" said because an answer was late "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -96,6 +97,8 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._init_actions()
         self.missed = MissedWords(self._ask_again)
         self._last_media_ms = -1
+        #: (media ms, arrival ns) of the last 3 s of frames: when the frame a barge-in began in arrived
+        self._arrivals: deque[tuple[int, int]] = deque(maxlen=150)
         self.greeted = False
         self.leaving_message = False
         self._spec = SpeculativeReplies(self)  # replies prepared at the caller's pause
@@ -171,6 +174,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         if self.state is CallState.ENDED:
             return
         self._last_media_ms = media_ms
+        self._arrivals.append((media_ms, arrival_ns))
         loud = frame_is_loud(frame)  # telephony's own ear, for when the stt worker is not listening
         self._wait_filler.on_frame(loud, listening=self.reply is None and self.state is CallState.LISTENING)
         self.missed.on_frame(loud)
@@ -268,10 +272,13 @@ class CallSession(ReplyBookkeeping, CallActions):
             self._emit("speech", {"turn": msg.turn_id})
             self._silence.caller_active()
             self.missed.speech_started()
+            over_agent = self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING)
             if self.state in (CallState.SPEAKING, CallState.PROCESSING) and self._backchannel.hold(msg.turn_id):
+                self._observe_stop(msg)
                 return  # audio stopped; resumed, joined or interrupted once we know what was said
-            if self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING):
+            if over_agent:
                 self._interrupt("barge-in")
+                self._observe_stop(msg)
         elif isinstance(msg, Partial):
             if msg.turn_id >= self.turn:
                 self._emit("partial", {"text": msg.text, "turn": msg.turn_id})
@@ -443,6 +450,23 @@ class CallSession(ReplyBookkeeping, CallActions):
         elif worker == "tts" and (self._synth_pending or self.state is CallState.PROCESSING):
             self._cancel_reply()
             self._apologise("tts worker restarting")
+
+    def _observe_stop(self, msg: SpeechStarted) -> None:
+        """Where a barge-in's stop time went: from the arrival of the frame the caller's speech began
+        in to the stt worker's onset (its `min_speech_ms` of listening included), then to `clear`."""
+        onset_arrival = next((ns for ms, ns in reversed(self._arrivals) if ms <= msg.media_ms), 0)
+        now = time.monotonic_ns()
+        if not onset_arrival or not onset_arrival <= msg.detected_ns <= now:
+            return
+        detect_ms, deliver_ms = (msg.detected_ns - onset_arrival) / 1e6, (now - msg.detected_ns) / 1e6
+        self.deps.metrics.barge_in_stop.labels("detect").observe(detect_ms / 1e3)
+        self.deps.metrics.barge_in_stop.labels("deliver").observe(deliver_ms / 1e3)
+        log.info("call %d: caller speech over the agent: audio cleared %.0f ms after its first frame arrived "
+                 "(stt onset %.0f ms, then %.0f ms to clear)", self.call_id, detect_ms + deliver_ms, detect_ms, deliver_ms)
+        if self.deps.records is not None:  # per stop, so a benchmark can place the onset in its own audio
+            self.deps.records.event(self._row, "barge_in_stop", msgspec.json.encode({
+                "onset_media_ms": msg.media_ms, "detect_ms": round(detect_ms, 1), "deliver_ms": round(deliver_ms, 1),
+            }).decode())
 
     def _ask_again(self, why: str, turn_id: int | None = None) -> None:
         """The caller's words were lost: say "missed that, say it again" as the reply to their turn."""

@@ -169,6 +169,11 @@ class SimulatedCall:
         assert self.ws is not None
         await self.ws.send(text)
 
+    @property
+    def next_media_ms(self) -> int:
+        """The media timestamp the next frame sent will carry (as Twilio's: 20 ms a frame)."""
+        return (self._chunk + 1) * FRAME_MS
+
     async def send_frame(self, frame: bytes, stream_sid: str | None = None) -> None:
         self._chunk += 1
         self.report.frames_sent += 1
