@@ -237,3 +237,7 @@ def test_ipc_top_and_metrics_show_every_channel_of_the_running_system(system: Ru
                  "voicecall_barge_in_stop_seconds_bucket"):
         assert name in text, name
     assert 'ipc_records_total{channel="stt_in",consumer="stt",producer="telephony"}' in text
+    with urllib.request.urlopen(f"{system.url}/debug/memory?mark=1&top=5", timeout=10) as resp:
+        memory = json.loads(resp.read())
+    assert memory["marked"] and memory["objects"] > 1000 and len(memory["types"]) == 5, memory
+    assert memory["malloc"] is None or memory["malloc"]["in_use_mb"] > 0, memory  # glibc's view of the C heap

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import re
 import sqlite3
@@ -221,10 +222,13 @@ async def _faults(injector: FaultInjector, settings: SoakSettings, end: float, o
 
 
 class TelephonyMemory:
-    """Telephony's RSS over each of its incarnations, from warm to its end.
+    """Telephony's memory over each of its incarnations, from warm to its end.
 
     A killed telephony restarts small, so one reading at the start and one at the end would mix
-    two processes; growth per 1000 calls is summed over whole windows of one process each.
+    two processes; growth per 1000 calls is summed over whole windows of one process each. Two
+    figures: RSS, and its anonymous (private heap) part, the one a per-call leak grows. RSS also
+    counts shared ring pages as the rings' write positions first reach them (bounded by the rings'
+    sizes, ~8.5 MB in configs/cpu.toml) and library pages as code first runs.
     """
 
     def __init__(self, system: LocalSystem, calls_so_far: Callable[[], int]) -> None:
@@ -237,13 +241,14 @@ class TelephonyMemory:
         self._opener: asyncio.Task[None] | None = None
 
     async def sample_every(self, every_s: float, t0: float) -> None:
-        """Read telephony's RSS every `every_s` until cancelled."""
+        """Read telephony's memory every `every_s` until cancelled."""
         while True:
             await asyncio.sleep(every_s)
-            mb = await asyncio.to_thread(telephony_rss_mb, self.system)
-            self.samples.append({"min": (time.monotonic() - t0) / 60, "calls": self.calls_so_far(), "mb": mb})
+            mem = await asyncio.to_thread(telephony_memory_mb, self.system)
+            c_heap = await asyncio.to_thread(telephony_c_heap_mb, self.system)
+            self.samples.append({"min": (time.monotonic() - t0) / 60, "calls": self.calls_so_far(), **mem, **c_heap})
 
-    def late_growth_per_1000_calls(self) -> float | None:
+    def late_growth_per_1000_calls(self, key: str = "mb") -> float | None:
         """Growth over the second half of the calls, when one telephony served them all (None otherwise):
         what a long-lived process would keep adding once its allocator and caches are warm."""
         if len(self.windows) != 1 or len(self.samples) < 4:
@@ -251,11 +256,11 @@ class TelephonyMemory:
         first = self.samples[len(self.samples) // 2 - 1]
         last = self.samples[-1]
         calls = last["calls"] - first["calls"]
-        return (last["mb"] - first["mb"]) / calls * 1000 if calls > 0 and first["mb"] > 0 and last["mb"] > 0 else None
+        return (last[key] - first[key]) / calls * 1000 if calls > 0 and first[key] > 0 and last[key] > 0 else None
 
     async def open(self) -> None:
-        self._open = {"start_mb": await asyncio.to_thread(telephony_rss_mb, self.system),
-                      "start_calls": self.calls_so_far()}
+        mem = await asyncio.to_thread(telephony_memory_mb, self.system)
+        self._open = {"start_mb": mem["mb"], "start_anon_mb": mem["anon_mb"], "start_calls": self.calls_so_far()}
 
     def open_after(self, delay_s: float) -> None:
         async def later() -> None:
@@ -269,14 +274,15 @@ class TelephonyMemory:
             self._opener.cancel()
             self._opener = None
         if self._open is not None:
-            self.windows.append({**self._open, "end_mb": await asyncio.to_thread(telephony_rss_mb, self.system),
+            mem = await asyncio.to_thread(telephony_memory_mb, self.system)
+            self.windows.append({**self._open, "end_mb": mem["mb"], "end_anon_mb": mem["anon_mb"],
                                  "end_calls": self.calls_so_far()})
             self._open = None
 
-    def growth_per_1000_calls(self) -> float | None:
-        read = [w for w in self.windows if w["start_mb"] > 0 and w["end_mb"] > 0]  # 0: process not found
+    def growth_per_1000_calls(self, key: str = "mb") -> float | None:
+        read = [w for w in self.windows if w[f"start_{key}"] > 0 and w[f"end_{key}"] > 0]  # 0: process not found
         calls = sum(w["end_calls"] - w["start_calls"] for w in read)
-        return sum(w["end_mb"] - w["start_mb"] for w in read) / calls * 1000 if calls > 0 else None
+        return sum(w[f"end_{key}"] - w[f"start_{key}"] for w in read) / calls * 1000 if calls > 0 else None
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -287,13 +293,36 @@ def tree_rss_mb(pid: int) -> float:
 
 def telephony_rss_mb(system: LocalSystem) -> float:
     """RSS of telephony, the process that holds every call's state (workers restart under faults)."""
-    import psutil
+    return telephony_memory_mb(system)["mb"]
 
-    pid = system.pid_of("telephony")
+
+def telephony_c_heap_mb(system: LocalSystem) -> dict[str, float]:
+    """glibc's account of telephony's C heap from /debug/memory?malloc=1: in use and free but kept
+    (fragmentation); {} when unreadable (telephony restarting, not glibc)."""
+    import urllib.request
+
     try:
-        return psutil.Process(pid).memory_info().rss / 2**20 if pid else 0.0
-    except psutil.Error:
-        return 0.0
+        with urllib.request.urlopen(f"{system.url}/debug/memory?malloc=1", timeout=2) as resp:  # noqa: S310 - our own server
+            stats = json.loads(resp.read()).get("malloc") or {}
+    except (OSError, ValueError):
+        return {}
+    return {"c_in_use_mb": stats.get("in_use_mb", 0.0), "c_free_mb": stats.get("free_kept_mb", 0.0)}
+
+
+def telephony_memory_mb(system: LocalSystem) -> dict[str, float]:
+    """Telephony's RSS and its anonymous, shared-memory and file parts (MB; 0 when it is not running)."""
+    pid = system.pid_of("telephony")
+    out = {"mb": 0.0, "anon_mb": 0.0, "shmem_mb": 0.0, "file_mb": 0.0}
+    names = {"VmRSS:": "mb", "RssAnon:": "anon_mb", "RssShmem:": "shmem_mb", "RssFile:": "file_mb"}
+    try:
+        with open(f"/proc/{pid}/status") as f:  # Linux; psutil has no per-kind RSS
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in names:
+                    out[names[parts[0]]] = int(parts[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out if pid else {k: 0.0 for k in out}
 
 
 async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
@@ -394,6 +423,8 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
              if recorded_by_call.get(sid, 0) + missed_by_call.get(sid, 0) + went_on_by_call.get(sid, 0) < n]
     growth = memory.growth_per_1000_calls()
     late = memory.late_growth_per_1000_calls()
+    anon = memory.growth_per_1000_calls("anon_mb")
+    anon_late = memory.late_growth_per_1000_calls("anon_mb")
     restarts = {role: len(re.findall(rf"ERROR\s+{role} died", log)) for role in ("telephony", "stt", "llm", "tts")}
     return {
         "settings": {"calls": settings.calls, "minutes": settings.minutes, "fault_every_s": settings.fault_every_s,
@@ -413,7 +444,10 @@ def _report(system: LocalSystem, settings: SoakSettings, stats: CallerStats, fau
         # telephony's: it holds every call's state and is not restarted unless a fault kills it
         "rss_growth_mb_per_1000_calls": None if growth is None else round(growth, 1),
         "rss_growth_late_mb_per_1000_calls": None if late is None else round(late, 1),
-        "telephony_rss_samples": [{"min": round(x["min"], 1), "calls": x["calls"], "mb": round(x["mb"], 1)}
+        # the private heap alone: what a per-call leak grows (RSS adds ring and library pages, bounded)
+        "anon_growth_mb_per_1000_calls": None if anon is None else round(anon, 1),
+        "anon_growth_late_mb_per_1000_calls": None if anon_late is None else round(anon_late, 1),
+        "telephony_rss_samples": [{k: (v if k == "calls" else round(v, 1)) for k, v in x.items()}
                                   for x in memory.samples],
         "restarts": restarts, "calls_left_open": open_rows,
         "calls_with_unrecorded_turns": short,
@@ -482,8 +516,11 @@ def table(report: dict[str, Any]) -> str:
                      for w in report["telephony_rss_windows"])
          + f"; whole tree {report['rss_mb'].get('start_mb')} -> {report['rss_mb'].get('end_mb')} MB, workers restarted meanwhile)"),
         ("... over the second half of the calls (one telephony only)", str(report.get("rss_growth_late_mb_per_1000_calls"))),
-        ("telephony RSS through the run (MB at calls)",
-         ", ".join(f"{x['mb']} at {x['calls']}" for x in report.get("telephony_rss_samples", [])) or "-"),
+        ("telephony private (anonymous) memory growth per 1000 calls (MB): whole run / second half",
+         f"{report.get('anon_growth_mb_per_1000_calls')} / {report.get('anon_growth_late_mb_per_1000_calls')}"),
+        ("telephony RSS (of it private, shared rings; C heap in use, free) through the run (MB at calls)",
+         ", ".join(f"{x['mb']} ({x.get('anon_mb', '-')}, {x.get('shmem_mb', '-')}; {x.get('c_in_use_mb', '-')}, "
+                   f"{x.get('c_free_mb', '-')}) at {x['calls']}" for x in report.get("telephony_rss_samples", [])) or "-"),
         ("restarts", ", ".join(f"{k} {v}" for k, v in report["restarts"].items())),
         ("leaked processes / segments", f"{len(report.get('leaked_processes', []))} / {len(report.get('leaked_segments', []))}"),
         ("exit code", str(report.get("exit_code"))),

@@ -164,12 +164,14 @@ class TelephonyProcess:
 
 
 def add_observability(app: web.Application, conversations: object, links: WorkerLinks) -> None:
-    """`/metrics` (Prometheus: calls, stages, rings, records, redirects) and `/debug/ipc` (JSON ring snapshot, loopback only)."""
+    """`/metrics` (Prometheus: calls, stages, rings, records, redirects), `/debug/ipc` (JSON ring
+    snapshot) and `/debug/memory` (heap growth, see memory_probe), both loopback only."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     from ipc.stats import ring_snapshot
     from voicecall.telephony.app import PEERS
     from voicecall.telephony.ipc_metrics import RingCollector
+    from voicecall.telephony.memory_probe import MemoryProbe, start_tracing_if_asked
     from voicecall.telephony.peers import RedirectCollector
     from voicecall.telephony.records_metrics import RecordsCollector
     from voicecall.twilio.security import is_loopback
@@ -180,6 +182,9 @@ def add_observability(app: web.Application, conversations: object, links: Worker
         registry.register(RecordsCollector(conversations.deps.records))  # type: ignore[attr-defined]
     registry.register(RedirectCollector(app[PEERS]))
     started_ns = time.monotonic_ns()
+    if start_tracing_if_asked():
+        log.info("tracemalloc on (VOICECALL_TRACEMALLOC): /debug/memory shows allocation sites")
+    probe = MemoryProbe()
 
     async def metrics(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -195,5 +200,17 @@ def add_observability(app: web.Application, conversations: object, links: Worker
         return web.json_response({"ts_ns": now, "uptime_s": (now - started_ns) / 1e9,
                                   "channels": sorted(seen.values(), key=lambda c: c["channel"])})
 
+    async def debug_memory(request: web.Request) -> web.Response:
+        if not is_loopback(request.remote or ""):
+            raise web.HTTPForbidden(text="/debug/memory answers loopback clients only\n")
+        if request.query.get("mark"):
+            probe.mark()
+        try:
+            top = max(1, min(200, int(request.query.get("top", "25"))))
+        except ValueError:
+            raise web.HTTPBadRequest(text="top: expected a whole number\n") from None
+        return web.json_response(probe.report(top, malloc_only=bool(request.query.get("malloc"))))
+
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/debug/ipc", debug_ipc)
+    app.router.add_get("/debug/memory", debug_memory)
