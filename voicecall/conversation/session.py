@@ -178,8 +178,11 @@ class CallSession(ReplyBookkeeping, CallActions):
         loud = frame_is_loud(frame)  # telephony's own ear, for when the stt worker is not listening
         self._wait_filler.on_frame(loud, listening=self.reply is None and self.state is CallState.LISTENING)
         self.missed.on_frame(loud)
-        if not self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
+        if self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
+            self.missed.on_sent()
+        else:
             self.deps.metrics.dropped.labels("stt_ring").inc()
+            self.missed.on_dropped(loud, media_ms)
 
     def on_mark(self, name: str, played: bool, now_ns: int | None = None) -> None:
         """A mark came back: `played` False means a `clear` dropped the audio before it."""
