@@ -176,6 +176,43 @@ def test_transfer_waits_for_the_handoff_line_to_be_heard_then_dials() -> None:
     run(scenario, transfer_number=NUMBER)
 
 
+def test_caller_going_on_while_the_transfer_says_its_handoff_line_is_one_turn_transferred_once() -> None:
+    """"Can I talk to a person? ... please": the transfer's handoff line is cut, nothing is dialled
+    for the first half, and the joined turn is answered (here: transferred) once."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd, world: World) -> None:
+        await _finish_greeting(session, port, far)
+        await ask(session, far, 1, "Can I talk to a real person?")
+        far.emit("llm", tool_call(1, "transfer_call"), 1, 1)
+        await _settle(far)
+        lines: list[Synthesize] = []
+        handoff = (await until(lambda: said(far, lines)))[-1]
+        await play(session, port, far, handoff, heard=False)
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=600, detected_ns=1), 1, 2)
+        await _settle(far)
+        assert port.clears == 1 and session._tool_tasks, "the transfer was stopped at the onset"
+        far.emit("stt", _turn_ended(2, "Please.", start_ms=600), 1, 2)
+        gen = await ask_pending(far)
+        assert gen.turn_id == 2 and gen.messages[-1].content == "Can I talk to a real person? Please."
+        assert not session._tool_tasks and not world.cloud.requests
+        far.emit("llm", tool_call(2, "transfer_call"), 1, 2)
+        await _settle(far)
+        handoff = (await until(lambda: said(far, lines)))[-1]
+        assert handoff.turn_id == 2
+        await play(session, port, far, handoff)
+        await world.cloud.wait_for(lambda r: "Twiml" in r.form, 3)
+        await asyncio.sleep(0.2)
+        assert len([r for r in world.cloud.requests if "Twiml" in r.form]) == 1
+
+    run(scenario, transfer_number=NUMBER)
+
+
+async def ask_pending(far: FarEnd) -> Generate:
+    await _settle(far)
+    gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+    assert gen, "no Generate sent"
+    return gen[-1]
+
+
 def test_transfer_refused_in_words_without_a_number_or_credentials_and_on_twilio_errors() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd, world: World) -> None:
         call = session.deps.cfg.call

@@ -176,6 +176,7 @@ class CallActions:
         if not await self._until_heard(call.transfer_heard_timeout_s):
             log.warning("call %d: handoff line not heard within %.0f s (call.transfer_heard_timeout_s); "
                         "transferring anyway", self.call_id, call.transfer_heard_timeout_s)
+        reply.acting = True
         try:
             await rest.transfer(self.info.call_sid, number)
         except TwilioRestError as exc:
@@ -198,6 +199,7 @@ class CallActions:
         try:
             if tools is None:
                 raise ToolFailed(f"no tool named {name!r}")
+            reply.acting = True
             answer = await tools.call(name, arguments)
         except ToolFailed as exc:
             log.warning("call %d: tool %s failed: %s", self.call_id, name, exc)

@@ -74,15 +74,18 @@ class BackchannelPause:
     def paused(self) -> bool:
         return self.turn >= 0
 
-    def hold(self, turn_id: int) -> bool:
-        """Caller speech started while the agent was answering: stop the audio now, keep the reply.
-        False when the reply cannot be resumed (the session then interrupts as before)."""
+    def hold(self, turn_id: int, onset_media_ms: int) -> bool:
+        """Caller speech started at `onset_media_ms` while the agent was answering: stop the audio
+        now, keep the reply. False when it cannot be resumed (the session then interrupts as before)."""
         s = self.s
         reply = s.reply
         cfg = s.deps.cfg.call
         if reply is None or reply.apologised or reply.on_hold or not cfg.backchannels:
             return False
-        if s._tool_tasks:  # a tool is running for this reply: stop it, as before
+        if s._tool_tasks and not s._went_on.applies(reply, onset_media_ms):
+            # A tool is running: stop it, as before, unless the caller may be going on with the words
+            # it answers (nothing irreversible sent yet, e.g. a transfer still saying its handoff
+            # line): "Can I talk to a person? ... please" must not cancel the transfer for good.
             return False
         s.port.clear()
         reply.on_hold = True

@@ -37,6 +37,8 @@ class AgentReply:
     apologised: bool = False  # the apology replaced this reply; later worker output is ignored
     #: Tool calls run during this reply, with the result each gave the LLM (JSON text).
     tool_steps: list[tuple[ToolCallInfo, str]] = field(default_factory=list)
+    #: a request the caller's next words cannot take back went out (a tool's POST, the transfer)
+    acting: bool = False
     #: mu-law of each sentence as synthesized, by seq (kept so a held reply can be replayed)
     audio: dict[int, bytearray] = field(default_factory=dict)
     #: nothing is sent while held: a speculative reply before its turn ended, or a reply the caller

@@ -276,7 +276,7 @@ class CallSession(ReplyBookkeeping, CallActions):
             self._silence.caller_active()
             self.missed.speech_started()
             over_agent = self.reply is not None and self.state in (CallState.PROCESSING, CallState.SPEAKING)
-            if self.state in (CallState.SPEAKING, CallState.PROCESSING) and self._backchannel.hold(msg.turn_id):
+            if self.state in (CallState.SPEAKING, CallState.PROCESSING) and self._backchannel.hold(msg.turn_id, msg.media_ms):
                 self._observe_stop(msg)
                 return  # audio stopped; resumed, joined or interrupted once we know what was said
             if over_agent:

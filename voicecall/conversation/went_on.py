@@ -9,6 +9,9 @@ caller's turn instead of starting a new one.
         -> reply N cancelled: not recorded as an agent turn, not in the LLM's history
         -> one caller turn "I need to cancel my appointment. And book a new one for Friday."
            (turn N's record rewritten as turn M), one reply M to both parts
+        A tool reply N started is cancelled with it while it has sent nothing it cannot take
+        back (a transfer still saying its handoff line); reply M may call it again. Once a tool's
+        request went out (`AgentReply.acting`) the words are a real interruption instead.
 
 A complete sentence followed by a pause and more words is ambiguous even for people: the
 endpointer may answer the first half, and then the caller goes on over it. Outside the window
@@ -52,7 +55,7 @@ class CallerWentOn:
         window = self.s.deps.cfg.call.went_on_window_ms
         if not window or reply.turn_id != self.answered_turn or reply.turn_id <= 0:
             return False
-        if reply.apologised or reply.tool_steps or reply.end_call:
+        if reply.apologised or reply.tool_steps or reply.acting or reply.end_call:
             return False  # something was done or said that the caller must know about
         if self.reply_audio_media_ms is None:
             return True  # nothing of the answer was sent yet
