@@ -17,9 +17,9 @@ QUIET = ulaw_encode(np.zeros(160, dtype=np.int16))
 
 def _filler(stalled_ms: float = 0.0, **cfg: object) -> tuple[WaitFiller, list[str], dict[str, float]]:
     said: list[str] = []
-    stall = {"ms": stalled_ms}
+    stall = {"ms": stalled_ms, "reply_ms": 0.0}
     config = CallConfig(**{"wait_filler_after_ms": 600, "wait_filler_quiet_ms": 400, "stt_stall_ms": 600, **cfg})
-    return WaitFiller(config, said.append, lambda _now: stall["ms"]), said, stall
+    return WaitFiller(config, said.append, lambda _now: stall["ms"], lambda _now: stall["reply_ms"]), said, stall
 
 
 def test_loudness_tells_speech_from_silence() -> None:
@@ -72,3 +72,30 @@ def test_no_filler_while_the_caller_talks_or_after_a_turn_end() -> None:
     filler.turn_ended()  # the stt worker heard the whole turn
     filler.on_frame(False, listening=True)
     assert not said
+
+
+def test_a_reply_waiting_on_a_stuck_worker_gets_the_filler_at_once_and_only_then() -> None:
+    async def main() -> None:
+        filler, said, stall = _filler(wait_filler_after_ms=5000, worker_stall_ms=300)
+        filler.on_frame(False, listening=True)
+        stall["reply_ms"] = 900  # a stale count with no reply due says nothing
+        filler.on_frame(False, listening=True)
+        assert not said
+        stall["reply_ms"] = 0
+        filler.reply_started(time.monotonic_ns())
+        filler.on_frame(False, listening=False)
+        assert not said  # the llm and tts workers keep up: the turn-end clock decides
+        stall["reply_ms"] = 320  # the tts worker stopped (SIGSTOP) with the first sentence unread
+        filler.on_frame(False, listening=False)
+        filler.on_frame(False, listening=False)
+        assert len(said) == 1 and "320 ms" in said[0]
+        await asyncio.sleep(0)
+
+        filler, said, stall = _filler(wait_filler_after_ms=5000, worker_stall_ms=0)  # off
+        filler.reply_started(time.monotonic_ns())
+        stall["reply_ms"] = 10_000
+        filler.on_frame(False, listening=False)
+        assert not said
+        filler.cancel()
+
+    asyncio.run(main())

@@ -167,6 +167,10 @@ class CallConfig(_Section):
     wait_filler_quiet_ms: NonNegative = 300
     #: Milliseconds the stt worker may leave call audio unread before it counts as stalled. 0 = never.
     stt_stall_ms: NonNegative = 400
+    #: A reply still waiting for its first audio while the llm or tts worker it waits on has left
+    #: its requests unread this many ms (stopped, hung: both read at once when healthy) says the
+    #: filler now rather than `wait_filler_after_ms` after the turn end. 0 = never.
+    worker_stall_ms: NonNegative = 300
     #: Speculative reply: when the caller pauses and the stt worker's end-of-turn wait for what they
     #: said is at most this long (ms), the reply is generated and synthesized right away without
     #: sending audio; it plays the moment the turn ends with the same transcript, and is aborted

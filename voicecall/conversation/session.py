@@ -104,7 +104,14 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._spec = SpeculativeReplies(self)  # replies prepared at the caller's pause
         self._backchannel = BackchannelPause(self)  # "uh-huh" over the agent: stop, then resume
         self._went_on = CallerWentOn(self)  # more words right after the answer began: one turn
-        self._wait_filler = WaitFiller(cfg.call, self._say_wait_filler, self._stt.unread_for_ms)  # "One moment."
+        self._wait_filler = WaitFiller(cfg.call, self._say_wait_filler, self._stt.unread_for_ms,  # "One moment."
+                                       self._reply_workers_stalled_ms)
+
+    def _reply_workers_stalled_ms(self, now_ns: int) -> float:
+        """How long the llm or tts worker (the ones a reply waits on) has left its requests unread;
+        a worker that is down is not counted: its calls hear the apology instead."""
+        return max((link.unread_for_ms(now_ns) for link in (self.deps.links["llm"], self.deps.links["tts"])
+                    if link.state is WorkerState.READY), default=0.0)
 
     # ------------------------------------------------------------------ lifecycle
 

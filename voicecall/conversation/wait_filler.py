@@ -4,6 +4,8 @@
                                                                             say the filler, once
     the stt worker not reading its audio (stopped, dead, behind) for call.stt_stall_ms, and the
     caller quiet for call.wait_filler_quiet_ms after a sound no turn has answered -> say it too
+    a reply due, and the llm or tts worker it waits on not reading its requests for
+    call.worker_stall_ms -> say it now, not at wait_filler_after_ms (a stuck worker is known)
 
 A slow or hung worker (the LLM under load, the TTS stopped, the STT stuck) is heard as a short
 filler instead of silence, and the answer follows when it comes. The clip is kept in this process
@@ -42,10 +44,12 @@ def frame_is_loud(mulaw: bytes) -> bool:
 class WaitFiller:
     """Per call: says the filler when a caller who has finished has heard nothing for too long."""
 
-    def __init__(self, cfg: CallConfig, say: Callable[[str], None], stt_stalled_ms: Callable[[int], float]) -> None:
+    def __init__(self, cfg: CallConfig, say: Callable[[str], None], stt_stalled_ms: Callable[[int], float],
+                 reply_stalled_ms: Callable[[int], float]) -> None:
         self._cfg = cfg
         self._say = say  # plays the clip; the argument says why (for the log and the record)
         self._stt_stalled_ms = stt_stalled_ms
+        self._reply_stalled_ms = reply_stalled_ms  # the llm and tts workers' longest unread request
         self._timer: asyncio.TimerHandle | None = None
         self._unanswered_sound = False  # the caller made a sound no turn end has covered yet
         self._last_loud_ns = 0
@@ -82,9 +86,17 @@ class WaitFiller:
     def on_frame(self, loud: bool, listening: bool) -> None:
         """An inbound frame, loud or not (`frame_is_loud`); `listening` is True when no reply is in
         flight (one could not be late)."""
-        if not self.enabled or self._cfg.stt_stall_ms <= 0:
+        if not self.enabled:
             return
         now = time.monotonic_ns()
+        if self._timer is not None and self._cfg.worker_stall_ms > 0:
+            stalled = self._reply_stalled_ms(now)
+            if stalled >= self._cfg.worker_stall_ms:
+                self.cancel()
+                self._say(f"the reply's worker has not read its requests for {stalled:.0f} ms")
+                return
+        if self._cfg.stt_stall_ms <= 0:
+            return
         if loud:
             self._unanswered_sound = True
             self._last_loud_ns = now
