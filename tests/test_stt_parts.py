@@ -53,16 +53,30 @@ def test_onset_needs_min_speech_and_end_waits_for_the_transcript() -> None:
     cfg = VadConfig(min_speech_ms=160, settle_ms=96, silence_ms=300, silence_ms_neutral=500,
                     silence_ms_incomplete=800)
     ep = Endpointer(cfg, 32)
-    # A 2-window click is not speech; 5 windows (160 ms) are.
-    assert _run(ep, [0.9, 0.9, 0.1, 0.1]) == []
-    events = _run(ep, [0.9] * 10 + [0.05] * 4, start=4)
-    assert events == [(8, Event.ONSET), (16, Event.PAUSE)]
-    assert ep.onset_window == 4 and ep.last_voiced == 13
+    # A 2-window click (then more than onset_gap_ms of quiet) is not speech; 5 windows (160 ms) are.
+    assert _run(ep, [0.9, 0.9, 0.1, 0.1, 0.1, 0.1]) == []
+    events = _run(ep, [0.9] * 10 + [0.05] * 4, start=6)
+    assert events == [(10, Event.ONSET), (18, Event.PAUSE)]
+    assert ep.onset_window == 6 and ep.last_voiced == 15
     # Without a transcript the turn does not end at 300 ms of silence ...
-    assert _run(ep, [0.05] * 6, start=18) == []
+    assert _run(ep, [0.05] * 6, start=20) == []
     # ... a finished sentence ends it as soon as it is known,
     ep.set_text("Hello, is this the clinic?")
-    assert ep.check(23) is Event.END
+    assert ep.check(25) is Event.END
+
+
+def test_a_stop_consonants_dip_does_not_restart_the_onset() -> None:
+    """Silero on "Ac-tually" (espeak, after an earlier question): two voiced windows, the closure,
+    then the rest. The closure is bridged, its windows not counted; a longer quiet restarts."""
+    probs = [0.19, 0.42, 0.54, 0.74, 0.78, 0.05, 0.34, 0.47, 0.39, 0.81, 0.76, 0.96, 0.99, 0.99]
+    ep = Endpointer(VadConfig(onset_gap_ms=96), 32)
+    ep.strict = (0.6, 160)  # the agent is speaking
+    assert _run(ep, probs) == [(10, Event.ONSET)] and ep.onset_window == 3  # bridged ("voiced": >= 0.45 once started)
+    ep = Endpointer(VadConfig(onset_gap_ms=0), 32)
+    ep.strict = (0.6, 160)
+    assert _run(ep, probs) == [(13, Event.ONSET)] and ep.onset_window == 9  # restarted after "Ac"
+    ep = Endpointer(VadConfig(onset_gap_ms=96), 32)
+    assert _run(ep, [0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9]) == []  # 128 ms of quiet: a new start
 
 
 def test_trailing_clause_waits_longer_and_speech_resumes() -> None:

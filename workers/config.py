@@ -53,6 +53,10 @@ class VadConfig(_Section):
     #: Voiced time (ms) before speech counts as started; also the barge-in minimum. Lower = earlier
     #: barge-in, more false starts on coughs and clicks.
     min_speech_ms: NonNegative = 160
+    #: A dip below the threshold this short (ms) while speech is starting does not restart the count
+    #: toward `min_speech_ms` (the closure of a stop consonant: "Ac-tually" dips for 30-130 ms);
+    #: only voiced windows count. 0 = any dip restarts it (a later, not an earlier, barge-in).
+    onset_gap_ms: NonNegative = 96
     #: Silence (ms, by VAD windows) after which the speech so far is transcribed speculatively, so the
     #: final transcript is usually ready when the turn ends. Lower = earlier finals, more wasted decodes.
     settle_ms: NonNegative = 64

@@ -122,6 +122,8 @@ class Endpointer:
         self.speaking = False
         self.paused = False
         self.run_start = -1  # first window of the current voiced run while silent
+        self.run_voiced = 0  # voiced windows in that run, and the unvoiced ones just after them
+        self.run_gap = 0
         self.onset_window = -1
         self.last_voiced = -1
         #: End of speech in ms of call audio: the last voiced window's end, or earlier once the
@@ -173,10 +175,18 @@ class Endpointer:
         """Advance by one window; return what happened, if anything."""
         threshold, min_speech_ms = self._threshold_and_min()
         if not self.speaking:
-            if prob >= threshold:
+            voiced = prob >= threshold or (self.run_start >= 0 and prob >= threshold - 0.15)
+            if not voiced and self.run_start >= 0:
+                self.run_gap += 1  # a dip: bridged while short (onset_gap_ms), only voiced windows count
+                if self.run_gap * self.window_ms > self.policy.onset_gap_ms:
+                    self.run_start = -1
+                return None
+            if voiced:
                 if self.run_start < 0:
-                    self.run_start = window
-                if (window - self.run_start + 1) * self.window_ms >= min_speech_ms:
+                    self.run_start, self.run_voiced = window, 0
+                self.run_voiced += 1
+                self.run_gap = 0
+                if self.run_voiced * self.window_ms >= min_speech_ms:
                     self.speaking, self.paused, self.forced = True, False, False
                     self.onset_window, self.last_voiced = self.run_start, window
                     self.run_begin = self.run_start
@@ -184,8 +194,6 @@ class Endpointer:
                     self.speech_end_ms = (window + 1) * self.window_ms
                     self.set_text(None)
                     return Event.ONSET
-            elif prob < threshold - 0.15:
-                self.run_start = -1
             return None
         if prob >= threshold or (prob >= threshold - 0.15 and not self.paused):
             self.last_voiced = window
