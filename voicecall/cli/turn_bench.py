@@ -13,7 +13,8 @@ Measured at the simulated caller (voicecall/sim/client.py) and from the server's
   answered <=1.5s  a paused utterance answered within 1.5 s of its real end
   joined           talked over, then the caller went on: one caller turn, one reply (`went_on`
                    events; call.went_on_window_ms)
-  backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it)
+  backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it), or
+                   never stopped (the VAD heard no onset: the answer played on)
   interruption     caller speech onset -> `clear` arrived (the audio stops there), ms; of it, how
                    late the server's VAD placed the onset in the caller's audio (`barge_in_stop`
                    events), and the server's split (/metrics voicecall_barge_in_stop_seconds): the
@@ -224,6 +225,8 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         "complete": len(complete), "v2v_p50_ms": pct(v2v, 50), "v2v_p95_ms": pct(v2v, 95),
         "v2v_max_ms": max(v2v) if v2v else None,
         "backchannels": backchannels, "backchannels_resumed": resumed, "answers_heard_whole": heard_whole,
+        # no clear at all: the VAD let it pass (no onset), the answer played on
+        "backchannels_never_stopped": sum(1 for it in backch if it.result.get("stop_ms") is None),
         "extra_caller_turns": extra_turns,
         "interruptions": len(inter),
         "stop_p50_ms": pct([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None], 50),
@@ -323,6 +326,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("  then joined: one turn, one reply", lambda r: f"{r.get('talked_over_joined', 0)}/{r['talk_over']}"),
         ("paused answered <= 1.5 s", lambda r: f"{r['paused_answered_1500ms']}/{r['paused']}"),
         ("backchannels: stopped+resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
+        ("  never stopped (no onset)", lambda r: f"{r.get('backchannels_never_stopped', 0)}/{r['backchannels']}"),
         ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),
         ("caller turns beyond the questions", lambda r: f(r["extra_caller_turns"])),
         ("interruption stop p50 / max ms", lambda r: f"{f(r['stop_p50_ms'])} / {f(r['stop_max_ms'])}"),
