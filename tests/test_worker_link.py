@@ -64,3 +64,26 @@ def test_kept_messages_are_retried_on_the_loop_and_discarded_when_the_worker_die
                 each.close()
 
     asyncio.run(main())
+
+
+def test_unread_time_counts_only_what_was_watched() -> None:
+    """The llm and tts links are asked only while a reply waits: a request written after a long
+    unwatched spell is not "unread for" that spell (the soak heard "One moment." with no fault)."""
+    with OwnedRing("tts_in", 1 << 12) as inbound, OwnedRing("tts_out", 1 << 12) as outbound:
+        link = WorkerLink("tts", inbound.spec, outbound.spec)
+        link.state = WorkerState.READY
+        worker = inbound.spec.consumer()
+        t = 10**12
+        assert link.unread_for_ms(t) == 0.0  # empty
+        link.send(CallOpened(call_id=1, opened_ns=1), 1)
+        t += 2 * 10**9  # two seconds nobody looked; the request was written just now
+        assert link.unread_for_ms(t) == 0.0
+        for _ in range(6):  # a stopped worker: watched every 60 ms, never read
+            t += 60_000_000
+            stalled = link.unread_for_ms(t)
+        assert stalled == 360.0
+        worker.read_batch(10)
+        t += 60_000_000
+        assert link.unread_for_ms(t) == 0.0
+        worker.close()
+        link.close()

@@ -109,9 +109,12 @@ class WorkerLink:
         if self.state is not WorkerState.READY:
             return (now_ns - self.state_since_ns) / 1e6
         if now_ns - self._tail_checked_ns >= TAIL_CHECK_NS:  # a snapshot per call per frame would be waste
+            # Not looked at for a while (the llm and tts links are asked only while a reply waits):
+            # whatever was read meanwhile is unknown, so a request found unread counts from now.
+            unwatched = now_ns - self._tail_checked_ns > 4 * TAIL_CHECK_NS
             self._tail_checked_ns = now_ns
             stats = self._producer.stats()
-            if stats.used == 0 or stats.tail != self._tail:
+            if unwatched or stats.used == 0 or stats.tail != self._tail:
                 self._tail, self._tail_since_ns = stats.tail, now_ns
         return (now_ns - self._tail_since_ns) / 1e6
 
