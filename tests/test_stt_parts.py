@@ -15,8 +15,9 @@ from tests.waiting import wait_until
 from voicecall.sim.speech import mulaw_to_16k, utterance, word_error_rate
 from workers.config import VadConfig
 from workers.stt.call_audio import CallAudio
-from workers.stt.endpointing import Completeness, Endpointer, Event, completeness
+from workers.stt.endpointing import Completeness, Endpointer, Event, OnsetCounter, completeness
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
+from workers.stt.vad import WINDOW, HalfWindowStream
 from workers.stt.whisper import ModelNotFound, WhisperEngine, repeats_at_end, resolve_model_dir
 
 # ---------------------------------------------------------------- endpointing (pure)
@@ -223,3 +224,14 @@ def test_guard_falls_back_to_the_stock_window(engine: WhisperEngine) -> None:
     result = tight.transcribe(mulaw_to_16k(utterance(text, lead_ms=300, trail_ms=300).mulaw))
     assert result.fell_back and result.window_frames == 3000
     assert word_error_rate(text, result.text) <= 0.2
+
+
+def test_the_half_window_stream_starts_half_a_window_off_and_maps_back() -> None:
+    half = HalfWindowStream(1000, OnsetCounter(96))
+    assert half.origin == 1152 and half.origin % WINDOW == WINDOW // 2  # the first such sample >= 1000
+    half.push(np.ones(160, dtype=np.int16), first_sample=960)  # before the origin: nothing kept
+    assert len(half.vad.pending) == 0
+    half.push(np.ones(160, dtype=np.int16), first_sample=1120)  # 32 samples before it are skipped
+    assert len(half.vad.pending) == 128
+    assert half.window_start(3) == 1152 + 3 * WINDOW
+    assert HalfWindowStream(128, OnsetCounter(96)).origin == 128

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ipc.messages import CallClosed, CallOpened, Partial, SpeechStarted, SttEvent, TurnEnded
+from ipc.messages import CallClosed, CallOpened, Partial, PlaybackState, SpeechStarted, SttEvent, TurnEnded
 from voicecall.sim.speech import Utterance, play_in_real_time, utterance, word_error_rate
 from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import SttConfig, VadConfig
@@ -88,6 +88,20 @@ def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:
         stt.send(CallClosed(call_id=cid), call_id=cid)
     reply = stt.health()
     assert reply is not None and reply.ok
+
+
+def test_a_barge_in_while_the_agent_speaks_is_placed_where_the_words_begin(stt: WorkerHarness) -> None:
+    """With the agent audible the worker runs a second VAD phase and the echo rule; either phase
+    may start the speech, and the onset still maps to the caller's media time."""
+    barge = utterance("Actually, can I talk to a person?", lead_ms=1500, trail_ms=1200)
+    stt.send(CallOpened(call_id=41), call_id=41)
+    stt.send(PlaybackState(call_id=41, turn_id=1, playing=True), call_id=41)
+    _, got = play_in_real_time(stt, {41: barge.mulaw}, turn_ids={41: 2})
+    stt.send(CallClosed(call_id=41), call_id=41)
+    started, ended = _events(got, SpeechStarted, 41), _events(got, TurnEnded, 41)
+    assert len(started) == 1 and ended, [type(m).__name__ for _, _, m in got]
+    assert abs(started[0].media_ms - barge.speech_start_ms) <= TOLERANCE_MS, started[0]
+    assert "person" in ended[0].text.lower(), ended[0].text
 
 
 def test_silence_and_noise_are_not_speech(stt: WorkerHarness) -> None:

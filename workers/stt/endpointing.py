@@ -106,6 +106,37 @@ class Event(Enum):
     END = "end"
 
 
+class OnsetCounter:
+    """Silent -> speaking: voiced windows counted toward `min_speech_ms`; a dip below the threshold
+    of at most `gap_ms` is bridged (its windows not counted), a longer one starts the count again.
+    Once counting, a window counts as voiced down to `threshold - 0.15` (Silero's hysteresis)."""
+
+    def __init__(self, gap_ms: int, window_ms: int = 32) -> None:
+        self.gap_ms = gap_ms
+        self.window_ms = window_ms
+        self.run_start = -1  # first voiced window of the run being counted, -1 when none
+        self.voiced = 0
+        self.gap = 0
+
+    def reset(self) -> None:
+        self.run_start = -1
+
+    def step(self, window: int, prob: float, threshold: float, min_speech_ms: int) -> bool:
+        """Count one window; True when the run reached `min_speech_ms` (it began at `run_start`)."""
+        voiced = prob >= threshold or (self.run_start >= 0 and prob >= threshold - 0.15)
+        if not voiced:
+            if self.run_start >= 0:
+                self.gap += 1
+                if self.gap * self.window_ms > self.gap_ms:
+                    self.run_start = -1
+            return False
+        if self.run_start < 0:
+            self.run_start, self.voiced = window, 0
+        self.voiced += 1
+        self.gap = 0
+        return self.voiced * self.window_ms >= min_speech_ms
+
+
 class Endpointer:
     """One call's turn-taking state, advanced one VAD window at a time.
 
@@ -121,9 +152,7 @@ class Endpointer:
         self.run_begin = -1  # first window of the voiced run since the onset or the last resume
         self.speaking = False
         self.paused = False
-        self.run_start = -1  # first window of the current voiced run while silent
-        self.run_voiced = 0  # voiced windows in that run, and the unvoiced ones just after them
-        self.run_gap = 0
+        self.onset = OnsetCounter(policy.onset_gap_ms, window_ms)  # while silent: is speech starting?
         self.onset_window = -1
         self.last_voiced = -1
         #: End of speech in ms of call audio: the last voiced window's end, or earlier once the
@@ -139,7 +168,8 @@ class Endpointer:
         #: Override of min_speech_ms / threshold while the agent is audible (echo), or None.
         self.strict: tuple[float, int] | None = None
 
-    def _threshold_and_min(self) -> tuple[float, int]:
+    def onset_rule(self) -> tuple[float, int]:
+        """(threshold, min_speech_ms) that start speech now: stricter while the agent is audible."""
         if self.strict is not None:
             return self.strict
         return self.policy.threshold, self.policy.min_speech_ms
@@ -173,27 +203,10 @@ class Endpointer:
 
     def step(self, window: int, prob: float) -> Event | None:
         """Advance by one window; return what happened, if anything."""
-        threshold, min_speech_ms = self._threshold_and_min()
+        threshold, min_speech_ms = self.onset_rule()
         if not self.speaking:
-            voiced = prob >= threshold or (self.run_start >= 0 and prob >= threshold - 0.15)
-            if not voiced and self.run_start >= 0:
-                self.run_gap += 1  # a dip: bridged while short (onset_gap_ms), only voiced windows count
-                if self.run_gap * self.window_ms > self.policy.onset_gap_ms:
-                    self.run_start = -1
-                return None
-            if voiced:
-                if self.run_start < 0:
-                    self.run_start, self.run_voiced = window, 0
-                self.run_voiced += 1
-                self.run_gap = 0
-                if self.run_voiced * self.window_ms >= min_speech_ms:
-                    self.speaking, self.paused, self.forced = True, False, False
-                    self.onset_window, self.last_voiced = self.run_start, window
-                    self.run_begin = self.run_start
-                    self.turn_prob = None
-                    self.speech_end_ms = (window + 1) * self.window_ms
-                    self.set_text(None)
-                    return Event.ONSET
+            if self.onset.step(window, prob, threshold, min_speech_ms):
+                return self.start_at(self.onset.run_start, window)
             return None
         if prob >= threshold or (prob >= threshold - 0.15 and not self.paused):
             self.last_voiced = window
@@ -217,6 +230,18 @@ class Endpointer:
             return self._end()
         return None
 
+    def start_at(self, onset_window: int, window: int) -> Event:
+        """Speech began at `onset_window`, found by the time `window` was counted (by this endpointer's
+        own counter, or another VAD phase's: workers/stt/vad.py HalfWindowStream)."""
+        self.speaking, self.paused, self.forced = True, False, False
+        self.onset.reset()
+        self.onset_window, self.last_voiced = onset_window, max(window, onset_window)
+        self.run_begin = onset_window
+        self.turn_prob = None
+        self.speech_end_ms = (self.last_voiced + 1) * self.window_ms
+        self.set_text(None)
+        return Event.ONSET
+
     def check(self, window: int) -> Event | None:
         """Re-check the end rule after the transcript changed (no new window needed)."""
         if self.speaking and self.paused and self.silence_ms(window) >= self.required_ms:
@@ -225,5 +250,5 @@ class Endpointer:
 
     def _end(self) -> Event:
         self.speaking = self.paused = False
-        self.run_start = -1
+        self.onset.reset()
         return Event.END

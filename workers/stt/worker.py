@@ -50,10 +50,10 @@ from ipc.ring import Record
 from workers.base import Progress, Worker
 from workers.config import SttConfig, VadConfig
 from workers.stt.call_audio import CallAudio
-from workers.stt.endpointing import Endpointer, Event
+from workers.stt.endpointing import Endpointer, Event, OnsetCounter
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.turn_checks import TurnCheck, TurnChecks
-from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, SileroVad, VadStream
+from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, HalfWindowStream, SileroVad, VadStream
 
 log = logging.getLogger("voicecall.stt")
 
@@ -88,6 +88,7 @@ class _Call:
         self.audio = CallAudio()
         self.vad = VadStream()
         self.ep = Endpointer(policy, WINDOW_MS, max_run_ms)
+        self.half: HalfWindowStream | None = None  # while the agent is audible: a second VAD phase
         self.turn_seen = 0  # newest turn id on the call's inbound frames
         self.last_ended = -1  # turn id of the last TurnEnded
         self.turn = 0  # turn id of the current utterance
@@ -194,6 +195,10 @@ class SttWorker(Worker):
                 if call is not None:
                     vad = self.config.vad
                     call.ep.strict = (vad.echo_threshold, vad.echo_min_speech_ms) if msg.playing else None
+                    if not msg.playing:
+                        call.half = None
+                    elif call.half is None:
+                        call.half = HalfWindowStream(call.audio.end, OnsetCounter(vad.onset_gap_ms, WINDOW_MS))
 
     def on_audio(self, record: Record) -> None:
         call = self._calls.get(record.call_id)
@@ -202,6 +207,8 @@ class SttWorker(Worker):
         pcm = ulaw_decode(record.payload)
         call.audio.append(pcm, record.aux, record.ts_ns)
         call.vad.push(pcm)
+        if call.half is not None:
+            call.half.push(pcm, call.audio.end - len(pcm))
         call.turn_seen = max(call.turn_seen, record.turn_id)
 
     def _new_call(self) -> _Call:
@@ -216,15 +223,37 @@ class SttWorker(Worker):
         """Every complete window of every call, one batched Silero run per window position."""
         assert self._vad is not None
         while True:
-            ready = [(cid, c) for cid, c in self._calls.items() if c.vad.ready()]
+            ready: list[tuple[int, _Call, VadStream]] = []
+            for cid, c in self._calls.items():
+                if c.vad.ready():
+                    ready.append((cid, c, c.vad))
+                if c.half is not None and c.half.vad.ready():
+                    ready.append((cid, c, c.half.vad))
             if not ready:
                 return
             t0 = time.perf_counter()
-            probs = self._vad.step([c.vad for _, c in ready])
+            probs = self._vad.step([stream for _, _, stream in ready])
             self.vad_s += time.perf_counter() - t0
             self.vad_windows += len(ready)
-            for (cid, call), prob in zip(ready, probs, strict=True):
-                self._advance(cid, call, call.vad.windows_done - 1, float(prob))
+            for (cid, call, stream), prob in zip(ready, probs, strict=True):
+                if stream is call.vad:
+                    self._advance(cid, call, call.vad.windows_done - 1, float(prob))
+                else:
+                    self._advance_half(cid, call, stream.windows_done - 1, float(prob))
+
+    def _advance_half(self, cid: int, call: _Call, window: int, prob: float) -> None:
+        """The second VAD phase (while the agent is audible) only ever starts speech."""
+        half = call.half
+        if half is None:
+            return
+        ep = call.ep
+        if ep.speaking:
+            half.onset.reset()
+            return
+        if half.onset.step(window, prob, *ep.onset_rule()):
+            onset_window = half.window_start(half.onset.run_start) // WINDOW
+            ep.start_at(onset_window, call.vad.windows_done - 1)
+            self._on_onset(cid, call)
 
     def _advance(self, cid: int, call: _Call, window: int, prob: float) -> None:
         """Feed one window's probability to the call's endpointer and act on what it says."""
