@@ -45,6 +45,8 @@ def _build_encode_table() -> np.ndarray:
 
 ULAW_DECODE = _build_decode_table()
 ULAW_ENCODE = _build_encode_table()
+#: Each mu-law byte's power relative to full scale: a frame's mean power is one lookup per byte.
+ULAW_POWER = (ULAW_DECODE.astype(np.float64) / 32768.0) ** 2
 
 
 def ulaw_decode(data: bytes | bytearray | memoryview) -> np.ndarray:

@@ -24,12 +24,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ipc.audio import ulaw_decode
+from ipc.audio import ULAW_POWER
 from voicecall.config import CallConfig
 
 #: A frame louder than this (dBFS, RMS) is the caller making a sound (as sim/script.py's voiced span).
 LOUD_DBFS = -40.0
-_LOUD_POWER = 10 ** (LOUD_DBFS / 10) * 32768.0**2
+_LOUD_POWER = 10 ** (LOUD_DBFS / 10)  # of full scale
 #: A sound older than this is no longer waiting for an answer: a healthy stt worker ends a turn
 #: within its longest end-of-turn wait (2.5 s at most), so one it never ended was not speech.
 SOUND_MEMORY_NS = 4_000_000_000
@@ -37,8 +37,7 @@ SOUND_MEMORY_NS = 4_000_000_000
 
 def frame_is_loud(mulaw: bytes) -> bool:
     """True when a mu-law frame's RMS level is above `LOUD_DBFS`."""
-    pcm = ulaw_decode(mulaw).astype(np.float32)
-    return bool(len(pcm)) and float(np.dot(pcm, pcm)) / len(pcm) > _LOUD_POWER
+    return bool(mulaw) and float(ULAW_POWER[np.frombuffer(mulaw, dtype=np.uint8)].mean()) > _LOUD_POWER
 
 
 class WaitFiller:

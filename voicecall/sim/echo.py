@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ipc.audio import FRAME_MS, ULAW_DECODE
+from ipc.audio import FRAME_MS, ULAW_POWER
 
 if TYPE_CHECKING:
     from voicecall.twilio.handler import CallStream
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from voicecall.twilio.protocol import Start
 
 
-# Mean power of a frame via one table lookup per byte: cheap enough for every inbound frame.
-_POWER = (ULAW_DECODE.astype(np.float64) / 32768.0) ** 2
 
 
 class EchoHandler:
@@ -51,7 +49,7 @@ class EchoHandler:
         self.stream = stream
 
     def on_media(self, frame: bytes, chunk: int, media_ms: int, arrival_ns: int) -> None:
-        loud = bool(frame) and float(_POWER[np.frombuffer(frame, dtype=np.uint8)].mean()) > self._threshold
+        loud = bool(frame) and float(ULAW_POWER[np.frombuffer(frame, dtype=np.uint8)].mean()) > self._threshold
         self._run = self._run + 1 if loud else 0
         if self._speaking is not None:
             if self._run >= self._barge_frames and self.stream is not None:
