@@ -16,9 +16,11 @@ from voicecall.sim.soak_faults import FaultResult
 def test_waits_are_given_to_the_faults_they_lived_through() -> None:
     kill = FaultResult(at_s=10.0, fault="kill:llm", recovery_s=5.0, done_s=15.0)
     # pending when it struck (audio 0.6 s after); asked during it (1.5 s wait); after it; before it
-    quiet = waits_through_faults([(109.0, 1.6), (112.0, 1.5), (116.0, 0.7), (100.0, 0.8)], [kill], t0=100.0)
+    quiet = waits_through_faults([(109.0, 1.6, "a"), (112.0, 1.5, "b"), (116.0, 0.7, "c"), (100.0, 0.8, "d")],
+                                 [kill], t0=100.0)
     assert kill.waits_s == pytest.approx([0.6, 1.5]) and quiet == [0.7, 0.8]
     assert kill.as_dict()["heard_within_1s"] == 1 and kill.as_dict()["longest_wait_s"] == 1.5
+    assert kill.as_dict()["slowest_question"] == "b"
 
 
 @pytest.mark.slow

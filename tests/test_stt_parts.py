@@ -18,7 +18,7 @@ from workers.stt.call_audio import CallAudio
 from workers.stt.endpointing import Completeness, Endpointer, Event, OnsetCounter, completeness
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.vad import WINDOW, HalfWindowStream
-from workers.stt.whisper import ModelNotFound, WhisperEngine, repeats_at_end, resolve_model_dir
+from workers.stt.whisper import ModelNotFound, WhisperEngine, drop_restarted_tail, repeats_at_end, resolve_model_dir
 
 # ---------------------------------------------------------------- endpointing (pure)
 
@@ -35,6 +35,14 @@ from workers.stt.whisper import ModelNotFound, WhisperEngine, repeats_at_end, re
     ("Sure thing", Completeness.NEUTRAL),
     ("Sorry.", Completeness.NEUTRAL),
     ("Hello?", Completeness.COMPLETE),
+    # trailing words that also end questions: judged by the "?" (4+ words), never by a "."
+    ("Is there a bus that stops near you?", Completeness.COMPLETE),
+    ("Do you take walk in?", Completeness.COMPLETE),
+    ("Okay, thank you.", Completeness.COMPLETE),
+    ("Could you?", Completeness.INCOMPLETE),
+    ("I'd like to book a checkup for it.", Completeness.INCOMPLETE),
+    ("I was wondering if you", Completeness.INCOMPLETE),
+    ("Can I get an appointment for my?", Completeness.INCOMPLETE),
     ("", Completeness.NEUTRAL),
 ])
 def test_completeness(text: str, expected: Completeness) -> None:
@@ -194,6 +202,19 @@ def test_missing_models_are_named() -> None:
 def test_repetition_guard() -> None:
     assert repeats_at_end([1, 2, 3, 1, 2, 3])
     assert not repeats_at_end([1, 2, 3, 4, 5])
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Do you have parking? Do you", "Do you have parking?"),
+    ("Aha, okay. Are you taking new patients? Are you", "Aha, okay. Are you taking new patients?"),
+    ("Do you have parking? Do you also have a ramp", "Do you have parking? Do you also have a ramp"),
+    ("I need to reschedule. I need", "I need to reschedule."),
+    ("Do you have parking? Do you have parking?", "Do you have parking? Do you have parking?"),
+    ("Hello. Hello", "Hello. Hello"),  # not shorter than the sentence it would repeat
+    ("Where are you located", "Where are you located"),
+])
+def test_a_sentence_restarted_in_the_silence_after_it_is_dropped(text: str, expected: str) -> None:
+    assert drop_restarted_tail(text) == expected
 
 
 @pytest.fixture(scope="module")

@@ -69,8 +69,8 @@ class CallerStats:
     malformed_frames: int = 0
     replies_heard: int = 0
     silences_s: list[float] = field(default_factory=list)
-    #: (monotonic time the question ended, seconds until the answer's first audio) per question
-    waits: list[tuple[float, float]] = field(default_factory=list)
+    #: (monotonic time the question ended, seconds until the answer's first audio, the question) each
+    waits: list[tuple[float, float, str]] = field(default_factory=list)
     quiet_waits_s: list[float] = field(default_factory=list)  # those no fault touched: load alone
     call_sids: list[str] = field(default_factory=list)
     spoken_by_call: dict[str, int] = field(default_factory=dict)  # caller turns spoken in full, per call sid
@@ -85,7 +85,9 @@ class Speech:
         from voicecall.sim.speech import utterance
 
         self.questions = [utterance(q).mulaw for q in QUESTIONS]
+        self.texts = dict(zip(self.questions, QUESTIONS, strict=True))  # what each question says
         self.barge_in = utterance(BARGE_IN).mulaw
+        self.texts[self.barge_in] = BARGE_IN
         self.backchannel = utterance(BACKCHANNEL, lead_ms=200, trail_ms=200).mulaw
 
 
@@ -143,7 +145,7 @@ class SoakCaller:
         answered = len(call.report.response_ms) > heard
         wait = call.report.response_ms[-1] / 1000 if answered else REPLY_LIMIT_S
         self.stats.silences_s.append(wait)
-        self.stats.waits.append((ended, wait))
+        self.stats.waits.append((ended, wait, self.speech.texts.get(audio, "")))
         # "One moment." is audio but not the answer (it carries no mark): a person waits on for the
         # sentence that does, rather than taking the filler's end for the answer's and talking on.
         while answered and len(call.report.answer_heard_ms) == marks and waited < REPLY_LIMIT_S:
@@ -363,22 +365,27 @@ async def _soak(system: LocalSystem, settings: SoakSettings) -> dict[str, Any]:
     return _report(system, settings, stats, faults, rss, memory, time.monotonic() - t0)
 
 
-def waits_through_faults(waits: list[tuple[float, float]], faults: list[FaultResult], t0: float) -> list[float]:
+def waits_through_faults(waits: list[tuple[float, float, str]], faults: list[FaultResult], t0: float) -> list[float]:
     """Give each fault the callers who waited for an answer while it lasted: for each, how long
-    after the fault began (or after the question, if asked later) the first audio came. Returns
-    the waits no fault touched."""
+    after the fault began (or after the question, if asked later) the first audio came, and the
+    question. Returns the waits no fault touched."""
     quiet = []
-    for ended, wait in waits:
+    for ended, wait, question in waits:
         heard = ended + wait
         touched = False
         for fault in faults:
             start, over = t0 + fault.at_s, t0 + fault.done_s
             if ended <= over and heard >= start:
                 fault.waits_s.append(heard - max(ended, start))
+                fault.questions.append(question)
                 touched = True
         if not touched:
             quiet.append(wait)
     return quiet
+
+
+def _slowest(fault: dict[str, Any]) -> str:
+    return f"slowest: {fault['slowest_question']!r}" if fault.get("slowest_question") else ""
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -530,5 +537,6 @@ def table(report: dict[str, Any]) -> str:
         lines += ["", "| at (s) | fault | recovered in (s) | callers waiting: answer audio within 1 s / all, longest (s) | detail |",
                   "|---|---|---|---|---|"]
         lines += [f"| {f['at_s']} | {f['fault']} | {f['recovery_s']} | {f.get('heard_within_1s', 0)} / "
-                  f"{f.get('waiting_callers', 0)}, {f.get('longest_wait_s', 0.0)} | {f['detail']} |" for f in report["faults"]]
+                  f"{f.get('waiting_callers', 0)}, {f.get('longest_wait_s', 0.0)} | "
+                  f"{'; '.join(x for x in (f['detail'], _slowest(f)) if x)} |" for f in report["faults"]]
     return "\n".join(lines)

@@ -36,13 +36,20 @@ class FaultResult:
     #: or asked before it was over), and for each how long after the fault began, or after the
     #: question if asked later, the first answer audio came (voicecall/sim/soak.py).
     waits_s: list[float] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)  # what each of those callers had asked
+
+    def slowest(self) -> str:
+        """The question of the longest wait, when it was over 1 s: where an engineer looks first."""
+        if not self.waits_s or max(self.waits_s) <= 1.0:
+            return ""
+        return self.questions[self.waits_s.index(max(self.waits_s))]
 
     def as_dict(self) -> dict[str, Any]:
         return {"at_s": round(self.at_s, 1), "fault": self.fault,
                 "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2), "detail": self.detail,
                 "waiting_callers": len(self.waits_s),
                 "heard_within_1s": sum(w <= 1.0 for w in self.waits_s),
-                "longest_wait_s": round(max(self.waits_s, default=0.0), 2)}
+                "longest_wait_s": round(max(self.waits_s, default=0.0), 2), "slowest_question": self.slowest()}
 
 
 class FaultInjector:

@@ -48,6 +48,11 @@ _NUMBER_WORDS = frozenset(
     "zero oh one two three four five six seven eight nine ten hundred thousand january february march april "
     "may june july august september october november december".split()
 )
+#: Trailing words that also end real questions ("Is there a bus near you?", "Do you take walk-ins?"
+#: heard as "walk in?", "Is the doctor in?"): with a "?" after them and four words or more the
+#: question is judged by its punctuation. With a "." they still trail: tiny.en writes "...for it."
+#: for a caller who paused after "for".
+_QUESTION_ENDINGS = frozenset("you it in on".split())
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -66,13 +71,19 @@ def completeness(text: str) -> Completeness:
     last = words[-1] if words else ""
     if any(ch.isdigit() for ch in last) or last in _NUMBER_WORDS:
         return Completeness.INCOMPLETE  # digits (or a month) may be part of a number or date being dictated
-    if stripped.endswith(("...", "…", ",", "-", ";", ":")) or last in TRAILING_WORDS:
+    if stripped.endswith(("...", "…", ",", "-", ";", ":")):
+        return Completeness.INCOMPLETE
+    if last in TRAILING_WORDS and not _ends_question(stripped, words) and words[-2:] != ["thank", "you"]:
         return Completeness.INCOMPLETE
     if stripped.endswith("?") or (stripped.endswith((".", "!")) and len(words) > 2):
         return Completeness.COMPLETE
     # Whisper ends any fragment it is given with "." ("Sorry." for "Sorry, could you..."): a one- or
     # two-word "sentence" is as often a preamble as an answer, so it gets the neutral wait.
     return Completeness.NEUTRAL
+
+
+def _ends_question(stripped: str, words: list[str]) -> bool:
+    return stripped.endswith("?") and len(words) >= 4 and words[-1] in _QUESTION_ENDINGS
 
 
 def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | None = None) -> int:
