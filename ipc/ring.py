@@ -95,6 +95,7 @@ from ipc.shm import attach_segment, create_segment, new_segment_name, unlink_seg
 MAGIC = int.from_bytes(b"VCRING01", "little")
 VERSION = 2
 HEADER_BYTES = 4096
+PAGE_BYTES = 4096  # touched once each on attach (see _Attached)
 RECORD_HEADER = struct.Struct("<IHHIIIIQ")
 RECORD_HEADER_BYTES = RECORD_HEADER.size  # 32
 ALIGN = 32
@@ -291,6 +292,10 @@ class _Attached:
         self._buf = buf
         # Slicing the mmap itself copies out in one step (a memoryview slice is an extra object).
         self._mm = self._shm._mmap  # type: ignore[attr-defined]
+        # Map every page now (one byte read per page): mapped lazily, a ring's pages join this
+        # process's RSS one by one as the positions first wrap past them, for minutes, which reads
+        # as growth per call in a soak though the ring's size is fixed.
+        self._mm[::PAGE_BYTES]
         self._cap = spec.capacity
         self._mask = spec.capacity - 1
         self._bell = spec.doorbell

@@ -56,6 +56,21 @@ def test_round_trip_keeps_every_field(ring: OwnedRing) -> None:
     cons.close()
 
 
+def _rss_shmem_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssShmem:"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_an_attached_end_maps_the_whole_ring_at_once() -> None:
+    """RSS must not creep as a ring first wraps (a soak read that as growth per call)."""
+    with OwnedRing("pages", 1 << 22) as r:
+        before = _rss_shmem_kib()
+        cons = r.spec.consumer()
+        assert _rss_shmem_kib() - before >= 4096
+        cons.close()
+
+
 def test_payload_types_are_copied_as_bytes(ring: OwnedRing) -> None:
     prod, cons = ring.spec.producer(), ring.spec.consumer()
     pcm = array.array("h", [1, -2, 3000])
