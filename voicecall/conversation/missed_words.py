@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Callable
 
 #: This much caller sound while no stt worker listened is words lost, not a click or a cough
@@ -60,7 +61,7 @@ class MissedWords:
         self._dropping = False  # frames are being dropped (the worker's request ring is full)
         self._last_dropped_ms = -1
         self._quiet_ms = QUIET_MS  # how long the caller has been quiet, by inbound frames (no sound yet: quiet)
-        self._waited_s = 0.0
+        self._give_up_at = 0.0  # monotonic s: past it, ask even over a caller still talking
         self.asked = 0
 
     def on_frame(self, loud: bool) -> None:
@@ -129,15 +130,14 @@ class MissedWords:
 
     def _start_grace(self) -> None:
         self._phase = _Phase.GRACE
-        self._waited_s = 0.0
+        self._give_up_at = time.monotonic() + self._grace_s + _MAX_WAIT_S
         self._timer = asyncio.get_running_loop().call_later(self._grace_s, self._grace_over)
 
     def _grace_over(self) -> None:
         self._timer = None
         if self._phase is not _Phase.GRACE:
             return
-        if self._quiet_ms < QUIET_MS and self._waited_s < _MAX_WAIT_S:  # the caller is talking: not over them
-            self._waited_s += 0.1
+        if self._quiet_ms < QUIET_MS and time.monotonic() < self._give_up_at:  # the caller is talking: not over them
             self._timer = asyncio.get_running_loop().call_later(0.1, self._grace_over)
             return
         self._phase = _Phase.IDLE
