@@ -8,6 +8,7 @@ sentences, a stale record after a cancel, a worker dying mid-turn).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -39,7 +40,8 @@ from voicecall.conversation.links import WorkerLinks
 from voicecall.conversation.metrics import CallMetrics
 from voicecall.conversation.session import CallInfo, CallSession, CallState, SessionDeps
 
-FRAME = b"\x7f" * 160
+FRAME = b"\x7f" * 160  # mu-law silence
+LOUD = bytes(range(160))  # full-scale mu-law codes: loud
 
 
 class FakePort:
@@ -389,6 +391,45 @@ def test_words_lost_with_stt_over_a_held_answer_end_it_and_ask_again() -> None:
         assert any(isinstance(m, Cancel) for m in far.requests("llm")), "the held answer was not cancelled"
 
     _run(scenario)
+
+
+async def _stop_talking_to_a_stopped_stt(session: CallSession, port: FakePort) -> bool:
+    """The caller's last loud frames, then quiet frames in real time, the stt worker reading none:
+    True once "One moment." (the only clip of LOUD frames here) was played, within 2 s."""
+    clip = session.deps.canned.wait_filler
+    clip.audio += LOUD * 2
+    clip.ready = True
+    for seq in range(10):
+        session.on_media(LOUD, seq, 10_000 + seq * 20, time.monotonic_ns())
+    for seq in range(10, 110):
+        session.on_media(FRAME, seq, 10_000 + seq * 20, time.monotonic_ns())
+        if port.played and port.played[-1] == LOUD * 2:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def test_a_caller_waiting_on_a_stopped_stt_worker_hears_the_filler_over_a_held_reply() -> None:
+    """A reply held for the caller's turn to end (here a speculative one) is silent: when the stt
+    worker stops reading as the caller finishes, the caller hears "One moment." as with no reply
+    (a soak found 2.3-3.4 s of silence there); an answer being heard gets none."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.requests("stt")
+        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="Where are you?", silence_ms=400), 1, 1)
+        await _settle(far)
+        assert session.reply is not None and session.reply.on_hold
+        assert await _stop_talking_to_a_stopped_stt(session, port)
+        assert session.reply is not None and session.reply.on_hold  # the held reply is untouched
+
+    async def speaking(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _two_sentences_first_heard(session, port, far)
+        far.requests("stt")
+        assert session.state is CallState.SPEAKING and not session.reply.on_hold  # type: ignore[union-attr]
+        assert not await _stop_talking_to_a_stopped_stt(session, port)
+
+    _run(scenario)
+    _run(speaking)
 
 
 def test_llm_worker_dying_mid_turn_gets_the_apology() -> None:

@@ -281,14 +281,29 @@ class ReplyBookkeeping:
     def _say_wait_filler(self, why: str) -> None:
         """The answer is late: say "One moment." from kept audio, outside any reply (no history, no stamps)."""
         reply = self.reply
-        if self.state in (CallState.ENDING, CallState.ENDED, CallState.SPEAKING, CallState.INTERRUPTED):
+        if self.state in (CallState.SPEAKING, CallState.INTERRUPTED):
             return
         if reply is not None and (self._audio_seen_for_reply or reply.on_hold or reply.apologised):
+            return
+        self._play_wait_filler(why, "reply")
+
+    def _say_stt_wait_filler(self, why: str) -> None:
+        """The caller stopped and the stt worker, stalled, cannot end the turn: the filler, unless an
+        answer is audible. A reply held meanwhile (speculative, or paused for a possible
+        backchannel) is silent: its caller waits on the stt worker like any other."""
+        reply = self.reply
+        if reply is None and self.state is CallState.SPEAKING:  # canned audio outside a reply
+            return
+        if reply is not None and not reply.on_hold:
+            return
+        self._play_wait_filler(why, "stt")
+
+    def _play_wait_filler(self, why: str, kind: str) -> None:
+        if self.state in (CallState.ENDING, CallState.ENDED):
             return
         clip = self.deps.canned.wait_filler
         if not clip.ready:
             return  # the TTS worker has not made it yet (or was restarted): silence, as before
-        kind = "stt" if reply is None else "reply"
         self.deps.metrics.wait_fillers.labels(kind).inc()
         if self.deps.records is not None:
             self.deps.records.event(self._row, "wait_filler", why)

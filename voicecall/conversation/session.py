@@ -105,7 +105,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._backchannel = BackchannelPause(self)  # "uh-huh" over the agent: stop, then resume
         self._went_on = CallerWentOn(self)  # more words right after the answer began: one turn
         self._wait_filler = WaitFiller(cfg.call, self._say_wait_filler, self._stt.unread_for_ms,  # "One moment."
-                                       self._reply_workers_stalled_ms)
+                                       self._reply_workers_stalled_ms, say_for_stt=self._say_stt_wait_filler)
 
     def _reply_workers_stalled_ms(self, now_ns: int) -> float:
         """How long the llm or tts worker (the ones a reply waits on) has left its requests unread;
@@ -183,7 +183,8 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._last_media_ms = media_ms
         self._arrivals.append((media_ms, arrival_ns))
         loud = frame_is_loud(frame)  # telephony's own ear, for when the stt worker is not listening
-        self._wait_filler.on_frame(loud, listening=self.reply is None and self.state is CallState.LISTENING)
+        reply = self.reply
+        self._wait_filler.on_frame(loud, listening=reply.on_hold if reply is not None else self.state is not CallState.SPEAKING)
         self.missed.on_frame(loud)
         if self._stt.send_audio(frame, self.call_id, self.turn, seq, media_ms, arrival_ns):
             self.missed.on_sent()

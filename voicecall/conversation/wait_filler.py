@@ -3,7 +3,8 @@
     the turn ends (the stt worker decides) --- call.wait_filler_after_ms ---> no answer audio yet?
                                                                             say the filler, once
     the stt worker not reading its audio (stopped, dead, behind) for call.stt_stall_ms, and the
-    caller quiet for call.wait_filler_quiet_ms after a sound no turn has answered -> say it too
+    caller quiet for call.wait_filler_quiet_ms after a sound no turn has answered, and no answer
+    audible (none, or one held for the turn's end) -> say it too
     a reply due, and the llm or tts worker it waits on not reading its requests for
     call.worker_stall_ms -> say it now, not at wait_filler_after_ms (a stuck worker is known)
 
@@ -44,9 +45,10 @@ class WaitFiller:
     """Per call: says the filler when a caller who has finished has heard nothing for too long."""
 
     def __init__(self, cfg: CallConfig, say: Callable[[str], None], stt_stalled_ms: Callable[[int], float],
-                 reply_stalled_ms: Callable[[int], float]) -> None:
+                 reply_stalled_ms: Callable[[int], float], say_for_stt: Callable[[str], None] | None = None) -> None:
         self._cfg = cfg
-        self._say = say  # plays the clip; the argument says why (for the log and the record)
+        self._say = say  # plays the clip for a late reply; the argument says why (the log, the record)
+        self._say_for_stt = say_for_stt or say  # ... for a caller waiting on a stalled stt worker
         self._stt_stalled_ms = stt_stalled_ms
         self._reply_stalled_ms = reply_stalled_ms  # the llm and tts workers' longest unread request
         self._timer: asyncio.TimerHandle | None = None
@@ -83,8 +85,10 @@ class WaitFiller:
             self._timer = None
 
     def on_frame(self, loud: bool, listening: bool) -> None:
-        """An inbound frame, loud or not (`frame_is_loud`); `listening` is True when no reply is in
-        flight (one could not be late)."""
+        """An inbound frame, loud or not (`frame_is_loud`); `listening` is True when no answer is
+        audible (none in flight, or one held while the caller's words are judged: a speculative
+        reply, or an answer paused for a possible backchannel), so the caller may be waiting on a
+        turn end only the stt worker can make."""
         if not self.enabled:
             return
         now = time.monotonic_ns()
@@ -111,7 +115,7 @@ class WaitFiller:
         stalled = self._stt_stalled_ms(now)
         if stalled >= self._cfg.stt_stall_ms:
             self._unanswered_sound = False  # once per stretch of sound
-            self._say(f"the stt worker has not read audio for {stalled:.0f} ms")
+            self._say_for_stt(f"the stt worker has not read audio for {stalled:.0f} ms")
 
     def _late(self, after_ms: int) -> None:
         self._timer = None
