@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ipc.messages import SentenceDone, SynthesisFailed, WorkerEvent, WorkerState
@@ -56,6 +57,8 @@ class Conversations:
         #: Agent profiles, outbound calls and recordings (voicecall/telephony/operator.py); None in
         #: an app built without them.
         self.operator: Operator | None = None
+        #: Called after each call is closed and forgotten (telephony's garbage collector).
+        self.closed_listeners: list[Callable[[], None]] = []
         links.status_listeners.append(self._on_worker_status)
         links.register(CANNED_CALL_ID, self._on_canned)
 
@@ -91,6 +94,8 @@ class Conversations:
         self.sessions.pop(session.call_id, None)
         if not self.sessions:
             self._empty.set()
+        for listener in self.closed_listeners:
+            listener()
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Own a background task until it finishes (cancelled by `cancel_tasks`)."""

@@ -63,6 +63,7 @@ class TelephonyProcess:
         from voicecall.conversation.calls import Conversations
         from voicecall.records import CallRecords
         from voicecall.telephony.app import create_app
+        from voicecall.telephony.garbage import CallGarbageCollector
         from voicecall.twilio.security import check_bind
         from voicecall.web.views import add_views
 
@@ -73,6 +74,8 @@ class TelephonyProcess:
         self.links.start()
         await asyncio.to_thread(self.records.end_abandoned_calls)  # a previous incarnation was killed mid-call (README "Faults")
         self.conversations = Conversations(self.cfg, self.links, self.records)
+        garbage = CallGarbageCollector()
+        self.conversations.closed_listeners.append(garbage.call_ended)
         self.app = create_app(self.cfg, handler_factory=self.conversations.handler_factory, readiness=self.links.readiness)
         add_views(self.app, self.conversations, self.cfg)
         from voicecall.telephony.operator import Operator
@@ -85,6 +88,7 @@ class TelephonyProcess:
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.server.host, self.cfg.server.port, reuse_address=True)
         await site.start()
+        garbage.freeze_startup()
         loop = asyncio.get_running_loop()
         loop.add_reader(self.control.fileno(), self._on_control)
         self.control.send(Ready(worker="telephony", load_s=time.monotonic() - t0,
@@ -96,6 +100,7 @@ class TelephonyProcess:
             if self._drain_task is not None:
                 self._drain_task.cancel()
             await runner.cleanup()  # closes live streams; their sessions close and record the end
+            garbage.close()
             self.conversations.cancel_tasks()
             await self.conversations.close_rest()
             operator.close()  # recordings: the last writes of the streams just closed
