@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 
 log = logging.getLogger("voicecall.telephony")
 
@@ -31,7 +30,6 @@ class CallGarbageCollector:
         self._handle: asyncio.TimerHandle | None = None
         self.collections = 0
         self.freed = 0  # unreachable objects found, over all collections
-        self.last_ms = 0.0
 
     def freeze_startup(self) -> None:
         """Everything built so far lives as long as the process: out of every later collection."""
@@ -51,7 +49,5 @@ class CallGarbageCollector:
 
     def _collect(self) -> None:
         self._handle = None
-        t0 = time.perf_counter()
         self.freed += gc.collect()
-        self.last_ms = (time.perf_counter() - t0) * 1e3
         self.collections += 1

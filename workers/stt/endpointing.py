@@ -53,7 +53,7 @@ _NUMBER_WORDS = frozenset(
 #: question is judged by its punctuation. With a "." they still trail: tiny.en writes "...for it."
 #: for a caller who paused after "for".
 _QUESTION_ENDINGS = frozenset("you it in on".split())
-_WORD = re.compile(r"[a-z0-9']+")
+WORD = re.compile(r"[a-z0-9']+")
 
 
 class Completeness(Enum):
@@ -67,7 +67,7 @@ def completeness(text: str) -> Completeness:
     stripped = text.strip()
     if not stripped:
         return Completeness.NEUTRAL
-    words = _WORD.findall(stripped.lower())
+    words = WORD.findall(stripped.lower())
     last = words[-1] if words else ""
     if any(ch.isdigit() for ch in last) or last in _NUMBER_WORDS:
         return Completeness.INCOMPLETE  # digits (or a month) may be part of a number or date being dictated

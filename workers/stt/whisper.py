@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from workers.package_files import package_dir
+from workers.stt.endpointing import WORD
 
 log = logging.getLogger("voicecall.stt.whisper")
 
@@ -101,7 +102,6 @@ def repeats_at_end(tokens: list[int]) -> bool:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
-_WORDS = re.compile(r"[a-z0-9']+")
 
 
 def drop_restarted_tail(text: str) -> str:
@@ -113,7 +113,7 @@ def drop_restarted_tail(text: str) -> str:
     parts = _SENTENCE_END.split(text.strip())
     if len(parts) < 2 or parts[-1].endswith((".", "?", "!")):
         return text
-    tail, before = _WORDS.findall(parts[-1].lower()), _WORDS.findall(parts[-2].lower())
+    tail, before = WORD.findall(parts[-1].lower()), WORD.findall(parts[-2].lower())
     if tail and len(tail) < len(before) and before[: len(tail)] == tail:
         return " ".join(parts[:-1])
     return text
