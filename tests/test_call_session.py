@@ -393,6 +393,32 @@ def test_words_lost_with_stt_over_a_held_answer_end_it_and_ask_again() -> None:
     _run(scenario)
 
 
+def test_a_held_answer_whose_sound_died_with_stt_ends_and_the_caller_is_asked_again() -> None:
+    """The caller talks over the answer (held: backchannel or not?), the stt worker dies and its
+    successor hears nothing more: after the grace the answer ends and "say it again" plays (a soak
+    found the call silent for 20 s: the ask was skipped because the held answer was "being said")."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _two_sentences_first_heard(session, port, far)
+        session.deps.canned.missed_words.audio += FRAME * 3
+        session.deps.canned.missed_words.ready = True
+        far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
+        await _settle(far)
+        assert session.reply is not None and session.reply.on_hold
+        session.deps.links.set_state("stt", WorkerState.RESTARTING)
+        session.on_worker_status("stt", WorkerState.RESTARTING)
+        session.deps.links.set_state("stt", WorkerState.READY)
+        session.on_worker_status("stt", WorkerState.READY)
+        for _ in range(60):  # the grace (0.8 s), the caller quiet
+            await asyncio.sleep(0.025)
+            if port.played and port.played[-1] == FRAME * 3:
+                break
+        assert port.played[-1] == FRAME * 3, "the caller was not asked to repeat"
+        assert session.reply is not None and not session.reply.on_hold and session.state is CallState.SPEAKING
+        assert any(isinstance(m, Cancel) for m in far.requests("llm")), "the held answer was not cancelled"
+
+    _run(scenario)
+
+
 async def _stop_talking_to_a_stopped_stt(session: CallSession, port: FakePort) -> bool:
     """The caller's last loud frames, then quiet frames in real time, the stt worker reading none:
     True once "One moment." (the only clip of LOUD frames here) was played, within 2 s."""

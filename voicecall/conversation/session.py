@@ -303,7 +303,6 @@ class CallSession(ReplyBookkeeping, CallActions):
             note_turn_end(self, msg)
             if self.missed.turn_ended(msg.speech_start_media_ms):  # the rest of an utterance whose start died with stt
                 self._spec.discard("stt restarted")
-                self._backchannel.abandon()  # an answer held for this sound would otherwise wait forever
                 self._ask_again(f"heard only {text!r} after an stt restart", msg.turn_id)
                 return
             if self._backchannel.on_turn_ended(msg, text):
@@ -481,7 +480,12 @@ class CallSession(ReplyBookkeeping, CallActions):
 
     def _ask_again(self, why: str, turn_id: int | None = None) -> None:
         """The caller's words were lost: say "missed that, say it again" as the reply to their turn."""
-        if self.state is CallState.ENDED or self.reply is not None:
+        if self.state is CallState.ENDED:
+            return
+        # An answer held for the lost sound (a backchannel or not?) would wait forever for a
+        # TurnEnded no worker will send: it ends as a real interruption would.
+        self._backchannel.abandon()
+        if self.reply is not None:
             return  # something is being said already; the caller can speak over it
         if turn_id is None:  # no TurnEnded came: close the lost turn here, so nothing late answers it
             turn_id = self.turn
