@@ -133,6 +133,8 @@ class IpcConfig(_Section):
 BACKCHANNELS = (
     "uh-huh", "uh huh", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "yeah", "yes", "yep", "okay", "ok",
     "right", "sure", "i see", "got it", "alright", "all right", "uh", "um", "oh", "thanks", "thank you",
+    # tiny.en's spellings of "uh-huh" and "mm-hmm" (a soak: "Uh-huh, okay." heard "Aha, okay." 37 times of 93)
+    "aha", "ah-ha", "mm-hm", "uh-hum",
 )
 #: Sounds, not words: Whisper writes them for coughs, sighs and hums ("ah ah ah ah", "Oh, oh, oh").
 FILLERS = ("ah", "aah", "oh", "uh", "um", "umm", "er", "erm", "eh", "mm", "mmm", "hmm", "huh", "ha", "hm")
