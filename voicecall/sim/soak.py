@@ -151,6 +151,8 @@ class SoakCaller:
         while answered and len(call.report.answer_heard_ms) == marks and waited < REPLY_LIMIT_S:
             await call.silence(100)
             waited += 0.1
+        if answered and len(call.report.answer_heard_ms) == marks:
+            self.stats.silences_s.append(waited)  # a filler, then nothing: the silence is the caller's wait
         return answered
 
     def _spoke(self, call: SimulatedCall) -> None:
