@@ -47,7 +47,7 @@ def _dead_url() -> str:
 def _box(name: str, max_calls: int, peer_port: int, llm_urls: list[str]):
     urls = ", ".join(f'"{u}"' for u in llm_urls)
     changes = {
-        "max_calls = 4 ": f"max_calls = {max_calls} ",
+        "max_calls = 8 ": f"max_calls = {max_calls} ",
         'instance_name = ""': f'instance_name = "{name}"',
         "peers = []": f'peers = ["http://127.0.0.1:{peer_port}"]',
         'backend = "faq"': (f'backend = "openai"\nbase_urls = [{urls}]\napi_model = "{MODEL_NAME}"\nmax_tokens = 12\n'
