@@ -100,9 +100,9 @@ class TelephonyProcess:
             if self._drain_task is not None:
                 self._drain_task.cancel()
             await runner.cleanup()  # closes live streams; their sessions close and record the end
-            garbage.close()
             self.conversations.cancel_tasks()
             await self.conversations.close_rest()
+            garbage.close()  # after the last session closed: its end scheduled a collection too
             operator.close()  # recordings: the last writes of the streams just closed
             self.records.close()
             self.links.close()
