@@ -18,7 +18,15 @@ from workers.stt.call_audio import CallAudio
 from workers.stt.endpointing import Completeness, Endpointer, Event, OnsetCounter, completeness
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.vad import WINDOW, HalfWindowStream
-from workers.stt.whisper import ModelNotFound, WhisperEngine, drop_restarted_tail, repeats_at_end, resolve_model_dir
+from workers.stt.whisper import (
+    ModelNotFound,
+    WhisperEngine,
+    continues,
+    drop_restarted_tail,
+    ends_a_sentence,
+    repeats_at_end,
+    resolve_model_dir,
+)
 
 # ---------------------------------------------------------------- endpointing (pure)
 
@@ -245,6 +253,34 @@ def test_guard_falls_back_to_the_stock_window(engine: WhisperEngine) -> None:
     result = tight.transcribe(mulaw_to_16k(utterance(text, lead_ms=300, trail_ms=300).mulaw))
     assert result.fell_back and result.window_frames == 3000
     assert word_error_rate(text, result.text) <= 0.2
+
+
+@pytest.mark.parametrize(("short", "stock", "taken"), [
+    ("Uh-huh, okay. I need to reschedule my", "Uh huh, okay. I need to reschedule my appointment.", True),
+    ("Uh-huh, okay. Do you take walk-", "Uh-huh, okay. Do you take walk-ins?", True),
+    ("I'd like to book a checkup", "I'd like to book a checkup for.", True),
+    ("I called yesterday because", "I called yesterday because...", False),  # nothing more said
+    ("it's possible to", "in its path and we'll do.", False),  # misheard differently, not cut short
+    ("My name is on earth in March", "My name is Robert Martin.", False),
+])
+def test_a_longer_stock_transcript_is_taken_only_when_it_goes_on_from_the_same_words(
+        short: str, stock: str, taken: bool) -> None:
+    assert not ends_a_sentence(short) and ends_a_sentence(stock) and ends_a_sentence("")
+    assert continues(short, stock) is taken
+
+
+def test_a_question_after_a_backchannel_is_transcribed_to_its_last_word(engine: WhisperEngine) -> None:
+    # tiny.en's short window stops at "...walk-" here (the turn then waited 1.2 s for the rest of
+    # a clause and answered the fragment); the stock window hears the whole question.
+    import soxr
+
+    backchannel = ulaw_decode(utterance("Uh huh, okay.", lead_ms=200, trail_ms=200).mulaw)
+    question = utterance("Do you take walk-ins?")
+    spoken = ulaw_decode(question.mulaw)[(question.speech_start_ms - 300) * 8:(question.speech_end_ms + 140) * 8]
+    audio = np.concatenate([backchannel, np.zeros(300 * 8, np.int16), spoken]).astype(np.float32) / 32768.0
+    result = engine.transcribe(soxr.resample(audio, 8000, 16000, quality="HQ").astype(np.float32))
+    assert result.text.rstrip().endswith("?"), result.text
+    assert "ins" in result.text.lower() or "walk in" in result.text.lower(), result.text
 
 
 def test_the_half_window_stream_starts_half_a_window_off_and_maps_back() -> None:

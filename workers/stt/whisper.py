@@ -8,6 +8,12 @@ with `max_length` tied to the audio length. The guard: a decode that hits that l
 repetitive (gzip compression ratio, as faster-whisper's own fallback uses) is redone with the
 stock 30 s window, as is any audio longer than the short window can hold.
 
+A second guard is for the end: tiny.en with a short window sometimes stops a few words early
+after an earlier sentence ("Uh-huh, okay. I need to reschedule my", where the stock window hears
+"...my appointment."), which made a finished question wait the 1.2 s of a trailing clause and
+then answered the fragment. A transcript that does not end a sentence is checked with the stock
+window, and that one is taken when it goes on from the same last words (`continues`).
+
 The lazy segment generator of the stock path is drained here: only plain results leave.
 """
 
@@ -119,6 +125,32 @@ def drop_restarted_tail(text: str) -> str:
     return text
 
 
+#: Sentence ends tiny.en writes; a transcript without one may have been cut short.
+_SENTENCE_ENDS = (".", "?", "!", "…")
+#: Last words of a short-window transcript that must be found in the stock one, in order.
+_OVERLAP_WORDS = 3
+
+
+def ends_a_sentence(text: str) -> bool:
+    """True when `text` is empty or ends with a sentence end; False for "...reschedule my"."""
+    stripped = text.rstrip()
+    return not WORD.search(stripped.lower()) or stripped.endswith(_SENTENCE_ENDS)
+
+
+def continues(short: str, longer: str) -> bool:
+    """Does `longer` say the last words of `short` and then more? (The short window stopped early,
+    not misheard: "...reschedule my" vs "...reschedule my appointment." is; "Is it possible to" vs
+    "in its path and we'll do." is not, and the short text is kept.)"""
+    a, b = WORD.findall(short.lower()), WORD.findall(longer.lower())
+    tail = a[-_OVERLAP_WORDS:]
+    if not tail:
+        return False
+    for i in range(len(b) - len(tail) - 1, -1, -1):
+        if b[i : i + len(tail)] == tail:
+            return True
+    return False
+
+
 def average_logprob(score: float, tokens: int) -> float:
     """CTranslate2's score (sum of log-probs / length with length_penalty 1) as Whisper's avg_logprob,
     which divides the sum by length + 1 (the end-of-text token)."""
@@ -166,15 +198,24 @@ class WhisperEngine:
             return FULL_WINDOW_FRAMES
         return min(FULL_WINDOW_FRAMES, max(self.window_min_frames, math.ceil(need / 100) * 100))
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Transcribe one utterance (float32, 16 kHz, mono)."""
+    def transcribe(self, audio: np.ndarray, check_end: bool = True) -> Transcript:
+        """Transcribe one utterance (float32, 16 kHz, mono). `check_end`: a short-window text that
+        does not end a sentence is checked with the stock window (off for interim partials)."""
         t0 = time.perf_counter()
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         window = self.window_for(len(audio))
         if window < FULL_WINDOW_FRAMES:
             text, no_speech, logprob, suspicious = self._short_window(audio, window)
-            if not suspicious:
+            if not suspicious and (not check_end or ends_a_sentence(text)):
                 return Transcript(drop_restarted_tail(text), no_speech, logprob, window, False, time.perf_counter() - t0)
+            if not suspicious:
+                stock = self._stock(audio)
+                if not continues(text, stock[0]):
+                    return Transcript(drop_restarted_tail(text), no_speech, logprob, window, False,
+                                      time.perf_counter() - t0)
+                log.info("short-window decode stopped early (%r); took the 30 s window's %r", text[-40:], stock[0][-60:])
+                return Transcript(drop_restarted_tail(stock[0]), stock[1], stock[2], FULL_WINDOW_FRAMES, True,
+                                  time.perf_counter() - t0)
             log.info("short-window decode looked repetitive (%r); redoing with the 30 s window", text[:80])
         text, no_speech, logprob = self._stock(audio)
         return Transcript(drop_restarted_tail(text), no_speech, logprob, FULL_WINDOW_FRAMES, window < FULL_WINDOW_FRAMES,

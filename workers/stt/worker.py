@@ -372,7 +372,7 @@ class SttWorker(Worker):
 
         try:
             audio16k = soxr.resample(job.audio.astype(np.float32) / 32768.0, SAMPLE_RATE, 16000, quality="HQ")
-            result = self._engine.transcribe(audio16k.astype(np.float32))
+            result = self._engine.transcribe(audio16k.astype(np.float32), check_end=job.kind is not JobKind.PARTIAL)
         except Exception:
             log.exception("stt: transcription failed for call %d (%s); the turn gets an empty transcript",
                           job.call_id, job.kind.name)
