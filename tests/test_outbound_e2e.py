@@ -237,7 +237,9 @@ def test_human_gets_the_conversation_and_the_call_is_recorded(system: RunningSys
 
     call = asyncio.run(main())
     words = set(normalize_words(call.heard_after(0)))
-    assert {"appointment", "lighthouse"} <= words, words  # the agent's greeting, then its knowledge's answer
+    # The agent's greeting, then its knowledge's answer (tiny.en hears "lighthouse" as "Lyc house" or
+    # "lie tells" in one run of three or four, so the answer is known by "office").
+    assert {"appointment", "office"} <= words, words
     rec, turns = _record(system, sid)
     assert rec["answered_by"] == "human"
     assert [t["role"] for t in turns] == ["caller", "caller", "agent"], turns  # "Hello?" is greeted, not answered
