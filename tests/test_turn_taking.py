@@ -138,7 +138,9 @@ def _assert_resumed(call: SimulatedCall, rec: dict, turns: list, events: list) -
     # tiny.en hears this voice's "from eight" as "for May 10" about one run in two: a few small
     # words may go, but every phrase must be there, the cut one included.
     assert len(missing) <= 3, f"not heard: {missing}"
-    assert {"open", "monday", "friday", "morning", "evening", "saturday", "sundays", "holidays"} <= heard, heard
+    # Stems: the test's own tiny.en once wrote "public holiday." for the agent's "public holidays".
+    stems = {w.removesuffix("s") for w in heard}
+    assert {"open", "monday", "friday", "morning", "evening", "saturday", "sunday", "holiday"} <= stems, heard
 
 
 def test_backchannel_resumes_and_the_whole_answer_is_heard(system: RunningSystem) -> None:
