@@ -14,7 +14,8 @@ Measured at the simulated caller (voicecall/sim/client.py) and from the server's
   joined           talked over, then the caller went on: one caller turn, one reply (`went_on`
                    events; call.went_on_window_ms)
   backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it), or
-                   never stopped (the VAD heard no onset: the answer played on)
+                   never stopped (the VAD heard no onset: the answer played on); the silence from
+                   the end of the caller's "uh-huh" to the answer's audio arriving again, ms
   interruption     caller speech onset -> `clear` arrived (the audio stops there), ms; of it, how
                    late the server's VAD placed the onset in the caller's audio (`barge_in_stop`
                    events), and the server's split (/metrics voicecall_barge_in_stop_seconds): the
@@ -126,6 +127,10 @@ async def run_item(call: TimedCall, item: Item, question: Any) -> None:
     later = [t for t in call.clear_ns[clears:] if t >= start]
     r["stop_ms"] = round((later[0] - onset) / 1e6, 1) if later else None
     await call.quiet(quiet_ms=800, limit_s=25)
+    if item.kind == "backchannel" and later:
+        end_ns = start + item.line.speech_end_ms * 1_000_000
+        again = [t for t in call.media_ns if t >= end_ns]
+        r["resume_gap_ms"] = round((again[0] - end_ns) / 1e6, 1) if again else None
 
 
 async def run_call(url: str, items: list[Item]) -> tuple[TimedCall, list[Item]]:
@@ -227,6 +232,10 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
         "backchannels": backchannels, "backchannels_resumed": resumed, "answers_heard_whole": heard_whole,
         # no clear at all: the VAD let it pass (no onset), the answer played on
         "backchannels_never_stopped": sum(1 for it in backch if it.result.get("stop_ms") is None),
+        # the dead air a caller sits through after their "uh-huh" before the answer goes on
+        "resume_gap_p50_ms": pct(gaps := [it.result["resume_gap_ms"] for it in backch
+                                          if it.result.get("resume_gap_ms") is not None], 50),
+        "resume_gap_max_ms": max(gaps, default=None),
         "extra_caller_turns": extra_turns,
         "interruptions": len(inter),
         "stop_p50_ms": pct([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None], 50),
@@ -328,6 +337,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("backchannels: stopped+resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
         ("  never stopped (no onset)", lambda r: f"{r.get('backchannels_never_stopped', 0)}/{r['backchannels']}"),
         ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),
+        ("  silence, then resumed p50/max ms", lambda r: f"{f(r.get('resume_gap_p50_ms'))} / {f(r.get('resume_gap_max_ms'))}"),
         ("caller turns beyond the questions", lambda r: f(r["extra_caller_turns"])),
         ("interruption stop p50 / max ms", lambda r: f"{f(r['stop_p50_ms'])} / {f(r['stop_max_ms'])}"),
         ("  words -> VAD onset p50 / max ms", lambda r: f"{f(r.get('onset_late_p50_ms'))} / {f(r.get('onset_late_max_ms'))}"),
