@@ -302,6 +302,60 @@ def test_backchannel_over_the_agent_resumes_from_the_unheard_sentence() -> None:
     _run(scenario)
 
 
+async def _held_over_sentence_one(session: CallSession, port: FakePort, far: FarEnd) -> None:
+    """Turn 1's answer, sentence 0 heard, stopped by caller speech (turn 2) over sentence 1."""
+    await _two_sentences_first_heard(session, port, far)
+    far.emit("stt", SpeechStarted(call_id=1, turn_id=2, media_ms=5000, detected_ns=1), 1, 2)
+    await _settle(far)
+    session.on_mark(port.marks[-1], played=False)
+    far.emit("tts", SentenceDone(call_id=1, turn_id=1, seq=1, frames=2, duration_ms=40, first_audio_ns=1), 1, 1)
+    await _settle(far)
+    assert port.clears == 1
+
+
+async def _caller_paused(far: FarEnd, text: str, silence_ms: int = 1200) -> None:
+    """Turn 2's pause transcript is in; the endpointer would wait `silence_ms` more."""
+    far.emit("stt", SpeculativeFinal(call_id=1, turn_id=2, text=text, silence_ms=silence_ms), 1, 2)
+    await _settle(far)
+
+
+def test_a_backchannel_resumes_at_the_callers_pause_not_at_the_end_of_their_turn() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _held_over_sentence_one(session, port, far)
+        played_before = len(port.played)
+        await _caller_paused(far, "Uh-huh.")  # Smart Turn unsure: 1.2 s more to the turn's end
+        assert len(port.played) == played_before + 1 and session.state is CallState.SPEAKING
+        far.emit("stt", _turn_ended(2, "Uh-huh."), 1, 2)
+        await _settle(far)
+        assert len(port.played) == played_before + 1  # the turn's end replays nothing
+        assert not [m for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, (Cancel, Generate))]
+        assert session._backchannel.resumed == 1 and session.conversation.entries[-1].role == "user"
+
+    _run(scenario)
+
+
+def test_a_caller_going_on_after_an_okay_is_stopped_again_and_answered() -> None:
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _held_over_sentence_one(session, port, far)
+        played_before = len(port.played)
+        await _caller_paused(far, "Okay,")
+        assert len(port.played) == played_before  # a comma: about to go on, not resumed
+        far.emit("stt", SpeechResumed(call_id=1, turn_id=2), 1, 2)
+        await _caller_paused(far, "Okay.", silence_ms=500)
+        assert len(port.played) == played_before + 1 and port.clears == 1  # resumed at this pause
+        far.emit("stt", SpeechResumed(call_id=1, turn_id=2), 1, 2)
+        await _settle(far)
+        assert port.clears == 2  # they went on: stopped again at once
+        far.emit("stt", _turn_ended(2, "Okay. And is there parking on Sunday?"), 1, 2)
+        await _settle(far)
+        cancels = {m.turn_id for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)}
+        assert cancels == {1}
+        assert session.conversation.entries[-1].content == "Okay. And is there parking on Sunday?"
+        assert session._backchannel.resumed == 0
+
+    _run(scenario)
+
+
 def test_speculative_reply_is_held_until_the_turn_ends_with_the_same_words() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
         await _finish_greeting(session, port, far)

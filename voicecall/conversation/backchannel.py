@@ -2,6 +2,9 @@
 
     SPEAKING or PROCESSING --SpeechStarted--> audio stopped at once (`clear`), the reply held:
                                 still generated and synthesized, nothing sent (held.py)
+      SpeculativeFinal (the caller paused) whose text is a backchannel (call.backchannel_resume_at_pause)
+          -> the reply resumes now, not after the end-of-turn wait; SpeechResumed (the caller
+             went on) stops it again at once, and the turn is judged when it ends, as below
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
                  (none in the text, only fillers such as "ah ah ah" (call.fillers), a few words
                  Whisper scores as a guess (call.no_words_guess_logprob), or text Whisper rates
@@ -23,11 +26,13 @@ import logging
 import re
 from typing import Any
 
-from ipc.messages import TurnEnded
+from ipc.messages import SpeculativeFinal, SpeechResumed, TurnEnded
 from voicecall.conversation.held import release
 
 log = logging.getLogger("voicecall.call")
 _WORDS = re.compile(r"[a-z0-9']+")
+#: A pause transcript ending so is a caller about to go on ("Okay, so..."): not resumed at the pause.
+_GOING_ON = (",", "...", "…", "-", ";", ":")
 
 
 def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
@@ -68,6 +73,7 @@ class BackchannelPause:
     def __init__(self, session: Any) -> None:
         self.s = session
         self.turn = -1  # the caller turn whose speech paused the reply, -1 when not paused
+        self.early = False  # the reply resumed at that turn's pause, before the turn ended
         self.resumed = 0
 
     @property
@@ -93,12 +99,42 @@ class BackchannelPause:
         s._emit("paused", {"turn": reply.turn_id, "heard": reply.heard_text})
         return True
 
+    def on_pause(self, msg: SpeculativeFinal) -> None:
+        """The caller paused over the held reply and, so far, said only a backchannel: resume now."""
+        s = self.s
+        reply = s.reply
+        cfg = s.deps.cfg.call
+        text = msg.text.strip()
+        if (not cfg.backchannel_resume_at_pause or msg.turn_id != self.turn or reply is None or not reply.on_hold
+                or not _WORDS.search(text.lower()) or text.endswith(_GOING_ON)
+                or not is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words)):
+            return  # no words yet (a cough is judged when the turn ends, by Whisper's scores)
+        self.early = True
+        log.info("call %d: backchannel %r at a pause during turn %d; resuming after %r (the turn has not "
+                 "ended: %d ms to go)", s.call_id, text, reply.turn_id, reply.heard_text, msg.silence_ms)
+        s._emit("resumed", {"turn": reply.turn_id, "text": text, "at": "pause"})
+        release(s, reply)
+        s._maybe_reply_finished()
+
+    def on_resumed(self, msg: SpeechResumed) -> None:
+        """The caller went on after a pause the reply resumed at: stop its audio again, at once."""
+        if not self.early or msg.turn_id != self.turn:
+            return
+        self.early = False
+        s = self.s
+        reply = s.reply
+        if reply is None or reply.on_hold:
+            return  # it played out meanwhile: the caller's words are a turn of their own
+        s.port.clear()
+        reply.on_hold = True
+        s._emit("paused", {"turn": reply.turn_id, "heard": reply.heard_text})
+
     def abandon(self) -> None:
         """The sound that paused the reply cannot be judged (its start died with an stt worker):
         end the held reply as a real interruption would, so the caller can be asked again."""
         if not self.paused:
             return
-        self.turn = -1
+        self.turn, self.early = -1, False
         reply = self.s.reply
         if reply is not None and reply.on_hold:
             reply.on_hold = False
@@ -110,18 +146,23 @@ class BackchannelPause:
         if not self.paused:
             return False
         s = self.s
-        self.turn = -1
+        early, self.turn, self.early = self.early, -1, False
         reply = s.reply
+        cfg = s.deps.cfg.call
+        backchannel = holds_no_words(msg, text, cfg) or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words)
+        if early:  # resumed at the pause and the caller said no more (it may even have played out)
+            if backchannel:
+                self._count(text)
+                return True
+            # The final heard more words than the pause did: a real interruption after all.
+            s._interrupt("barge-in")
+            return False
         if reply is None or not reply.on_hold:
             return False
-        cfg = s.deps.cfg.call
         log.info("call %d: caller sound over turn %d: %r (no-speech %.2f, logprob %.2f, %d ms)", s.call_id,
                  reply.turn_id, text, msg.no_speech_prob, msg.avg_logprob, msg.audio_ms)
-        if holds_no_words(msg, text, cfg) or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words):
-            self.resumed += 1
-            s.deps.metrics.backchannels.inc()
-            if s.deps.records is not None:
-                s.deps.records.event(s._row, "backchannel", text or "(no words)")
+        if backchannel:
+            self._count(text)
             s._emit("resumed", {"turn": reply.turn_id, "text": text})
             log.info("call %d: backchannel %r during turn %d; resuming after %r", s.call_id, text,
                      reply.turn_id, reply.heard_text)
@@ -134,3 +175,10 @@ class BackchannelPause:
         else:
             s._interrupt("barge-in")
         return False
+
+    def _count(self, text: str) -> None:
+        s = self.s
+        self.resumed += 1
+        s.deps.metrics.backchannels.inc()
+        if s.deps.records is not None:
+            s.deps.records.event(s._row, "backchannel", text or "(no words)")

@@ -273,10 +273,13 @@ class CallSession(ReplyBookkeeping, CallActions):
             return  # a voicemail message is not interrupted by the machine's own sounds
         msg = self._spec.remap(msg)
         if isinstance(msg, SpeculativeFinal):
-            if self.greeted:
+            if self._backchannel.paused:
+                self._backchannel.on_pause(msg)
+            elif self.greeted:
                 self._spec.on_final(msg)
         elif isinstance(msg, SpeechResumed):
             self._spec.discard("the caller went on")
+            self._backchannel.on_resumed(msg)
         elif isinstance(msg, SpeechStarted):
             if msg.turn_id < self.turn:
                 return
