@@ -224,7 +224,8 @@ class SpeculativeFinal(_Msg):
 
     Sent once the pause transcript is in (Smart Turn may still change the wait afterwards);
     `silence_ms` is the silence the endpointer now requires before the turn ends. Telephony may
-    start the reply for it without sending audio, then use it if `TurnEnded` brings the same text.
+    start the reply for it without sending audio, then use it if `TurnEnded` brings the same text;
+    while an answer is held for caller speech, a backchannel here resumes it before the turn ends.
     """
 
     call_id: int
@@ -233,6 +234,8 @@ class SpeculativeFinal(_Msg):
     silence_ms: int
     turn_prob: float = -1.0
     ts_ns: int = 0
+    no_speech_prob: float = 0.0  # Whisper's scores of `text`, as `TurnEnded` will carry them if
+    avg_logprob: float = 0.0  # the caller says no more (0.0: no tokens)
 
 
 class SpeechResumed(_Msg, gc=False):

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import msgspec
+import pytest
 
 from ipc.messages import (
     KIND_AUDIO,
@@ -313,19 +314,24 @@ async def _held_over_sentence_one(session: CallSession, port: FakePort, far: Far
     assert port.clears == 1
 
 
-async def _caller_paused(far: FarEnd, text: str, silence_ms: int = 1200) -> None:
+async def _caller_paused(far: FarEnd, text: str, silence_ms: int = 1200, logprob: float = -0.3) -> None:
     """Turn 2's pause transcript is in; the endpointer would wait `silence_ms` more."""
-    far.emit("stt", SpeculativeFinal(call_id=1, turn_id=2, text=text, silence_ms=silence_ms), 1, 2)
+    far.emit("stt", SpeculativeFinal(call_id=1, turn_id=2, text=text, silence_ms=silence_ms, no_speech_prob=0.3,
+                                     avg_logprob=logprob), 1, 2)
     await _settle(far)
 
 
-def test_a_backchannel_resumes_at_the_callers_pause_not_at_the_end_of_their_turn() -> None:
+@pytest.mark.parametrize(("text", "logprob"), [
+    ("Uh-huh.", -0.3),
+    ("And mm", -1.72),  # an espeak "mm-hmm" as tiny.en guessed it: no words (call.no_words_guess_logprob)
+])
+def test_a_backchannel_resumes_at_the_callers_pause_not_at_the_end_of_their_turn(text: str, logprob: float) -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
         await _held_over_sentence_one(session, port, far)
         played_before = len(port.played)
-        await _caller_paused(far, "Uh-huh.")  # Smart Turn unsure: 1.2 s more to the turn's end
+        await _caller_paused(far, text, logprob=logprob)  # Smart Turn unsure: 1.2 s more to the turn's end
         assert len(port.played) == played_before + 1 and session.state is CallState.SPEAKING
-        far.emit("stt", _turn_ended(2, "Uh-huh."), 1, 2)
+        far.emit("stt", msgspec.structs.replace(_turn_ended(2, text), no_speech_prob=0.3, avg_logprob=logprob), 1, 2)
         await _settle(far)
         assert len(port.played) == played_before + 1  # the turn's end replays nothing
         assert not [m for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, (Cancel, Generate))]
@@ -340,6 +346,8 @@ def test_a_caller_going_on_after_an_okay_is_stopped_again_and_answered() -> None
         played_before = len(port.played)
         await _caller_paused(far, "Okay,")
         assert len(port.played) == played_before  # a comma: about to go on, not resumed
+        await _caller_paused(far, "Wait, what")
+        assert len(port.played) == played_before  # words: judged when the turn ends
         far.emit("stt", SpeechResumed(call_id=1, turn_id=2), 1, 2)
         await _caller_paused(far, "Okay.", silence_ms=500)
         assert len(port.played) == played_before + 1 and port.clears == 1  # resumed at this pause

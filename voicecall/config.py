@@ -185,9 +185,9 @@ class CallConfig(_Section):
     backchannels: list[str] = msgspec.field(default_factory=lambda: list(BACKCHANNELS))
     #: A backchannel is at most this many words (all of them from `backchannels`).
     backchannel_max_words: NonNegative = 3
-    #: Resume at the caller's first pause, once its transcript is a backchannel, instead of when
-    #: their turn ends: a lone "uh-huh" often sounds unfinished to Smart Turn, and the endpointer's
-    #: 1.2 s wait was then dead air. If the caller goes on, the audio stops again at once.
+    #: Resume at the caller's first pause, once its transcript is a backchannel or holds no words,
+    #: instead of when their turn ends: a lone "uh-huh" often sounds unfinished to Smart Turn, and
+    #: the endpointer's 1.2 s wait was then dead air. If the caller goes on, the audio stops again.
     backchannel_resume_at_pause: bool = True
     #: A sound over the agent holds no words (the answer resumes) when Whisper rates it no-speech
     #: at or above `no_words_prob` (0..1) AND its text scores below `no_words_logprob` (mean token

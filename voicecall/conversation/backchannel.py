@@ -2,7 +2,8 @@
 
     SPEAKING or PROCESSING --SpeechStarted--> audio stopped at once (`clear`), the reply held:
                                 still generated and synthesized, nothing sent (held.py)
-      SpeculativeFinal (the caller paused) whose text is a backchannel (call.backchannel_resume_at_pause)
+      SpeculativeFinal (the caller paused) whose text is a backchannel or holds no words, by the
+                 rules below (call.backchannel_resume_at_pause)
           -> the reply resumes now, not after the end-of-turn wait; SpeechResumed (the caller
              went on) stops it again at once, and the turn is judged when it ends, as below
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
@@ -55,7 +56,7 @@ def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
     return True
 
 
-def holds_no_words(msg: TurnEnded, text: str, cfg: Any) -> bool:
+def holds_no_words(msg: TurnEnded | SpeculativeFinal, text: str, cfg: Any) -> bool:
     """True when the caller's sound carried no words: only fillers, a few words Whisper scores as a
     guess, or (Whisper's own rule for a silent segment) rated no-speech with a text it is unsure of."""
     words = _WORDS.findall(text.lower().replace("-", " "))
@@ -100,15 +101,16 @@ class BackchannelPause:
         return True
 
     def on_pause(self, msg: SpeculativeFinal) -> None:
-        """The caller paused over the held reply and, so far, said only a backchannel: resume now."""
+        """The caller paused over the held reply and, so far, said only a backchannel (or made a
+        sound with no words): resume now. The same text and scores end the turn if nothing follows."""
         s = self.s
         reply = s.reply
         cfg = s.deps.cfg.call
         text = msg.text.strip()
         if (not cfg.backchannel_resume_at_pause or msg.turn_id != self.turn or reply is None or not reply.on_hold
-                or not _WORDS.search(text.lower()) or text.endswith(_GOING_ON)
-                or not is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words)):
-            return  # no words yet (a cough is judged when the turn ends, by Whisper's scores)
+                or text.endswith(_GOING_ON)
+                or not (holds_no_words(msg, text, cfg) or is_backchannel(text, cfg.backchannels, cfg.backchannel_max_words))):
+            return
         self.early = True
         log.info("call %d: backchannel %r at a pause during turn %d; resuming after %r (the turn has not "
                  "ended: %d ms to go)", s.call_id, text, reply.turn_id, reply.heard_text, msg.silence_ms)

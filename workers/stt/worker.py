@@ -440,7 +440,9 @@ class SttWorker(Worker):
             return
         call.spec_mark = ep.last_voiced
         self.outbox.message(SpeculativeFinal(call_id=cid, turn_id=call.turn, text=ep.text, silence_ms=ep.required_ms,
-                                             turn_prob=call.check[0], ts_ns=time.monotonic_ns()), cid, call.turn)
+                                             turn_prob=call.check[0], ts_ns=time.monotonic_ns(),
+                                             no_speech_prob=call.result_no_speech, avg_logprob=call.result_logprob),
+                            cid, call.turn)
 
     def _partial(self, cid: int, call: _Call, text: str) -> None:
         if text == call.last_partial_text:
