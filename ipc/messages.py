@@ -225,7 +225,8 @@ class SpeculativeFinal(_Msg):
     Sent once the pause transcript is in (Smart Turn may still change the wait afterwards);
     `silence_ms` is the silence the endpointer now requires before the turn ends. Telephony may
     start the reply for it without sending audio, then use it if `TurnEnded` brings the same text;
-    while an answer is held for caller speech, a backchannel here resumes it before the turn ends.
+    while an answer is held for caller speech, a backchannel (or a sound with no words, by these
+    scores) here resumes it before the turn ends.
     """
 
     call_id: int
