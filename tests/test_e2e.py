@@ -134,7 +134,8 @@ def test_killed_llm_worker_mid_call_gets_an_apology_and_the_call_goes_on(system:
     call, report = asyncio.run(main())
     words = _heard_words(call)
     assert {"sorry", "problem"} & words, words
-    assert {"consultation", "checkup", "insurance"} <= words, words
+    # "checkup" is written "check up" or "check-up" by the test's own tiny.en as often as not
+    assert {"consultation", "insurance"} <= words and {"checkup", "check"} & words, words
     _rec, turns = _record(system, report.call_sid)
     agents = [t for t in turns if t["role"] == "agent"]
     assert agents[0]["fallback"] == 1 and "sorry" in agents[0]["text"].lower()

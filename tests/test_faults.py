@@ -193,7 +193,8 @@ def test_a_stopped_worker_is_found_hung_killed_and_restarted_and_its_call_hears_
     assert took < 2.0 + 3.0 + 5.0, took  # generous: the log is polled and the box is shared
     words = _heard(call)
     assert {"sorry", "problem"} & words, words
-    assert {"consultation", "checkup", "insurance"} <= words, words
+    # "checkup" is written "check up" or "check-up" by the test's own tiny.en as often as not
+    assert {"consultation", "insurance"} <= words and {"checkup", "check"} & words, words
     _rec, turns = _record(system, call.call_sid)
     agents = [t for t in turns if t["role"] == "agent"]
     assert agents[0]["fallback"] == 1, agents  # its text is what the llm wrote; the caller heard the apology
@@ -372,7 +373,7 @@ def test_a_briefly_stopped_worker_is_heard_as_one_moment_then_the_answer(system:
     print(f"caller heard: {text!r}")
     assert text.count("moment") == 2, text
     words = set(normalize_words(text))
-    assert {"saturday", "sundays", "consultation", "checkup"} <= words, words
+    assert {"saturday", "sundays", "consultation"} <= words and {"checkup", "check"} & words, words
     for role, ms in first_ms.items():  # sanity only (the stop lasts 2 s, a slow end of turn adds to it)
         assert ms is not None and ms < 2500, (role, first_ms)
     for role, before in deaths.items():

@@ -29,6 +29,7 @@ from ipc.messages import (  # noqa: E402
     ToolSpec,
 )
 from ipc.ring import Record  # noqa: E402
+from tests.processes import descendants  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 from voicecall.sim.tiny_llm import build_tiny_model  # noqa: E402
 from voicecall.sim.worker_harness import WorkerHarness  # noqa: E402
@@ -126,32 +127,41 @@ def test_two_calls_stream_at_once(engine: WorkerHarness) -> None:
     assert set(done) == {5, 6} and all(d.completion_tokens == 48 for d in done.values())
 
 
-def _engine_processes(leader: int) -> list[str]:
-    """Processes whose cmdline names vLLM's engine or whose parent chain reaches `leader`."""
+def _engine_processes(pids: set[int]) -> list[str]:
+    """Those of `pids` still running (not zombies), with their names and command lines."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in sorted(pids):
         try:
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] == "Z":
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
             continue
         comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        pgid = int(fields[2])
-        if "EngineCore" in cmd or "EngineCore" in comm or pgid == leader:
-            found.append(f"{entry} {comm} {cmd[:80]}")
+        found.append(f"{pid} {comm} {cmd[:80]}")
     return found
+
+
+def _group_and_descendants(leader: int) -> set[int]:
+    """The worker's process group and every process whose parent chain reaches it: ours, and only
+    ours (another test file may run its own vLLM engine on this box at the same time)."""
+    pids = descendants(leader)
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.getpgid(int(entry)) == leader:
+                pids.add(int(entry))
+        except OSError:
+            continue
+    return pids
 
 
 def test_sigkill_of_the_worker_leaves_no_engine_process(engine: WorkerHarness) -> None:
     leader = engine.handle.pid
     assert leader is not None
-    assert any("EngineCore" in p for p in _engine_processes(leader)), "no EngineCore found while the engine runs"
+    ours = _group_and_descendants(leader)
+    assert any("EngineCore" in p for p in _engine_processes(ours)), "no EngineCore found while the engine runs"
     engine.handle.signal_group(signal.SIGKILL)
     engine.handle.reap()
-    wait_until(lambda: not _engine_processes(leader), 10, lambda: f"the engine processes to go: {_engine_processes(leader)}",
+    wait_until(lambda: not _engine_processes(ours), 10, lambda: f"the engine processes to go: {_engine_processes(ours)}",
                poll_s=0.1)

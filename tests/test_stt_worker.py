@@ -45,7 +45,9 @@ def test_turns_transcribed_with_boundaries_on_time(stt: WorkerHarness) -> None:
     ]
     audio, offsets = _joined(parts)
     stt.send(CallOpened(call_id=1), call_id=1)
-    _, got = play_in_real_time(stt, {1: audio})
+    # The number may wait `silence_ms_max` (2 s) after its last digit: read until its turn ends.
+    _, got = play_in_real_time(stt, {1: audio}, tail_s=6.0,
+                               until=lambda _rec, msg: isinstance(msg, TurnEnded) and msg.turn_id == len(parts) - 1)
     stt.send(CallClosed(call_id=1), call_id=1)
     starts, ends = _events(got, SpeechStarted, 1), _events(got, TurnEnded, 1)
     assert len(starts) == len(parts) and len(ends) == len(parts), [type(m).__name__ for _, _, m in got]
@@ -80,7 +82,14 @@ def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:
     b = utterance("Do you accept new patients at the clinic?", lead_ms=700)
     for cid in (11, 12):
         stt.send(CallOpened(call_id=cid), call_id=cid)
-    _, got = play_in_real_time(stt, {11: a.mulaw, 12: b.mulaw})
+    ended: set[int] = set()
+
+    def both_ended(_rec: object, msg: object) -> bool:
+        if isinstance(msg, TurnEnded):
+            ended.add(msg.call_id)
+        return ended == {11, 12}
+
+    _, got = play_in_real_time(stt, {11: a.mulaw, 12: b.mulaw}, tail_s=6.0, until=both_ended)
     for cid, u in ((11, a), (12, b)):
         ends = _events(got, TurnEnded, cid)
         assert len(ends) == 1, (cid, ends)
