@@ -78,3 +78,30 @@ def postgres():
     finally:
         os.environ.pop(PASSWORD_ENV, None)
         server.close()
+
+
+#: Files that start a whole system or stream real-time audio, longest first (seconds measured
+#: serially on a 2-core box with `pytest --durations`). `make test` runs whole files on two
+#: workers (`--dist loadfile`); handing these out first leaves no worker with a 150 s file at the
+#: end while the other idles. Files not named here follow, in collection order.
+LONGEST_FIRST = (
+    "test_faults.py",  # 176 s
+    "test_soak.py",  # 153 s
+    "test_e2e.py",  # 131 s
+    "test_turn_taking.py",  # 70 s
+    "test_actions_e2e.py",  # 45 s
+    "test_two_boxes.py",  # 44 s
+    "test_stt_worker.py",  # 42 s
+    "test_llm_vllm.py",  # 30 s
+    "test_browser.py",  # 30 s
+    "test_outbound_e2e.py",  # 28 s
+    "test_smart_turn.py",  # 20 s
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On pytest-xdist workers, the files of `LONGEST_FIRST` first; a plain run keeps its order."""
+    if not hasattr(config, "workerinput"):
+        return
+    last = len(LONGEST_FIRST)
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else last)
