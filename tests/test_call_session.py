@@ -110,7 +110,7 @@ async def _settle(far: FarEnd) -> None:
     await wait_until_async(far.delivered, 5, "the session to read every record the workers' ends wrote", poll_s=0.001)
 
 
-def _run(scenario) -> None:  # noqa: ANN001
+def _run(scenario, info: CallInfo | None = None) -> None:  # noqa: ANN001
     rings = {label: OwnedRing(label, 1 << 16) for label in ("stt_in", "stt_out", "llm_in", "llm_out", "tts_in", "tts_out")}
     far = FarEnd(rings)
     try:
@@ -123,7 +123,7 @@ def _run(scenario) -> None:  # noqa: ANN001
             deps = SessionDeps(cfg=cfg, links=links, records=None, metrics=CallMetrics(),
                                canned=CannedAudio(cfg.call.greeting, cfg.call.apology))
             port = FakePort()
-            session = CallSession(1, CallInfo(call_sid="CA1"), port, deps)
+            session = CallSession(1, info or CallInfo(call_sid="CA1"), port, deps)
             session.start()
             try:
                 await scenario(session, port, far)
@@ -388,6 +388,28 @@ def test_speculative_reply_is_held_until_the_turn_ends_with_the_same_words() -> 
         assert session.conversation.entries[-1].content == "Where are you?"
 
     _run(scenario)
+
+
+def test_a_speculative_request_offers_what_the_real_one_would() -> None:
+    """The agent's system prompt, knowledge file and tools go with a speculative request too: a
+    held reply stands in for the real one, and "put me through" must be able to transfer."""
+    agent = CallInfo(call_sid="CA1", agent="billing", system_prompt="You are Billing.", knowledge="billing.toml",
+                     transfer_number="+15550001111")
+
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.requests("llm")
+        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="Can I talk to a person?", silence_ms=400), 1, 1)
+        await _settle(far)
+        far.emit("stt", _turn_ended(1, "Can I talk to a person, please?"), 1, 1)  # other words: asked anew
+        await _settle(far)
+        speculative, real = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert (speculative.turn_id, real.turn_id) == (1, 2)
+        for gen in (speculative, real):
+            assert [t.name for t in gen.tools] == ["transfer_call"] and gen.knowledge == "billing.toml"
+            assert (gen.messages[0].role, gen.messages[0].content) == ("system", "You are Billing.")
+
+    _run(scenario, agent)
 
 
 def test_speculative_reply_discarded_when_the_caller_goes_on() -> None:

@@ -90,6 +90,13 @@ class Conversation:
         else:
             self.entries.append(ChatMessage(role="user", content=text))
 
+    def with_caller(self, text: str) -> Conversation:
+        """A copy with `text` added as the caller's (a speculative turn's history), this one untouched."""
+        copy = Conversation(self.max_turns, self.system_prompt)
+        copy.entries = list(self.entries)
+        copy.add_caller(text)
+        return copy
+
     def add_agent(self, reply: AgentReply) -> ChatMessage | None:
         """Record the reply as heard: cut to the played sentences when interrupted. Tool calls it
         made come first (assistant `tool_calls`, then each `role: "tool"` result), so later turns

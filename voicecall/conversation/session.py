@@ -334,6 +334,14 @@ class CallSession(ReplyBookkeeping, CallActions):
                 return
             self._answer(turn_id, text, stamps)
 
+    def generate_request(self, turn_id: int, history: Conversation) -> Generate:
+        """The llm request for `turn_id` over `history`, the same for a speculative turn and a real
+        one (the agent's tools and knowledge file included), so a held reply can stand in for it."""
+        llm = self.deps.cfg.llm
+        return Generate(call_id=self.call_id, turn_id=turn_id, messages=history.messages(),
+                        max_tokens=llm.max_tokens, temperature=llm.temperature, sent_ns=time.monotonic_ns(),
+                        tools=self._offered_tools(), knowledge=self.info.knowledge)
+
     def _answer(self, turn_id: int, text: str, stamps: TurnStamps) -> None:
         """Start the reply to caller turn `turn_id` (superseding any reply still in flight)."""
         self._spec.discard("superseded")
@@ -352,11 +360,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         llm = self.deps.links["llm"]
         # A request queued to a dead worker would be answered by its successor, after the apology.
         sent = llm.state is WorkerState.READY and llm.send(
-            Generate(call_id=self.call_id, turn_id=turn_id, messages=self.conversation.messages(),
-                     max_tokens=self.deps.cfg.llm.max_tokens, temperature=self.deps.cfg.llm.temperature,
-                     sent_ns=time.monotonic_ns(), tools=self._offered_tools(), knowledge=self.info.knowledge),
-            self.call_id, turn_id,
-        )
+            self.generate_request(turn_id, self.conversation), self.call_id, turn_id)
         if not sent:
             self._apologise("llm unavailable")
             return

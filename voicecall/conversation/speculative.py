@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import msgspec
 
-from ipc.messages import Generate, SpeculativeFinal, TurnEnded
-from voicecall.conversation.history import Conversation
+from ipc.messages import SpeculativeFinal, TurnEnded
 
 log = logging.getLogger("voicecall.call")
 
@@ -62,14 +60,10 @@ class SpeculativeReplies:
         llm, tts = s.deps.links["llm"], s.deps.links["tts"]
         if not (_ready(llm) and _ready(tts)):
             return
-        history = Conversation(s.conversation.max_turns)
-        history.entries = list(s.conversation.entries)
-        history.add_caller(text)
+        history = s.conversation.with_caller(text)
         reply = s._begin_reply(msg.turn_id)
         reply.on_hold = True
-        sent = llm.send(Generate(call_id=s.call_id, turn_id=msg.turn_id, messages=history.messages(),
-                                 max_tokens=s.deps.cfg.llm.max_tokens, temperature=s.deps.cfg.llm.temperature,
-                                 sent_ns=time.monotonic_ns()), s.call_id, msg.turn_id)
+        sent = llm.send(s.generate_request(msg.turn_id, history), s.call_id, msg.turn_id)
         if not sent:
             s.reply = None
             return
