@@ -29,6 +29,7 @@ from ipc.messages import (
     SpeechStarted,
     SttRequest,
     Synthesize,
+    ToolCall,
     TtsRequest,
     TurnEnded,
     WorkerState,
@@ -364,12 +365,17 @@ def test_a_caller_going_on_after_an_okay_is_stopped_again_and_answered() -> None
     _run(scenario)
 
 
+async def _caller_paused_after_greeting(session: CallSession, port: FakePort, far: FarEnd, text: str) -> None:
+    """The greeting heard, then the caller's first words and a pause: a speculative turn 1 starts."""
+    await _finish_greeting(session, port, far)
+    far.requests("llm")
+    far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text=text, silence_ms=400), 1, 1)
+    await _settle(far)
+
+
 def test_speculative_reply_is_held_until_the_turn_ends_with_the_same_words() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
-        await _finish_greeting(session, port, far)
-        far.requests("llm")
-        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="Where are you?", silence_ms=400), 1, 1)
-        await _settle(far)
+        await _caller_paused_after_greeting(session, port, far, "Where are you?")
         gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
         assert len(gen) == 1 and gen[0].turn_id == 1 and gen[0].messages[-1].content == "Where are you?"
         assert session.conversation.entries[-1].role == "assistant"  # not in the history yet
@@ -397,10 +403,7 @@ def test_a_speculative_request_offers_what_the_real_one_would() -> None:
                      transfer_number="+15550001111")
 
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
-        await _finish_greeting(session, port, far)
-        far.requests("llm")
-        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="Can I talk to a person?", silence_ms=400), 1, 1)
-        await _settle(far)
+        await _caller_paused_after_greeting(session, port, far, "Can I talk to a person?")
         far.emit("stt", _turn_ended(1, "Can I talk to a person, please?"), 1, 1)  # other words: asked anew
         await _settle(far)
         speculative, real = [m for m in far.requests("llm") if isinstance(m, Generate)]
@@ -412,12 +415,28 @@ def test_a_speculative_request_offers_what_the_real_one_would() -> None:
     _run(scenario, agent)
 
 
+def test_a_tool_called_at_the_callers_pause_waits_for_the_turns_end() -> None:
+    """A tool's POST cannot be taken back if the caller goes on: a speculative reply that calls one
+    is dropped, and the turn is asked again (tools and all) once it has really ended."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _caller_paused_after_greeting(session, port, far, "Put me through, please.")
+        far.tokens(1, 1, "Putting you through now.")
+        far.emit("llm", ToolCall(call_id=1, turn_id=1, tool_call_id="t1", name="transfer_call"), 1, 1)
+        await _settle(far)
+        assert not session._tool_tasks, "a tool ran before the caller's turn ended"
+        cancels = {(w, m.turn_id) for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, Cancel)}
+        assert cancels == {("llm", 1), ("tts", 1)}
+        far.emit("stt", _turn_ended(1, "Put me through, please."), 1, 1)
+        await _settle(far)
+        gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert [g.turn_id for g in gen] == [2] and [t.name for t in gen[0].tools] == ["transfer_call"]
+
+    _run(scenario, CallInfo(call_sid="CA1", transfer_number="+15550001111"))
+
+
 def test_speculative_reply_discarded_when_the_caller_goes_on() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
-        await _finish_greeting(session, port, far)
-        far.requests("llm")
-        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text="I need to cancel.", silence_ms=400), 1, 1)
-        await _settle(far)
+        await _caller_paused_after_greeting(session, port, far, "I need to cancel.")
         far.tokens(1, 1, "Sure, I can cancel it.")
         far.audio(1, 1, 0)
         far.emit("stt", SpeechResumed(call_id=1, turn_id=1), 1, 1)

@@ -73,6 +73,7 @@ class CallActions:
     _audio_seen_for_reply: bool
     _generation_done: bool
     _aggregator: Any
+    _spec: Any  # SpeculativeReplies
     _speak_piece: Callable[[str], None]
     _cancel_deadline: Callable[[], None]
     _arm_deadline: Callable[[str], None]
@@ -110,6 +111,11 @@ class CallActions:
 
     def _on_tool_call(self, reply: AgentReply, msg: ToolCall) -> None:
         """The LLM called a tool during `reply` (its text so far arrived before this)."""
+        if self._spec.holds(reply):
+            # Asked at the caller's pause: a tool's POST cannot be taken back if they go on, so the
+            # turn is asked again, tools and all, once it has really ended.
+            self._spec.discard("the model called a tool: asked again at the turn's end")
+            return
         self._cancel_deadline()  # the tool's own timeouts apply while it runs
         task = asyncio.get_running_loop().create_task(self._run_tool(reply, msg), name=f"tool-{msg.name}")
         for owner in (self._tasks, self._tool_tasks):

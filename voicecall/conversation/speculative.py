@@ -39,6 +39,10 @@ class SpeculativeReplies:
     def active(self) -> bool:
         return self.turn >= 0
 
+    def holds(self, reply: Any) -> bool:
+        """Is `reply` the speculative one, still held (its turn has not ended)?"""
+        return self.active and reply.turn_id == self.turn and reply.on_hold
+
     def remap(self, msg: Any) -> Any:
         """An stt event for a discarded turn belongs to the turn that replaced it."""
         if getattr(msg, "turn_id", None) in self.discarded:
