@@ -1,9 +1,10 @@
 """Speculative replies: start answering at the caller's pause, play it only if the turn really ended.
 
     SpeculativeFinal(turn N, text)   wait <= call.speculative_max_silence_ms, nothing in flight:
-        -> Generate(turn N, history + text) and its TTS, the reply held (nothing sent)
+        -> Generate(turn N, history + text, the call's tools: CallSession.generate_request) and
+           its TTS, the reply held (nothing sent)
     TurnEnded(turn N, same text)     -> used: the caller's turn is recorded, the held audio plays
-    SpeechResumed / other text / DTMF / hang-up
+    SpeechResumed / other text / DTMF / hang-up / a tool call (runs only once the turn has ended)
         -> discarded: Cancel(turn N) to llm and tts, nothing of it is ever sent; the session
            listens on as turn N + 1 (a cancelled turn id cannot be reused: workers drop it)
 
