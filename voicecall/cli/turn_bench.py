@@ -3,6 +3,7 @@
     voicecall run --config configs/cpu.toml &                 # or a copy on another port
     voicecall turn-bench --config configs/cpu.toml --calls 1 4 --json /tmp/turns.json
     voicecall turn-bench --signals --set tuning               # each end-of-turn signal alone, offline
+    voicecall turn-bench --signals --set dev                  # ... on a third set, to check a rule change
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
 0.6-1.0 s pause after an unfinished clause, complete questions, backchannels at different points
@@ -283,20 +284,26 @@ def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
     return {part: (sums.get(part, 0.0), counts.get(part, 0)) for part in counts}
 
 
-def signals(set_name: str) -> dict[str, Any]:
-    """Each end-of-turn signal alone and combined, offline, at the pause (+200 ms) of every paused
-    line (truth: unfinished) and at the end of every complete question (truth: finished)."""
+def signals(set_name: str, config: str) -> dict[str, Any]:
+    """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
+    into the pause of every paused line (truth: unfinished) and after every complete question
+    (truth: finished); decoded as the worker decodes (its engine and window, from `config`)."""
+    import numpy as np
+    import soxr
+
     from ipc.audio import ulaw_decode
-    from voicecall.sim.speech import transcribe_mulaw
-    from workers.config import VadConfig
     from workers.stt.endpointing import Completeness, completeness, required_silence_ms
     from workers.stt.smart_turn import SmartTurn
+    from workers.stt.whisper import WhisperEngine
 
-    model, cfg = SmartTurn.load(), VadConfig()
+    stt = load_config(config).stt
+    engine, model, cfg = WhisperEngine.for_config(stt, threads=1, decoders=1), SmartTurn.load(), stt.vad
     rows = []
     for ln in caller_set(set_name, ("paused", "complete")):
-        cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + 200
-        text = transcribe_mulaw(ln.mulaw[: cut * 8])
+        cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + cfg.settle_ms
+        pcm = ulaw_decode(ln.mulaw[max(0, ln.speech_start_ms - stt.vad.prefix_padding_ms) * 8: cut * 8])
+        heard = engine.transcribe(soxr.resample(pcm.astype(np.float32) / 32768.0, 8000, 16000, quality="HQ"))
+        text = heard.text
         t0 = time.perf_counter()
         prob = model.probability_8k(ulaw_decode(ln.mulaw[: cut * 8]))
         ms = (time.perf_counter() - t0) * 1e3
@@ -305,6 +312,7 @@ def signals(set_name: str) -> dict[str, Any]:
         combined = required_silence_ms(cfg, text, prob)
         rules = required_silence_ms(cfg, text, None)
         rows.append({"kind": ln.kind, "voice": ln.voice, "text": text, "p_complete": round(prob, 3), "check_ms": round(ms, 1),
+                     "avg_logprob": round(heard.avg_logprob, 2),
                      "model_ok": (prob >= cfg.turn_complete_prob) == done,
                      "rules_ok": (completeness(text) is Completeness.COMPLETE) == done,
                      "rules_wait_ms": rules, "combined_wait_ms": combined,
@@ -321,6 +329,7 @@ def signals(set_name: str) -> dict[str, Any]:
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
         "complete_wait_p50_rules_ms": statistics.median(r["rules_wait_ms"] for r in done),
         "complete_wait_p50_combined_ms": statistics.median(r["combined_wait_ms"] for r in done),
+        "complete_waits_over_500ms": sum(r["combined_wait_ms"] > 500 for r in done),
         "check_ms_p50": pct([r["check_ms"] for r in rows], 50), "rows": rows,
     }
 
@@ -374,13 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/cpu.toml", help="the running server's config (url, records db)")
     p.add_argument("--calls", type=int, nargs="+", default=[1, 4], help="runs: simultaneous calls in each")
-    p.add_argument("--set", default="report", choices=["report", "tuning"])
+    p.add_argument("--set", default="report", choices=["report", "tuning", "dev"],
+                   help="caller lines (dev: paused and complete only, for --signals)")
     p.add_argument("--limit", type=int, default=0, help="only the first N items (a quick look)")
     p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args(argv)
+    if args.set == "dev" and not args.signals:
+        p.error("the dev set has paused and complete lines only: use it with --signals")
     if args.signals:
-        result: Any = signals(args.set)
+        result: Any = signals(args.set, args.config)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     else:
         cfg = load_config(args.config)

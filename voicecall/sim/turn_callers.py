@@ -1,9 +1,11 @@
 """Generated callers for turn-taking: paused sentences, complete questions, backchannels, interruptions.
 
-Two sets that share no sentence: TUNING (what the end-of-turn thresholds were calibrated on) and
-REPORT (what the benchmark reports). They use different voices where possible: TUNING is the
-Piper voice of voicecall/sim/speech.py; REPORT is espeak-ng (formant synthesis, a very different
-voice, installed by tools/install_system_deps.py) plus Piper at a slower speaking rate.
+Three sets that share no sentence: TUNING (what the end-of-turn thresholds were calibrated on),
+REPORT (what the benchmark reports) and DEV (paused and complete lines only, for checking a change
+to the transcript rules offline, `turn-bench --signals --set dev`, before it meets the report set).
+They use different voices where possible: TUNING is the Piper voice of voicecall/sim/speech.py;
+REPORT is espeak-ng (formant synthesis, a very different voice, installed by
+tools/install_system_deps.py) plus Piper at a slower speaking rate; DEV takes all three in turn.
 
 A paused sentence is written with "|" where the caller stops to think. It is synthesized whole,
 with a comma at the "|" (so the voice keeps the rising, unfinished intonation of a caller who
@@ -86,8 +88,33 @@ REPORT: dict[str, list[str]] = {
     ],
 }
 
+DEV: dict[str, list[str]] = {
+    "paused": [
+        "I want to change my address and | my phone number.", "My card number ends in seven three, | four one.",
+        "I was going to ask if, uh, | you have any openings.", "Can you check whether the dentist | works on Fridays?",
+        "I'm calling about a refill for | my blood pressure pills.", "My birthday is June | the twelfth.",
+        "I missed my appointment because | my car broke down.", "Would it be okay to, um, | bring my son along?",
+        "I moved last month. | Can you update my file?", "The bill came yesterday. | It looks wrong.",
+        "My member ID is six one, | zero zero five.", "I think that | the address is wrong.",
+        "Can I reschedule to | the end of the month?", "We would like to see | the same doctor as last time.",
+        "Please call me back at two one three, | five five nine.", "I need a copy of my | vaccination record.",
+        "My appointment is on the | twenty second of May.", "Is there a way to | pay online?",
+    ],
+    "complete": [
+        "Who should I talk to?", "What is the fee for?", "Can you help me?", "Is that right?", "What time is it now?",
+        "Do you do x-rays?", "How do I get there?", "Can I bring my dog?", "Are you closed tomorrow?",
+        "I need to see a doctor today.", "Can someone call me back?", "Is the pharmacy open?",
+        "How early should I arrive?", "Do you have weekend hours?", "What should I bring with me?",
+        "I lost my insurance card.", "Can I change my appointment?", "Where do I park?", "Is there a fee for that?",
+        "How long does a cleaning take?", "Do you treat children?", "What is your address?", "Thank you very much.",
+        "Can I get a refill?", "Who is my doctor?", "What do I need to fill in?",
+    ],
+}
+
+SETS = {"tuning": TUNING, "report": REPORT, "dev": DEV}
 #: (voice name, length scale) for each set: REPORT alternates espeak-ng and a slower Piper.
-VOICES = {"tuning": [("piper", 1.0)], "report": [("espeak", 1.0), ("piper", 1.15)]}
+VOICES = {"tuning": [("piper", 1.0)], "report": [("espeak", 1.0), ("piper", 1.15)],
+          "dev": [("piper", 1.0), ("espeak", 1.0), ("piper", 1.15)]}
 
 
 @dataclass(frozen=True)
@@ -200,13 +227,13 @@ def line(kind: str, text: str, voice: str = "piper", scale: float = 1.0, pause_m
 
 def caller_set(name: str, kinds: tuple[str, ...] = ("paused", "complete", "backchannel", "interruption"),
                seed: int = 0) -> list[CallerLine]:
-    """Every line of set `name` ("tuning" or "report"), voices alternated, pauses 0.6-1.0 s."""
-    texts = TUNING if name == "tuning" else REPORT
+    """Every line of set `name` ("tuning", "report" or "dev"), voices alternated, pauses 0.6-1.0 s."""
+    texts = SETS[name]
     voices = VOICES[name]
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:
-        for i, text in enumerate(texts[kind]):
+        for i, text in enumerate(texts.get(kind, [])):
             voice, scale = voices[i % len(voices)]
             pause = int(rng.integers(30, 51)) * 20 if kind == "paused" else 0  # 600..1000 ms
             out.append(line(kind, text, voice, scale, pause_ms=pause or 800))

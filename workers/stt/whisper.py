@@ -29,12 +29,15 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workers.package_files import package_dir
 from workers.stt.endpointing import WORD, Completeness, completeness
+
+if TYPE_CHECKING:
+    from workers.config import SttConfig
 
 log = logging.getLogger("voicecall.stt.whisper")
 
@@ -183,6 +186,14 @@ class WhisperEngine:
                              num_workers=num_workers, local_files_only=device == "cpu")
         return cls(model, language=language, beam_size=beam_size, window_min_frames=window_min_frames,
                    window_margin_frames=window_margin_frames, max_tokens_per_s=max_tokens_per_s)
+
+    @classmethod
+    def for_config(cls, cfg: SttConfig, threads: int = 0, decoders: int = 0) -> WhisperEngine:
+        """The engine as the stt worker runs it (threads / decoders: 0 = as configured)."""
+        return cls.load(cfg.model, device=cfg.process.device, compute_type=cfg.compute_type,
+                        cpu_threads=threads or max(1, cfg.process.threads), num_workers=decoders or max(1, cfg.decode_threads),
+                        language=cfg.language, beam_size=cfg.beam_size, window_min_frames=cfg.window_min_frames,
+                        window_margin_frames=cfg.window_margin_frames, max_tokens_per_s=cfg.max_tokens_per_s)
 
     def window_for(self, samples: int) -> int:
         """Encoder window (mel frames) for `samples` of audio: sized to it, or the stock 30 s."""

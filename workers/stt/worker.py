@@ -138,12 +138,7 @@ class SttWorker(Worker):
         cfg = self.config
         logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # no per-decode INFO lines
         progress("loading whisper", 0, 2, cfg.model)
-        self._engine = WhisperEngine.load(
-            cfg.model, device=cfg.process.device, compute_type=cfg.compute_type,
-            cpu_threads=max(1, cfg.process.threads), num_workers=max(1, cfg.decode_threads),
-            language=cfg.language, beam_size=cfg.beam_size, window_min_frames=cfg.window_min_frames,
-            window_margin_frames=cfg.window_margin_frames, max_tokens_per_s=cfg.max_tokens_per_s,
-        )
+        self._engine = WhisperEngine.for_config(cfg)
         progress("loading silero vad", 1, 3, cfg.vad.model)
         self._vad = SileroVad.load(cfg.vad.model, threads=1)
         if cfg.vad.turn_model:  # a missing file fails start-up, naming the package and the file
