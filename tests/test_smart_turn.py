@@ -102,3 +102,15 @@ def test_a_caller_who_never_pauses_has_the_turn_ended_at_commit_after_ms() -> No
     assert events[0] == (4, Event.ONSET, False)
     assert events[1] == (249, Event.END, True)  # 250 windows x 32 ms = 8 s of speech without a pause
     assert events[2][1] is Event.ONSET  # still talking: the next turn begins
+
+
+def test_the_tuning_report_and_dev_sets_share_no_sentence() -> None:
+    from voicecall.sim.turn_callers import SETS
+
+    def sentences(name: str) -> set[str]:
+        return {t.replace("| ", "").lower() for kind in ("paused", "complete") for t in SETS[name].get(kind, [])}
+
+    names = list(SETS)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not sentences(a) & sentences(b), (a, b, sentences(a) & sentences(b))

@@ -50,6 +50,21 @@ from workers.stt.whisper import (
     ("I'd like to book a checkup for it.", Completeness.INCOMPLETE),
     ("I was wondering if you", Completeness.INCOMPLETE),
     ("Can I get an appointment for my?", Completeness.INCOMPLETE),
+    # a wh-question may strand its preposition; a yes/no question may not
+    ("Who should I talk to?", Completeness.COMPLETE),
+    ("Okay, what is the fee for?", Completeness.COMPLETE),
+    ("Can I reschedule to?", Completeness.INCOMPLETE),
+    ("What's that?", Completeness.COMPLETE),
+    ("Is there a fee for that?", Completeness.COMPLETE),
+    ("So I was thinking that.", Completeness.INCOMPLETE),
+    # a date being dictated; a question about one
+    ("My date of birth is March. The fourth.", Completeness.INCOMPLETE),
+    ("Are you open on the fourth?", Completeness.COMPLETE),
+    # an if/whether/because clause with no verb yet
+    ("Could you tell me if the doctor?", Completeness.INCOMPLETE),
+    # bare words: as often a finished question tiny.en left bare as a clause cut at a pause
+    ("is the clinic open at lunch time", Completeness.NEUTRAL),
+    ("What if it rains?", Completeness.COMPLETE),
     ("", Completeness.NEUTRAL),
 ])
 def test_completeness(text: str, expected: Completeness) -> None:

@@ -9,7 +9,8 @@ Pure logic (no model, no clock): fed one speech probability per 32 ms VAD window
 
 "Enough silence" adapts to what was said and how it sounded (`required_silence_ms`), from two
 signals known shortly after each pause: the transcript of the speech so far (does it trail off: a
-conjunction, an article, a comma, an ellipsis, "um", digits of a number being dictated?) and the
+conjunction, an article, a comma, an ellipsis, "um", digits of a number or the day of a date being
+dictated, an "if" with no verb yet?) and the
 Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/smart_turn.py):
 
     text / model        P >= complete_prob    in between            P < incomplete_prob   off / failed
@@ -53,6 +54,21 @@ _NUMBER_WORDS = frozenset(
 #: question is judged by its punctuation. With a "." they still trail: tiny.en writes "...for it."
 #: for a caller who paused after "for".
 _QUESTION_ENDINGS = frozenset("you it in on".split())
+#: Prepositions a wh-question strands at its end ("Who should I talk to?", "What is it for?"). A
+#: yes/no question does not ("Can I reschedule to?" is a caller who paused), so only questions that
+#: open with one of _WH_WORDS are judged by their "?".
+_STRANDED = frozenset("to for with about from at of".split())
+_WH_WORDS = frozenset("who whom whose what which where when why how".split())
+#: Ordinals that name a day of a date being dictated ("March the fourth, nineteen eighty").
+_ORDINALS = frozenset(
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
+    "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth thirtieth".split()
+)
+_BEFORE_DAY = frozenset("the of twenty thirty".split()) | frozenset(
+    "january february march april may june july august september october november december".split())
+#: Clauses that need a verb: "Could you tell me if the doctor?" is a caller who paused.
+_SUBORDINATORS = frozenset("if whether because".split())
+_DETERMINERS = frozenset("the a an my your our their his her this that these those".split())
 WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -64,26 +80,53 @@ class Completeness(Enum):
 
 def completeness(text: str) -> Completeness:
     """Does `text` sound finished? Decides how much silence ends the turn."""
-    stripped = text.strip()
+    stripped = text.strip().rstrip("\"')")
     if not stripped:
         return Completeness.NEUTRAL
     words = WORD.findall(stripped.lower())
     last = words[-1] if words else ""
+    question = stripped.endswith("?")
     if any(ch.isdigit() for ch in last) or last in _NUMBER_WORDS:
         return Completeness.INCOMPLETE  # digits (or a month) may be part of a number or date being dictated
+    if last in _ORDINALS and not question and len(words) > 1 and words[-2] in _BEFORE_DAY:
+        return Completeness.INCOMPLETE  # "the fourth," of a date; "Are you open on the fourth?" asks
     if stripped.endswith(("...", "…", ",", "-", ";", ":")):
         return Completeness.INCOMPLETE
     if last in TRAILING_WORDS and not _ends_question(stripped, words) and words[-2:] != ["thank", "you"]:
         return Completeness.INCOMPLETE
-    if stripped.endswith("?") or (stripped.endswith((".", "!")) and len(words) > 2):
+    if _open_clause(words):
+        return Completeness.INCOMPLETE
+    if question or (stripped.endswith((".", "!")) and len(words) > 2):
         return Completeness.COMPLETE
     # Whisper ends any fragment it is given with "." ("Sorry." for "Sorry, could you..."): a one- or
-    # two-word "sentence" is as often a preamble as an answer, so it gets the neutral wait.
+    # two-word "sentence" is as often a preamble as an answer, so it gets the neutral wait. So do
+    # bare words: a clause cut at a pause ("I'd like to book a checkup" for "...a checkup for | my
+    # daughter"), but as often, live, a finished question tiny.en left bare ("is the clinic open at
+    # lunch time", 5 turns of one espeak call; Piper's never), so they do not wait 1.2 s.
     return Completeness.NEUTRAL
 
 
 def _ends_question(stripped: str, words: list[str]) -> bool:
-    return stripped.endswith("?") and len(words) >= 4 and words[-1] in _QUESTION_ENDINGS
+    """A "?" after a word that usually trails, where it ends a real question instead."""
+    if not stripped.endswith("?"):
+        return False
+    if words[-1] == "that" and len(words) >= 2:
+        return True  # a pronoun there: "What's that?", "Is there a fee for that?"
+    if len(words) < 4:
+        return False
+    if words[-1] in _QUESTION_ENDINGS:
+        return True
+    clause = WORD.findall(re.split(r"[.,;:!]", stripped)[-1].lower())  # "Okay, who do I talk to?"
+    return words[-1] in _STRANDED and len(clause) >= 4 and clause[0] in _WH_WORDS
+
+
+def _open_clause(words: list[str]) -> bool:
+    """An "if"/"whether"/"because" followed by a noun phrase and no verb yet ("...if the doctor")."""
+    for i in range(len(words) - 1, max(len(words) - 4, -1), -1):
+        if words[i] in _SUBORDINATORS:
+            rest = words[i + 1:]
+            return 1 <= len(rest) <= 2 and rest[0] in _DETERMINERS
+    return False
 
 
 def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | None = None) -> int:
