@@ -62,9 +62,9 @@ from workers.stt.whisper import (
     ("Are you open on the fourth?", Completeness.COMPLETE),
     # an if/whether/because clause with no verb yet
     ("Could you tell me if the doctor?", Completeness.INCOMPLETE),
+    ("What if it rains?", Completeness.COMPLETE),
     # bare words: as often a finished question tiny.en left bare as a clause cut at a pause
     ("is the clinic open at lunch time", Completeness.NEUTRAL),
-    ("What if it rains?", Completeness.COMPLETE),
     ("", Completeness.NEUTRAL),
 ])
 def test_completeness(text: str, expected: Completeness) -> None:

@@ -288,10 +288,8 @@ def signals(set_name: str, config: str) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
     into the pause of every paused line (truth: unfinished) and after every complete question
     (truth: finished); decoded as the worker decodes (its engine and window, from `config`)."""
-    import numpy as np
-    import soxr
-
     from ipc.audio import ulaw_decode
+    from voicecall.sim.speech import mulaw_to_16k
     from workers.stt.endpointing import Completeness, completeness, required_silence_ms
     from workers.stt.smart_turn import SmartTurn
     from workers.stt.whisper import WhisperEngine
@@ -301,8 +299,7 @@ def signals(set_name: str, config: str) -> dict[str, Any]:
     rows = []
     for ln in caller_set(set_name, ("paused", "complete")):
         cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + cfg.settle_ms
-        pcm = ulaw_decode(ln.mulaw[max(0, ln.speech_start_ms - stt.vad.prefix_padding_ms) * 8: cut * 8])
-        heard = engine.transcribe(soxr.resample(pcm.astype(np.float32) / 32768.0, 8000, 16000, quality="HQ"))
+        heard = engine.transcribe(mulaw_to_16k(ln.mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut * 8]))
         text = heard.text
         t0 = time.perf_counter()
         prob = model.probability_8k(ulaw_decode(ln.mulaw[: cut * 8]))
