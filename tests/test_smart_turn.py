@@ -114,3 +114,15 @@ def test_the_tuning_report_and_dev_sets_share_no_sentence() -> None:
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert not sentences(a) & sentences(b), (a, b, sentences(a) & sentences(b))
+
+
+def test_voices_for_a_set_are_parsed_and_bad_ones_named() -> None:
+    from voicecall.sim.turn_callers import _espeak, parse_voices
+
+    assert parse_voices("piper@0.9, espeak:en-gb,espeak") == [("piper", 0.9), ("espeak:en-gb", 1.0), ("espeak", 1.0)]
+    for bad, says in [("kokoro", "'kokoro'"), ("piper@fast", "must be a number"), ("espeak:", "'espeak:'"),
+                      ("piper@9", "outside"), (",", "no voice")]:
+        with pytest.raises(ValueError, match=says):
+            parse_voices(bad)
+    with pytest.raises(ValueError, match="xx-nope"):
+        _espeak("hello", voice="xx-nope")

@@ -4,6 +4,7 @@
     voicecall turn-bench --config configs/cpu.toml --calls 1 4 --json /tmp/turns.json
     voicecall turn-bench --signals --set tuning               # each end-of-turn signal alone, offline
     voicecall turn-bench --signals --set dev                  # ... on a third set, to check a rule change
+    voicecall turn-bench --signals --set dev --voices espeak:en-gb,piper@0.9   # ... in voices not tuned on
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
 0.6-1.0 s pause after an unfinished clause, complete questions, backchannels at different points
@@ -43,7 +44,7 @@ from voicecall.config import load_config
 from voicecall.percentiles import percentile
 from voicecall.sim.client import SimulatedCall
 from voicecall.sim.speech import utterance
-from voicecall.sim.turn_callers import CallerLine, caller_set
+from voicecall.sim.turn_callers import VOICES, CallerLine, caller_set, parse_voices
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutMedia
 
 LONG_QUESTION = "What are your opening hours?"  # a ~9 s answer to talk over
@@ -284,7 +285,7 @@ def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
     return {part: (sums.get(part, 0.0), counts.get(part, 0)) for part in counts}
 
 
-def signals(set_name: str, config: str) -> dict[str, Any]:
+def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None = None) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
     into the pause of every paused line (truth: unfinished) and after every complete question
     (truth: finished); decoded as the worker decodes (its engine and window, from `config`)."""
@@ -297,7 +298,7 @@ def signals(set_name: str, config: str) -> dict[str, Any]:
     stt = load_config(config).stt
     engine, model, cfg = WhisperEngine.for_config(stt, threads=1, decoders=1), SmartTurn.load(), stt.vad
     rows = []
-    for ln in caller_set(set_name, ("paused", "complete")):
+    for ln in caller_set(set_name, ("paused", "complete"), voices=voices):
         cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + cfg.settle_ms
         heard = engine.transcribe(mulaw_to_16k(ln.mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut * 8]))
         text = heard.text
@@ -309,6 +310,7 @@ def signals(set_name: str, config: str) -> dict[str, Any]:
         combined = required_silence_ms(cfg, text, prob)
         rules = required_silence_ms(cfg, text, None)
         rows.append({"kind": ln.kind, "voice": ln.voice, "text": text, "p_complete": round(prob, 3), "check_ms": round(ms, 1),
+                     "pause_ms": pause if not done else None,
                      "avg_logprob": round(heard.avg_logprob, 2),
                      "model_ok": (prob >= cfg.turn_complete_prob) == done,
                      "rules_ok": (completeness(text) is Completeness.COMPLETE) == done,
@@ -320,7 +322,7 @@ def signals(set_name: str, config: str) -> dict[str, Any]:
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
     return {
-        "set": set_name, "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
+        "set": set_name, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
         "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
         "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
@@ -358,8 +360,8 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         print(f"{label:34}" + "".join(f"{get(r):>16}" for r in runs))
 
 
-def make_items(set_name: str) -> list[Item]:
-    lines = caller_set(set_name)
+def make_items(set_name: str, voices: list[tuple[str, float]] | None = None) -> list[Item]:
+    lines = caller_set(set_name, voices=voices)
     items = []
     counts: dict[str, int] = {}
     for ln in lines:
@@ -382,19 +384,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, nargs="+", default=[1, 4], help="runs: simultaneous calls in each")
     p.add_argument("--set", default="report", choices=["report", "tuning", "dev"],
                    help="caller lines (dev: paused and complete only, for --signals)")
+    p.add_argument("--voices", default="",
+                   help="speak the set in these voices instead of its own, taken in turn: e.g. "
+                        "'espeak:en-gb,piper@0.9' (piper, espeak or espeak:VOICE from `espeak-ng --voices`; "
+                        "@N: length scale, above 1 slower). The rules were tuned on piper: this checks other voices")
     p.add_argument("--limit", type=int, default=0, help="only the first N items (a quick look)")
     p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args(argv)
     if args.set == "dev" and not args.signals:
         p.error("the dev set has paused and complete lines only: use it with --signals")
+    try:
+        voices = parse_voices(args.voices) if args.voices else None
+    except ValueError as e:
+        p.error(f"--voices: {e}")
     if args.signals:
-        result: Any = signals(args.set, args.config)
+        result: Any = signals(args.set, args.config, voices)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     else:
         cfg = load_config(args.config)
         url = f"http://{cfg.server.host}:{cfg.server.port}"
-        items = make_items(args.set)
+        items = make_items(args.set, voices)
         if args.limit:
             items = items[: args.limit]
         result = []

@@ -139,8 +139,8 @@ class CallerLine:
         return [self.mulaw[i : i + FRAME_BYTES] for i in range(0, len(self.mulaw), FRAME_BYTES)]
 
 
-def _espeak(text: str, speed: int = 160) -> np.ndarray:
-    """espeak-ng (en-us) -> int16 8 kHz."""
+def _espeak(text: str, speed: int = 160, voice: str = "en-us") -> np.ndarray:
+    """espeak-ng (`voice`: one of `espeak-ng --voices`, with an optional "+variant") -> int16 8 kHz."""
     import soxr
 
     exe = shutil.which("espeak-ng")
@@ -148,8 +148,10 @@ def _espeak(text: str, speed: int = 160) -> np.ndarray:
         raise RuntimeError("espeak-ng is not installed (tools/install_system_deps.py installs it)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "line.wav"
-        subprocess.run([exe, "-v", "en-us", "-s", str(speed), "-w", str(path), text], check=True,
-                       capture_output=True)
+        done = subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text], capture_output=True)
+        if done.returncode != 0 or not path.exists() or path.stat().st_size <= 44:
+            raise ValueError(f"espeak-ng cannot speak with voice {voice!r}: "
+                             f"{done.stderr.decode(errors='replace').strip() or 'no audio'} (see espeak-ng --voices)")
         with wave.open(str(path)) as w:
             rate = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
@@ -158,8 +160,8 @@ def _espeak(text: str, speed: int = 160) -> np.ndarray:
 
 
 def _voice_pcm(text: str, voice: str, scale: float) -> np.ndarray:
-    if voice == "espeak":
-        return _espeak(text, speed=int(160 / scale))
+    if voice == "espeak" or voice.startswith("espeak:"):
+        return _espeak(text, speed=int(160 / scale), voice=voice.partition(":")[2] or "en-us")
     return (_synthesize(text, scale).astype(np.float32) * 0.7).astype(np.int16)
 
 
@@ -225,11 +227,35 @@ def line(kind: str, text: str, voice: str = "piper", scale: float = 1.0, pause_m
     return CallerLine(kind, plain, voice, mulaw, *spans, first_half=first_half)
 
 
+def parse_voices(spec: str) -> list[tuple[str, float]]:
+    """"piper@0.9,espeak:en-gb" -> [("piper", 0.9), ("espeak:en-gb", 1.0)]: each voice ("piper",
+    "espeak" or "espeak:VOICE", an espeak-ng voice such as en-gb or en-us+f3) with a length scale
+    (above 1 speaks slower)."""
+    out = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        voice, _, scale = part.partition("@")
+        if voice != "piper" and voice != "espeak" and not (voice.startswith("espeak:") and voice[7:]):
+            raise ValueError(f"voice {voice!r}: expected piper, espeak or espeak:VOICE (e.g. espeak:en-gb)")
+        try:
+            value = float(scale) if scale else 1.0
+        except ValueError:
+            raise ValueError(f"voice {part!r}: the length scale after '@' must be a number, e.g. piper@1.15") from None
+        if not 0.5 <= value <= 2.0:
+            raise ValueError(f"voice {part!r}: length scale {value} is outside 0.5-2.0")
+        out.append((voice, value))
+    if not out:
+        raise ValueError("no voice given")
+    return out
+
+
 def caller_set(name: str, kinds: tuple[str, ...] = ("paused", "complete", "backchannel", "interruption"),
-               seed: int = 0) -> list[CallerLine]:
-    """Every line of set `name` ("tuning", "report" or "dev"), voices alternated, pauses 0.6-1.0 s."""
+               seed: int = 0, voices: list[tuple[str, float]] | None = None) -> list[CallerLine]:
+    """Every line of set `name` ("tuning", "report" or "dev"), voices alternated (the set's own
+    unless `voices` is given: checking the rules on voices they were not tuned on), pauses 0.6-1.0 s."""
     texts = SETS[name]
-    voices = VOICES[name]
+    voices = voices or VOICES[name]
     rng = np.random.default_rng(seed)
     out = []
     for kind in kinds:
