@@ -54,6 +54,11 @@ from workers.stt.whisper import (
     ("Who should I talk to?", Completeness.COMPLETE),
     ("Okay, what is the fee for?", Completeness.COMPLETE),
     ("Can I reschedule to?", Completeness.INCOMPLETE),
+    # ... unless the preposition belongs to a clause inside it
+    ("Is there someone I can talk to?", Completeness.COMPLETE),
+    ("Do you know who I should speak with?", Completeness.COMPLETE),
+    ("Okay, so can I send it to?", Completeness.INCOMPLETE),
+    ("Can you check if I can come in at?", Completeness.INCOMPLETE),
     ("What's that?", Completeness.COMPLETE),
     ("Is there a fee for that?", Completeness.COMPLETE),
     ("So I was thinking that.", Completeness.INCOMPLETE),
@@ -63,6 +68,14 @@ from workers.stt.whisper import (
     # an if/whether/because clause with no verb yet
     ("Could you tell me if the doctor?", Completeness.INCOMPLETE),
     ("What if it rains?", Completeness.COMPLETE),
+    # a contracted auxiliary or a preposition no sentence ends on: the verb / the noun is still to come
+    ("I was going to ask if I'll", Completeness.INCOMPLETE),
+    ("Okay, so I'm.", Completeness.INCOMPLETE),
+    ("I think it's", Completeness.INCOMPLETE),
+    ("Is this John's?", Completeness.COMPLETE),
+    ("Can I come in? I'm sick.", Completeness.COMPLETE),
+    ("My appointment is under.", Completeness.INCOMPLETE),
+    ("I can wait until.", Completeness.INCOMPLETE),
     # bare words: as often a finished question tiny.en left bare as a clause cut at a pause
     ("is the clinic open at lunch time", Completeness.NEUTRAL),
     ("", Completeness.NEUTRAL),

@@ -108,6 +108,7 @@ DEV: dict[str, list[str]] = {
         "I lost my insurance card.", "Can I change my appointment?", "Where do I park?", "Is there a fee for that?",
         "How long does a cleaning take?", "Do you treat children?", "What is your address?", "Thank you very much.",
         "Can I get a refill?", "Who is my doctor?", "What do I need to fill in?",
+        "Is there someone I can talk to?", "Do you know who I should speak with?",
     ],
 }
 

@@ -10,7 +10,7 @@ Pure logic (no model, no clock): fed one speech probability per 32 ms VAD window
 "Enough silence" adapts to what was said and how it sounded (`required_silence_ms`), from two
 signals known shortly after each pause: the transcript of the speech so far (does it trail off: a
 conjunction, an article, a comma, an ellipsis, "um", digits of a number or the day of a date being
-dictated, an "if" with no verb yet?) and the
+dictated, an "if" with no verb yet, an "I'll" with none?) and the
 Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/smart_turn.py):
 
     text / model        P >= complete_prob    in between            P < incomplete_prob   off / failed
@@ -42,8 +42,15 @@ from workers.config import VadConfig
 TRAILING_WORDS = frozenset(
     "a an the and or but so because if that which who whose whom to of for with at in on from by about "
     "my your his her our their its is are was were be been am i we you they he she it um uh like than "
-    "then when where while as into onto plus minus".split()
+    "then when where while as into onto plus minus "
+    # prepositions a sentence does not end on either ("My appointment is under | my husband's name")
+    "under until during between without within toward towards via per".split()
 )
+#: A contracted auxiliary cannot end an English clause ("Yes, I will", never "Yes, I'll"): a transcript
+#: ending on one ("I was going to ask if I'll") is a caller who paused before the verb. "'s" only after
+#: a pronoun or wh-word: after a noun it is a possessive, which can end one ("Is this John's?").
+_CONTRACTED = ("'ll", "'d", "'ve", "'re", "'m")
+_CONTRACTED_S = frozenset("it's that's what's he's she's there's here's who's where's how's when's".split())
 #: Words a caller dictating a number or a date pauses after ("five five five, ...", "March, the fourth").
 _NUMBER_WORDS = frozenset(
     "zero oh one two three four five six seven eight nine ten hundred thousand january february march april "
@@ -56,9 +63,14 @@ _NUMBER_WORDS = frozenset(
 _QUESTION_ENDINGS = frozenset("you it in on".split())
 #: Prepositions a wh-question strands at its end ("Who should I talk to?", "What is it for?"). A
 #: yes/no question does not ("Can I reschedule to?" is a caller who paused), so only questions that
-#: open with one of _WH_WORDS are judged by their "?".
+#: open with one of _WH_WORDS, or hold a clause of their own (`_has_relative`), are judged by their "?".
 _STRANDED = frozenset("to for with about from at of".split())
 _WH_WORDS = frozenset("who whom whose what which where when why how".split())
+_SUBJECTS = frozenset("i we you they he she".split())
+_NOT_BEFORE_RELATIVE = frozenset(
+    "if whether because that when so and but or then while since until before after as "
+    "can could would will should shall may might must do does did is are was were am have has had".split()
+)
 #: Ordinals that name a day of a date being dictated ("March the fourth, nineteen eighty").
 _ORDINALS = frozenset(
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
@@ -96,6 +108,8 @@ def completeness(text: str) -> Completeness:
         return Completeness.INCOMPLETE
     if _open_clause(words):
         return Completeness.INCOMPLETE
+    if last.endswith(_CONTRACTED) or last in _CONTRACTED_S:
+        return Completeness.INCOMPLETE
     if question or (stripped.endswith((".", "!")) and len(words) > 2):
         return Completeness.COMPLETE
     # Whisper ends any fragment it is given with "." ("Sorry." for "Sorry, could you..."): a one- or
@@ -117,7 +131,14 @@ def _ends_question(stripped: str, words: list[str]) -> bool:
     if words[-1] in _QUESTION_ENDINGS:
         return True
     clause = WORD.findall(re.split(r"[.,;:!]", stripped)[-1].lower())  # "Okay, who do I talk to?"
-    return words[-1] in _STRANDED and len(clause) >= 4 and clause[0] in _WH_WORDS
+    return words[-1] in _STRANDED and len(clause) >= 4 and (clause[0] in _WH_WORDS or _has_relative(clause))
+
+
+def _has_relative(clause: list[str]) -> bool:
+    """A clause inside the question whose preposition is the one stranded: a subject after a noun or
+    a wh-word ("Is there someone I can talk to?", "Do you know who I should speak with?"), not
+    the question's own subject after its auxiliary ("So can I talk to?") or an "if" ("...if I can go to?")."""
+    return any(clause[i] in _SUBJECTS and clause[i - 1] not in _NOT_BEFORE_RELATIVE for i in range(2, len(clause) - 1))
 
 
 def _open_clause(words: list[str]) -> bool:
