@@ -52,10 +52,8 @@ TRAILING_WORDS = frozenset(
 _CONTRACTED = ("'ll", "'d", "'ve", "'re", "'m")
 _CONTRACTED_S = frozenset("it's that's what's he's she's there's here's who's where's how's when's".split())
 #: Words a caller dictating a number or a date pauses after ("five five five, ...", "March, the fourth").
-_NUMBER_WORDS = frozenset(
-    "zero oh one two three four five six seven eight nine ten hundred thousand january february march april "
-    "may june july august september october november december".split()
-)
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
+_NUMBER_WORDS = frozenset("zero oh one two three four five six seven eight nine ten hundred thousand".split()) | _MONTHS
 #: Trailing words that also end real questions ("Is there a bus near you?", "Do you take walk-ins?"
 #: heard as "walk in?", "Is the doctor in?"): with a "?" after them and four words or more the
 #: question is judged by its punctuation. With a "." they still trail: tiny.en writes "...for it."
@@ -76,8 +74,7 @@ _ORDINALS = frozenset(
     "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth "
     "fifteenth sixteenth seventeenth eighteenth nineteenth twentieth thirtieth".split()
 )
-_BEFORE_DAY = frozenset("the of twenty thirty".split()) | frozenset(
-    "january february march april may june july august september october november december".split())
+_BEFORE_DAY = frozenset("the of twenty thirty".split()) | _MONTHS
 #: Clauses that need a verb: "Could you tell me if the doctor?" is a caller who paused.
 _SUBORDINATORS = frozenset("if whether because".split())
 _DETERMINERS = frozenset("the a an my your our their his her this that these those".split())
