@@ -88,6 +88,10 @@ def test_backchannels_are_a_few_listed_words_only() -> None:
     assert is_backchannel("Aha, okay.", list(BACKCHANNELS), 3)  # tiny.en's "Uh-huh, okay." in a soak
     assert not is_backchannel("Okay, where is it?", list(BACKCHANNELS), 3)
     assert not is_backchannel("Okay okay okay okay.", list(BACKCHANNELS), 3)
+    assert is_backchannel("Makes sense.", list(BACKCHANNELS), 3) and is_backchannel("Yup, got it.", list(BACKCHANNELS), 3)
+    assert is_backchannel("Okay, sounds good.", list(BACKCHANNELS), 3)
+    for interruption in ("No.", "Wait.", "Stop.", "Actually, no.", "Sorry?", "Great, but when?"):
+        assert not is_backchannel(interruption, list(BACKCHANNELS), 3), interruption
 
 
 def test_no_words_is_fillers_or_whispers_own_silence_rule() -> None:

@@ -135,6 +135,10 @@ BACKCHANNELS = (
     "right", "sure", "i see", "got it", "alright", "all right", "uh", "um", "oh", "thanks", "thank you",
     # tiny.en's spellings of "uh-huh" and "mm-hmm" (a soak: "Uh-huh, okay." heard "Aha, okay." 37 times of 93)
     "aha", "ah-ha", "mm-hm", "uh-hum",
+    # acknowledgements a caller says to let the agent go on (Vocode's backchannel patterns, Vapi's
+    # acknowledgementPhrases): never "no", "stop", "wait", "actually", which mean the opposite
+    "yup", "mmhmm", "uhhuh", "gotcha", "understood", "i understand", "makes sense", "sounds good",
+    "of course", "go on", "exactly", "cool", "great", "perfect",
 )
 #: Sounds, not words: Whisper writes them for coughs, sighs and hums ("ah ah ah ah", "Oh, oh, oh").
 FILLERS = ("ah", "aah", "oh", "uh", "um", "umm", "er", "erm", "eh", "mm", "mmm", "hmm", "huh", "ha", "hm")
