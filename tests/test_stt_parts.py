@@ -247,6 +247,13 @@ def test_repetition_guard() -> None:
     ("Do you have parking? Do you have parking?", "Do you have parking? Do you have parking?"),
     ("Hello. Hello", "Hello. Hello"),  # not shorter than the sentence it would repeat
     ("Where are you located", "Where are you located"),
+    # the first sentence restarted, its word cut short
+    ("Excuse me. Can you repeat that? Exc", "Excuse me. Can you repeat that?"),
+    ("Excuse me. Can you repeat that? Excuse", "Excuse me. Can you repeat that?"),
+    ("Hi. Can you hear me? Hey", "Hi. Can you hear me? Hey"),  # not the start of either
+    ("Okay. I need a refill. I", "Okay. I need a refill."),
+    ("Okay. I need a refill. I want", "Okay. I need a refill. I want"),
+    ("So. Do you have parking? S", "So. Do you have parking? S"),  # one letter is not a cut word
 ])
 def test_a_sentence_restarted_in_the_silence_after_it_is_dropped(text: str, expected: str) -> None:
     assert drop_restarted_tail(text) == expected

@@ -117,18 +117,33 @@ _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
 
 
 def drop_restarted_tail(text: str) -> str:
-    """Drop an unfinished last sentence that repeats the start of the one before it ("Do you have
-    parking? Do you"): tiny.en's decoder restarting in the silence after a question (seen in 3 of
-    26 cuts of one soak question offline, 36 of 108 turns of another in a soak), which made the
-    turn look unfinished and wait 1.2 s. A caller who really restarts a sentence and goes on is
-    transcribed again when they do."""
+    """Drop an unfinished last sentence that repeats the start of the one before it or of the first
+    ("Do you have parking? Do you", "Excuse me. Can you repeat that? Exc"): tiny.en's decoder
+    restarting in the silence after a question (seen in 3 of 26 cuts of one soak question offline,
+    36 of 108 turns of another in a soak), which made the turn look unfinished and wait 1.2 s. Its
+    last word may be cut short. A caller who really restarts a sentence and goes on is transcribed
+    again when they do."""
     parts = _SENTENCE_END.split(text.strip())
     if len(parts) < 2 or parts[-1].endswith((".", "?", "!")):
         return text
-    tail, before = WORD.findall(parts[-1].lower()), WORD.findall(parts[-2].lower())
-    if tail and len(tail) < len(before) and before[: len(tail)] == tail:
+    tail = WORD.findall(parts[-1].lower())
+    # where the decoder restarts: its last sentence, or its segment's start
+    if tail and any(_restarts(tail, WORD.findall(p.lower())) for p in {parts[-2], parts[0]}):
         return " ".join(parts[:-1])
     return text
+
+
+def _restarts(tail: list[str], sentence: list[str]) -> bool:
+    """`tail` is the start of `sentence`, shorter than it, its last word whole or cut ("exc")."""
+    n = len(tail)
+    if n >= len(sentence) or tail[:-1] != sentence[: n - 1]:
+        return False
+    return tail[-1] == sentence[n - 1] or (len(tail[-1]) >= 2 and sentence[n - 1].startswith(tail[-1]))
+
+
+#: Whisper sometimes writes typographic apostrophes and quotes ("I’ll"); the turn rules, the
+#: backchannel list and the records read ASCII ones.
+_TYPOGRAPHIC = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
 
 
 #: Last words of a short-window transcript that must be found in the stock one, in order.
@@ -247,7 +262,7 @@ class WhisperEngine:
             suppress_tokens=self.suppress, return_scores=True,
         )[0]
         tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        text = self.tokenizer.decode(tokens).strip()
+        text = self.tokenizer.decode(tokens).strip().translate(_TYPOGRAPHIC)
         # CTranslate2 counts the prompt inside max_length, so the limit is hit at limit - prompt.
         suspicious = (len(tokens) >= limit - len(self.prompt) or compression_ratio(text) > COMPRESSION_RATIO_LIMIT
                       or repeats_at_end(tokens))
@@ -259,7 +274,7 @@ class WhisperEngine:
             condition_on_previous_text=False, temperature=0.0,
         )
         parts = list(segments)  # drain the lazy generator here, inside the worker
-        text = " ".join(s.text.strip() for s in parts).strip()
+        text = " ".join(s.text.strip() for s in parts).strip().translate(_TYPOGRAPHIC)
         no_speech = max((s.no_speech_prob for s in parts), default=1.0)
         logprob = min((s.avg_logprob for s in parts), default=0.0)  # the least sure segment
         return text, no_speech, logprob
