@@ -51,3 +51,23 @@ def test_many_calls_report_percentiles_and_cpu() -> None:
     assert cpu["live_calls"] == 5 and cpu["messages_per_s"] > 0  # measured while all five streamed
     assert 0 < cpu["cpu_core_fraction"] <= (os.cpu_count() or 1)  # this process served them: it used CPU
     assert abs(cpu["cpu_percent_per_call"] - 100 * cpu["cpu_core_fraction"] / 5) < 0.01  # shared out per live call
+
+
+def test_line_noise_sits_at_its_level_under_every_frame_and_is_continuous() -> None:
+    from ipc.audio import FRAME_BYTES, ULAW_SILENCE
+    from voicecall.sim.line_noise import LineNoise
+
+    silence = bytes([ULAW_SILENCE]) * FRAME_BYTES * 50  # 1 s
+    pcm = ulaw_decode(LineNoise(-45.0, seed=3).mix(silence)).astype(np.float64)
+    level = 10 * np.log10(np.mean((pcm / 32768.0) ** 2))
+    assert abs(level - -45.0) < 1.0, level
+    # frame by frame (as a live call sends it) is the same noise as all at once: no clicks at frame edges
+    line = LineNoise(-45.0, seed=3)
+    framed = b"".join(line.mix(silence[i : i + FRAME_BYTES]) for i in range(0, len(silence), FRAME_BYTES))
+    assert framed == LineNoise(-45.0, seed=3).mix(silence)
+    try:
+        LineNoise(-10.0)
+    except ValueError as e:
+        assert "-10 dBFS" in str(e) and "-70..-20" in str(e)
+    else:
+        raise AssertionError("a floor as loud as speech was accepted")

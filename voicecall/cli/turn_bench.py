@@ -5,6 +5,7 @@
     voicecall turn-bench --signals --set tuning               # each end-of-turn signal alone, offline
     voicecall turn-bench --signals --set dev                  # ... on a third set, to check a rule change
     voicecall turn-bench --signals --set dev --voices espeak:en-gb,piper@0.9   # ... in voices not tuned on
+    voicecall turn-bench --signals --noise-dbfs -45           # ... on a noisy line (also live)
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
 0.6-1.0 s pause after an unfinished clause, complete questions, backchannels at different points
@@ -43,6 +44,7 @@ from typing import Any
 from voicecall.config import load_config
 from voicecall.percentiles import percentile
 from voicecall.sim.client import SimulatedCall
+from voicecall.sim.line_noise import MAX_DBFS, MIN_DBFS, LineNoise
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import VOICES, CallerLine, caller_set, parse_voices
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutMedia
@@ -135,8 +137,8 @@ async def run_item(call: TimedCall, item: Item, question: Any) -> None:
         r["resume_gap_ms"] = round((again[0] - end_ns) / 1e6, 1) if again else None
 
 
-async def run_call(url: str, items: list[Item]) -> tuple[TimedCall, list[Item]]:
-    call = TimedCall(url)
+async def run_call(url: str, items: list[Item], noise: LineNoise | None = None) -> tuple[TimedCall, list[Item]]:
+    call = TimedCall(url, line_noise=noise)
     question = utterance(LONG_QUESTION)
     assert await call.place() == 200, "webhook refused the call"
     await call.connect()
@@ -169,12 +171,13 @@ def records_of(url: str, call_sid: str) -> tuple[list[dict], list[dict]]:
         db.close()
 
 
-def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
+def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | None = None) -> dict[str, Any]:
     n = len(items)
     dealt = [items[i * n // calls:(i + 1) * n // calls] for i in range(calls)]  # each gets every kind
 
     async def main() -> list[tuple[TimedCall, list[Item]]]:
-        return await asyncio.gather(*(run_call(url, part) for part in dealt))
+        return await asyncio.gather(*(run_call(url, part, None if noise_dbfs is None else LineNoise(noise_dbfs, seed=k))
+                                      for k, part in enumerate(dealt)))
 
     load = os.getloadavg()
     stops_before = barge_in_stop_totals(url)
@@ -182,7 +185,7 @@ def bench(url: str, db: str, calls: int, items: list[Item]) -> dict[str, Any]:
     results = asyncio.run(main())
     server_stops = {part: (total[0] - stops_before.get(part, (0.0, 0))[0], total[1] - stops_before.get(part, (0.0, 0))[1])
              for part, total in barge_in_stop_totals(url).items()}
-    out: dict[str, Any] = {"calls": calls, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
+    out: dict[str, Any] = {"calls": calls, "noise_dbfs": noise_dbfs, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
     resumed = backchannels = extra_turns = heard_whole = joined = 0
@@ -285,10 +288,12 @@ def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
     return {part: (sums.get(part, 0.0), counts.get(part, 0)) for part in counts}
 
 
-def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None = None) -> dict[str, Any]:
+def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None = None,
+            noise_dbfs: float | None = None) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
     into the pause of every paused line (truth: unfinished) and after every complete question
-    (truth: finished); decoded as the worker decodes (its engine and window, from `config`)."""
+    (truth: finished); decoded as the worker decodes (its engine and window, from `config`), with
+    the line's noise under the audio when `noise_dbfs` is given."""
     from ipc.audio import ulaw_decode
     from voicecall.sim.speech import mulaw_to_16k
     from workers.stt.endpointing import Completeness, completeness, required_silence_ms
@@ -298,12 +303,13 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     stt = load_config(config).stt
     engine, model, cfg = WhisperEngine.for_config(stt, threads=1, decoders=1), SmartTurn.load(), stt.vad
     rows = []
-    for ln in caller_set(set_name, ("paused", "complete"), voices=voices):
+    for k, ln in enumerate(caller_set(set_name, ("paused", "complete"), voices=voices)):
+        mulaw = ln.mulaw if noise_dbfs is None else LineNoise(noise_dbfs, seed=k).mix(ln.mulaw)
         cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + cfg.settle_ms
-        heard = engine.transcribe(mulaw_to_16k(ln.mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut * 8]))
+        heard = engine.transcribe(mulaw_to_16k(mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut * 8]))
         text = heard.text
         t0 = time.perf_counter()
-        prob = model.probability_8k(ulaw_decode(ln.mulaw[: cut * 8]))
+        prob = model.probability_8k(ulaw_decode(mulaw[: cut * 8]))
         ms = (time.perf_counter() - t0) * 1e3
         done = ln.kind == "complete"
         pause = ln.pause_end_ms - ln.pause_start_ms
@@ -322,7 +328,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
     return {
-        "set": set_name, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
+"set": set_name, "noise_dbfs": noise_dbfs, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
         "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
         "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
@@ -354,6 +360,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("endpoint wait p50 / p95 ms", lambda r: f"{f(r['endpoint_p50_ms'])} / {f(r['endpoint_p95_ms'])}"),
         ("Smart Turn check p50 / p95 ms", lambda r: f"{f(r['smart_turn_check_p50_ms'])} / {f(r['smart_turn_check_p95_ms'])}"),
         ("speculative used / started", lambda r: f"{r['speculative']['used']}/{r['speculative']['started']}"),
+        ("line noise dBFS", lambda r: f(r.get("noise_dbfs"))),
         ("load avg before -> after (1 min)", lambda r: f"{r['load_before'][0]} -> {r['load_after'][0]}"),
     ]
     for label, get in rows:
@@ -388,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="speak the set in these voices instead of its own, taken in turn: e.g. "
                         "'espeak:en-gb,piper@0.9' (piper, espeak or espeak:VOICE from `espeak-ng --voices`; "
                         "@N: length scale, above 1 slower). The rules were tuned on piper: this checks other voices")
+    p.add_argument("--noise-dbfs", type=float, default=None,
+                   help="a noisy line: background noise at this level (dBFS RMS, e.g. -45; "
+                        f"{MIN_DBFS:g}..{MAX_DBFS:g}) under everything the callers send, pauses included")
     p.add_argument("--limit", type=int, default=0, help="only the first N items (a quick look)")
     p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
     p.add_argument("--json", default="", help="write the results here")
@@ -398,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         voices = parse_voices(args.voices) if args.voices else None
     except ValueError as e:
         p.error(f"--voices: {e}")
+    if args.noise_dbfs is not None and not MIN_DBFS <= args.noise_dbfs <= MAX_DBFS:
+        p.error(f"--noise-dbfs: {args.noise_dbfs:g} is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
     if args.signals:
-        result: Any = signals(args.set, args.config, voices)
+        result: Any = signals(args.set, args.config, voices, args.noise_dbfs)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     else:
         cfg = load_config(args.config)
@@ -410,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         result = []
         for n in args.calls:
             print(f"{n} call(s), {len(items)} items ...", flush=True)
-            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items]))
+            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items], args.noise_dbfs))
         print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
