@@ -109,3 +109,7 @@ def test_no_words_is_fillers_or_whispers_own_silence_rule() -> None:
     assert not said("Wait, is that on Tuesday?", 0.2, -1.6)  # unsure of the words, but it heard speech
     assert said("And mm", 0.35, -1.82)  # an "mm-hmm" it could only guess at
     assert not said("Hold on.", 0.3, -0.7)  # a short interruption it is sure of
+    for hum in ("M.H.M.", "M-H-N", "MMMM.", "M.M.", "Mhm, mm."):  # an "mm-hmm" spelled out, sure of it or not
+        assert said(hum, 0.1, -0.5), hum
+    for words in ("Mm, no.", "M.H.M. Wait.", "NHS?", "Hm, what?"):
+        assert not said(words, 0.1, -0.5), words
