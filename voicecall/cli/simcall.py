@@ -26,6 +26,7 @@ import psutil
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav
 from voicecall.percentiles import summary
 from voicecall.sim.client import SimulatedCall
+from voicecall.sim.line_noise import MAX_DBFS, MIN_DBFS, LineNoise
 from voicecall.sim.script import CallReport, CallScript, Utterance
 
 
@@ -81,7 +82,9 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         calls = [SimulatedCall(args.server, public_url=args.public_url, auth_token=args.auth_token,
-                               tick_ms=args.tick_ms, session=session) for _ in range(args.calls)]
+                               tick_ms=args.tick_ms, session=session,
+                               line_noise=None if args.noise_dbfs is None else LineNoise(args.noise_dbfs, seed=k))
+                 for k in range(args.calls)]
         tasks = []
         ramp = args.ramp_s / max(1, args.calls)
         for call in calls:  # ramp up: a thundering herd of handshakes is not what Twilio does
@@ -152,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--ramp-s", type=float, default=2.0, help="spread call starts over this long")
     p.add_argument("--duration-s", type=float, default=0.0, help="keep each call talking this long")
+    p.add_argument("--noise-dbfs", type=float, default=None,
+                   help=f"a noisy line: background noise at this level (dBFS RMS, {MIN_DBFS:g}..{MAX_DBFS:g}, "
+                        "e.g. -45) under everything each caller sends, silence included")
     p.add_argument("--tick-ms", type=int, default=20, help="send caller frames in bursts of this much (>=20)")
     p.add_argument("--cpu-pid", type=int, default=0, help="measure this process's CPU while calls are live")
     p.add_argument("--settle-s", type=float, default=3.0)
@@ -167,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.noise_dbfs is not None and not MIN_DBFS <= args.noise_dbfs <= MAX_DBFS:
+        parser.error(f"--noise-dbfs: {args.noise_dbfs:g} is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
     result = asyncio.run(run_calls(args))
     if args.questions:
         from voicecall.cli.latency_report import print_table
