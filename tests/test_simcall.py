@@ -53,21 +53,27 @@ def test_many_calls_report_percentiles_and_cpu() -> None:
     assert abs(cpu["cpu_percent_per_call"] - 100 * cpu["cpu_core_fraction"] / 5) < 0.01  # shared out per live call
 
 
-def test_line_noise_sits_at_its_level_under_every_frame_and_is_continuous() -> None:
-    from ipc.audio import FRAME_BYTES, ULAW_SILENCE
-    from voicecall.sim.line_noise import LineNoise
+def test_phone_line_noise_sits_at_its_level_under_every_frame_and_is_continuous() -> None:
+    from ipc.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_encode
+    from voicecall.sim.phone_line import PhoneLine
 
     silence = bytes([ULAW_SILENCE]) * FRAME_BYTES * 50  # 1 s
-    pcm = ulaw_decode(LineNoise(-45.0, seed=3).mix(silence)).astype(np.float64)
+    pcm = ulaw_decode(PhoneLine(-45.0, seed=3).mix(silence)).astype(np.float64)
     level = 10 * np.log10(np.mean((pcm / 32768.0) ** 2))
     assert abs(level - -45.0) < 1.0, level
     # frame by frame (as a live call sends it) is the same noise as all at once: no clicks at frame edges
-    line = LineNoise(-45.0, seed=3)
+    line = PhoneLine(-45.0, seed=3)
     framed = b"".join(line.mix(silence[i : i + FRAME_BYTES]) for i in range(0, len(silence), FRAME_BYTES))
-    assert framed == LineNoise(-45.0, seed=3).mix(silence)
-    try:
-        LineNoise(-10.0)
-    except ValueError as e:
-        assert "-10 dBFS" in str(e) and "-70..-20" in str(e)
-    else:
-        raise AssertionError("a floor as loud as speech was accepted")
+    assert framed == PhoneLine(-45.0, seed=3).mix(silence)
+    # a quiet caller: the speech 20 dB down, the silence between still digital silence
+    tone = ulaw_encode((8000 * np.sin(np.arange(1600) * 0.3)).astype(np.int16))
+    quiet = ulaw_decode(PhoneLine(level_db=-20.0).mix(tone + silence[:320])).astype(np.float64)
+    ratio = np.sqrt(np.mean(quiet[:1600] ** 2) / np.mean(ulaw_decode(tone).astype(np.float64) ** 2))
+    assert abs(20 * np.log10(ratio) - -20.0) < 0.5 and not quiet[1600:].any()
+    for bad, message in (({"noise_dbfs": -10.0}, "-10 dBFS is outside -70..-20"), ({"level_db": 12.0}, "12 dB is outside -40..6")):
+        try:
+            PhoneLine(**bad)
+        except ValueError as e:
+            assert message in str(e), str(e)
+        else:
+            raise AssertionError(f"{bad} was accepted")

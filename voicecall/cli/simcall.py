@@ -26,7 +26,7 @@ import psutil
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav
 from voicecall.percentiles import summary
 from voicecall.sim.client import SimulatedCall
-from voicecall.sim.line_noise import MAX_DBFS, MIN_DBFS, LineNoise
+from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, phone_line
 from voicecall.sim.script import CallReport, CallScript, Utterance
 
 
@@ -83,7 +83,7 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=connector) as session:
         calls = [SimulatedCall(args.server, public_url=args.public_url, auth_token=args.auth_token,
                                tick_ms=args.tick_ms, session=session,
-                               line_noise=None if args.noise_dbfs is None else LineNoise(args.noise_dbfs, seed=k))
+                               line=phone_line(args.noise_dbfs, args.level_db, seed=k))
                  for k in range(args.calls)]
         tasks = []
         ramp = args.ramp_s / max(1, args.calls)
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-dbfs", type=float, default=None,
                    help=f"a noisy line: background noise at this level (dBFS RMS, {MIN_DBFS:g}..{MAX_DBFS:g}, "
                         "e.g. -45) under everything each caller sends, silence included")
+    p.add_argument("--level-db", type=float, default=0.0,
+                   help=f"a quiet (or loud) caller: their speech scaled by this many dB ({MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g})")
     p.add_argument("--tick-ms", type=int, default=20, help="send caller frames in bursts of this much (>=20)")
     p.add_argument("--cpu-pid", type=int, default=0, help="measure this process's CPU while calls are live")
     p.add_argument("--settle-s", type=float, default=3.0)
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.noise_dbfs is not None and not MIN_DBFS <= args.noise_dbfs <= MAX_DBFS:
         parser.error(f"--noise-dbfs: {args.noise_dbfs:g} is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
+    if not MIN_LEVEL_DB <= args.level_db <= MAX_LEVEL_DB:
+        parser.error(f"--level-db: {args.level_db:g} is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
     result = asyncio.run(run_calls(args))
     if args.questions:
         from voicecall.cli.latency_report import print_table

@@ -5,7 +5,7 @@
     voicecall turn-bench --signals --set tuning               # each end-of-turn signal alone, offline
     voicecall turn-bench --signals --set dev                  # ... on a third set, to check a rule change
     voicecall turn-bench --signals --set dev --voices espeak:en-gb,piper@0.9   # ... in voices not tuned on
-    voicecall turn-bench --signals --noise-dbfs -45           # ... on a noisy line (also live)
+    voicecall turn-bench --signals --noise-dbfs -45 --level-db -15   # ... a noisy line, a quiet caller (also live)
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
 0.6-1.0 s pause after an unfinished clause, complete questions, backchannels at different points
@@ -44,7 +44,7 @@ from typing import Any
 from voicecall.config import load_config
 from voicecall.percentiles import percentile
 from voicecall.sim.client import SimulatedCall
-from voicecall.sim.line_noise import MAX_DBFS, MIN_DBFS, LineNoise
+from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, PhoneLine, phone_line
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import VOICES, CallerLine, caller_set, parse_voices
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutMedia
@@ -137,8 +137,8 @@ async def run_item(call: TimedCall, item: Item, question: Any) -> None:
         r["resume_gap_ms"] = round((again[0] - end_ns) / 1e6, 1) if again else None
 
 
-async def run_call(url: str, items: list[Item], noise: LineNoise | None = None) -> tuple[TimedCall, list[Item]]:
-    call = TimedCall(url, line_noise=noise)
+async def run_call(url: str, items: list[Item], line: PhoneLine | None = None) -> tuple[TimedCall, list[Item]]:
+    call = TimedCall(url, line=line)
     question = utterance(LONG_QUESTION)
     assert await call.place() == 200, "webhook refused the call"
     await call.connect()
@@ -171,12 +171,13 @@ def records_of(url: str, call_sid: str) -> tuple[list[dict], list[dict]]:
         db.close()
 
 
-def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | None = None) -> dict[str, Any]:
+def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | None = None,
+          level_db: float = 0.0) -> dict[str, Any]:
     n = len(items)
     dealt = [items[i * n // calls:(i + 1) * n // calls] for i in range(calls)]  # each gets every kind
 
     async def main() -> list[tuple[TimedCall, list[Item]]]:
-        return await asyncio.gather(*(run_call(url, part, None if noise_dbfs is None else LineNoise(noise_dbfs, seed=k))
+        return await asyncio.gather(*(run_call(url, part, phone_line(noise_dbfs, level_db, seed=k))
                                       for k, part in enumerate(dealt)))
 
     load = os.getloadavg()
@@ -185,7 +186,7 @@ def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | 
     results = asyncio.run(main())
     server_stops = {part: (total[0] - stops_before.get(part, (0.0, 0))[0], total[1] - stops_before.get(part, (0.0, 0))[1])
              for part, total in barge_in_stop_totals(url).items()}
-    out: dict[str, Any] = {"calls": calls, "noise_dbfs": noise_dbfs, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
+    out: dict[str, Any] = {"calls": calls, "noise_dbfs": noise_dbfs, "level_db": level_db, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
     resumed = backchannels = extra_turns = heard_whole = joined = 0
@@ -289,11 +290,11 @@ def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
 
 
 def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None = None,
-            noise_dbfs: float | None = None) -> dict[str, Any]:
+            noise_dbfs: float | None = None, level_db: float = 0.0) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
     into the pause of every paused line (truth: unfinished) and after every complete question
-    (truth: finished); decoded as the worker decodes (its engine and window, from `config`), with
-    the line's noise under the audio when `noise_dbfs` is given."""
+    (truth: finished); decoded as the worker decodes (its engine and window, from `config`), over
+    the phone line `noise_dbfs` and `level_db` make (voicecall/sim/phone_line.py)."""
     from ipc.audio import ulaw_decode
     from voicecall.sim.speech import mulaw_to_16k
     from workers.stt.endpointing import Completeness, completeness, required_silence_ms
@@ -304,7 +305,8 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     engine, model, cfg = WhisperEngine.for_config(stt, threads=1, decoders=1), SmartTurn.load(), stt.vad
     rows = []
     for k, ln in enumerate(caller_set(set_name, ("paused", "complete"), voices=voices)):
-        mulaw = ln.mulaw if noise_dbfs is None else LineNoise(noise_dbfs, seed=k).mix(ln.mulaw)
+        line = phone_line(noise_dbfs, level_db, seed=k)
+        mulaw = ln.mulaw if line is None else line.mix(ln.mulaw)
         cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + cfg.settle_ms
         heard = engine.transcribe(mulaw_to_16k(mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut * 8]))
         text = heard.text
@@ -328,7 +330,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
     return {
-"set": set_name, "noise_dbfs": noise_dbfs, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
+"set": set_name, "noise_dbfs": noise_dbfs, "level_db": level_db, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
         "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
         "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
@@ -360,7 +362,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("endpoint wait p50 / p95 ms", lambda r: f"{f(r['endpoint_p50_ms'])} / {f(r['endpoint_p95_ms'])}"),
         ("Smart Turn check p50 / p95 ms", lambda r: f"{f(r['smart_turn_check_p50_ms'])} / {f(r['smart_turn_check_p95_ms'])}"),
         ("speculative used / started", lambda r: f"{r['speculative']['used']}/{r['speculative']['started']}"),
-        ("line noise dBFS", lambda r: f(r.get("noise_dbfs"))),
+        ("line noise dBFS / caller level dB", lambda r: f"{f(r.get('noise_dbfs'))} / {r.get('level_db', 0.0):g}"),
         ("load avg before -> after (1 min)", lambda r: f"{r['load_before'][0]} -> {r['load_after'][0]}"),
     ]
     for label, get in rows:
@@ -398,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise-dbfs", type=float, default=None,
                    help="a noisy line: background noise at this level (dBFS RMS, e.g. -45; "
                         f"{MIN_DBFS:g}..{MAX_DBFS:g}) under everything the callers send, pauses included")
+    p.add_argument("--level-db", type=float, default=0.0,
+                   help=f"quiet (or loud) callers: their speech scaled by this many dB ({MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g})")
     p.add_argument("--limit", type=int, default=0, help="only the first N items (a quick look)")
     p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
     p.add_argument("--json", default="", help="write the results here")
@@ -410,8 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--voices: {e}")
     if args.noise_dbfs is not None and not MIN_DBFS <= args.noise_dbfs <= MAX_DBFS:
         p.error(f"--noise-dbfs: {args.noise_dbfs:g} is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
+    if not MIN_LEVEL_DB <= args.level_db <= MAX_LEVEL_DB:
+        p.error(f"--level-db: {args.level_db:g} is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
     if args.signals:
-        result: Any = signals(args.set, args.config, voices, args.noise_dbfs)
+        result: Any = signals(args.set, args.config, voices, args.noise_dbfs, args.level_db)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     else:
         cfg = load_config(args.config)
@@ -422,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         result = []
         for n in args.calls:
             print(f"{n} call(s), {len(items)} items ...", flush=True)
-            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items], args.noise_dbfs))
+            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items],
+                                args.noise_dbfs, args.level_db))
         print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ipc.audio import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ULAW_SILENCE
-from voicecall.sim.line_noise import LineNoise
+from voicecall.sim.phone_line import PhoneLine
 from voicecall.sim.playback import TwilioBuffer
 from voicecall.sim.script import CallReport, CallScript, Utterance, voiced_span_ms
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMedia
@@ -62,15 +62,15 @@ class SimulatedCall:
 
     def __init__(self, server: str, *, public_url: str = "", auth_token: str = "", from_number: str = "+15550100001",
                  to_number: str = "+15550100002", tick_ms: int = FRAME_MS, session: aiohttp.ClientSession | None = None,
-                 line_noise: LineNoise | None = None) -> None:
+                 line: PhoneLine | None = None) -> None:
         self.server = server.rstrip("/")
         self.public_url = (public_url or server).rstrip("/")
         self.validator = RequestValidator(auth_token) if auth_token else None
         self.from_number, self.to_number = from_number, to_number
         self.frames_per_tick = max(1, tick_ms // FRAME_MS)
         self._session = session
-        #: a noisy line: its noise goes under every frame sent (speech and silence alike)
-        self.line_noise = line_noise
+        #: a noisy or quiet line: every frame sent (speech and silence alike) goes through it
+        self.line = line
         self.call_sid = new_sid("CA")
         self.account_sid = new_sid("AC")
         self.stream_sid = new_sid("MZ")
@@ -304,7 +304,7 @@ class SimulatedCall:
                 delay = (due - time.monotonic_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.send_frame(frame if self.line_noise is None else self.line_noise.mix(frame))
+            await self.send_frame(frame if self.line is None else self.line.mix(frame))
         end = start + len(frames) * FRAME_MS * 1_000_000
         delay = (end - time.monotonic_ns()) / 1e9
         if delay > 0:

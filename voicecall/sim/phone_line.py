@@ -1,0 +1,69 @@
+"""A phone line for the simulated caller: a steady noise floor under everything it sends, and the
+caller's level as their handset delivers it.
+
+Why: generated callers are otherwise loud (Piper at 0.7 of full scale) with digital silence between
+words (mu-law 0xFF), which no real line is. A caller in a car, a kitchen or on a cheap handset
+sends a noise floor all the time, in the pauses too, and that is where the end-of-turn rules, the
+VAD's speech end and Whisper's no-speech guess are decided; a caller far from the microphone is
+20 dB quieter. `PhoneLine(noise_dbfs=-45, level_db=-15)` turns the caller down by 15 dB and adds
+noise at -45 dBFS RMS to every frame the simulated call sends (speech and the silence between), so
+the benches can be run on a line like that: `voicecall turn-bench --noise-dbfs -45 --level-db -15`.
+
+The noise is white noise tilted towards the low frequencies (one-pole low-pass, the way room and
+road noise fall off), band-limited to the phone band by the mu-law round trip; the same seed is
+the same noise on every run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ipc.audio import ulaw_decode, ulaw_encode
+
+#: The quietest and loudest floor accepted: below -70 dBFS mu-law rounds most of it away; above
+#: -20 dBFS the noise is as loud as a quiet talker, which no turn rule is meant to survive.
+MIN_DBFS, MAX_DBFS = -70.0, -20.0
+#: The caller's level change accepted, dB: from a whisper-quiet handset to a little louder.
+MIN_LEVEL_DB, MAX_LEVEL_DB = -40.0, 6.0
+_TILT = 0.6  # one-pole low-pass coefficient: ~6 dB more energy below 1 kHz than above 2 kHz
+
+
+class PhoneLine:
+    """The caller's audio scaled by `level_db` with noise at `noise_dbfs` (RMS, full scale = 0 dB;
+    None: no noise) added, continuous from one frame to the next."""
+
+    def __init__(self, noise_dbfs: float | None = None, level_db: float = 0.0, seed: int = 0) -> None:
+        if noise_dbfs is not None and not MIN_DBFS <= noise_dbfs <= MAX_DBFS:
+            raise ValueError(f"line noise of {noise_dbfs:g} dBFS is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
+        if not MIN_LEVEL_DB <= level_db <= MAX_LEVEL_DB:
+            raise ValueError(f"caller level {level_db:g} dB is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
+        self.noise_dbfs, self.level_db = noise_dbfs, level_db
+        self._gain = 10 ** (level_db / 20)
+        self._rng = np.random.default_rng(seed)
+        self._last = 0.0  # the filter's state, carried so frame edges do not click
+        # the low-pass lowers the RMS of unit white noise to sqrt((1-a)^2 / (1-a^2)) = sqrt((1-a)/(1+a))
+        self._scale = 0.0 if noise_dbfs is None else \
+            32768.0 * 10 ** (noise_dbfs / 20) / np.sqrt((1 - _TILT) / (1 + _TILT))
+
+    def noise(self, n: int) -> np.ndarray:
+        """The next `n` samples of the noise, float, in int16 units."""
+        white = self._rng.standard_normal(n) * (1 - _TILT)
+        out = np.empty(n)
+        last = self._last
+        for i, v in enumerate(white):  # n is one frame (160) at a time on the live path: cheap enough
+            last = v + _TILT * last
+            out[i] = last
+        self._last = last
+        return out * self._scale
+
+    def mix(self, mulaw: bytes) -> bytes:
+        """`mulaw` at the caller's level with the next stretch of noise added (clipped), mu-law again."""
+        pcm = ulaw_decode(mulaw).astype(np.float64) * self._gain
+        if self.noise_dbfs is not None:
+            pcm += self.noise(len(mulaw))
+        return ulaw_encode(np.clip(np.round(pcm), -32768, 32767).astype(np.int16))
+
+
+def phone_line(noise_dbfs: float | None, level_db: float, seed: int) -> PhoneLine | None:
+    """The line for these settings; None for a clean, full-level one (nothing to change)."""
+    return None if noise_dbfs is None and level_db == 0.0 else PhoneLine(noise_dbfs, level_db, seed)
