@@ -26,7 +26,7 @@ import psutil
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav
 from voicecall.percentiles import summary
 from voicecall.sim.client import SimulatedCall
-from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, phone_line
+from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, check, phone_line
 from voicecall.sim.script import CallReport, CallScript, Utterance
 
 
@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.noise_dbfs is not None and not MIN_DBFS <= args.noise_dbfs <= MAX_DBFS:
-        parser.error(f"--noise-dbfs: {args.noise_dbfs:g} is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
-    if not MIN_LEVEL_DB <= args.level_db <= MAX_LEVEL_DB:
-        parser.error(f"--level-db: {args.level_db:g} is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
+    try:
+        check(args.noise_dbfs, args.level_db)
+    except ValueError as e:
+        parser.error(f"--noise-dbfs / --level-db: {e}")
     result = asyncio.run(run_calls(args))
     if args.questions:
         from voicecall.cli.latency_report import print_table

@@ -44,7 +44,7 @@ from typing import Any
 from voicecall.config import load_config
 from voicecall.percentiles import percentile
 from voicecall.sim.client import SimulatedCall
-from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, PhoneLine, phone_line
+from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, PhoneLine, check, phone_line
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import VOICES, CallerLine, caller_set, parse_voices
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutMedia
@@ -330,7 +330,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
     return {
-"set": set_name, "noise_dbfs": noise_dbfs, "level_db": level_db, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
+        "set": set_name, "noise_dbfs": noise_dbfs, "level_db": level_db, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
         "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
         "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
@@ -412,10 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         voices = parse_voices(args.voices) if args.voices else None
     except ValueError as e:
         p.error(f"--voices: {e}")
-    if args.noise_dbfs is not None and not MIN_DBFS <= args.noise_dbfs <= MAX_DBFS:
-        p.error(f"--noise-dbfs: {args.noise_dbfs:g} is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
-    if not MIN_LEVEL_DB <= args.level_db <= MAX_LEVEL_DB:
-        p.error(f"--level-db: {args.level_db:g} is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
+    try:
+        check(args.noise_dbfs, args.level_db)
+    except ValueError as e:
+        p.error(f"--noise-dbfs / --level-db: {e}")
     if args.signals:
         result: Any = signals(args.set, args.config, voices, args.noise_dbfs, args.level_db)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))

@@ -33,10 +33,7 @@ class PhoneLine:
     None: no noise) added, continuous from one frame to the next."""
 
     def __init__(self, noise_dbfs: float | None = None, level_db: float = 0.0, seed: int = 0) -> None:
-        if noise_dbfs is not None and not MIN_DBFS <= noise_dbfs <= MAX_DBFS:
-            raise ValueError(f"line noise of {noise_dbfs:g} dBFS is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
-        if not MIN_LEVEL_DB <= level_db <= MAX_LEVEL_DB:
-            raise ValueError(f"caller level {level_db:g} dB is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
+        check(noise_dbfs, level_db)
         self.noise_dbfs, self.level_db = noise_dbfs, level_db
         self._gain = 10 ** (level_db / 20)
         self._rng = np.random.default_rng(seed)
@@ -62,6 +59,14 @@ class PhoneLine:
         if self.noise_dbfs is not None:
             pcm += self.noise(len(mulaw))
         return ulaw_encode(np.clip(np.round(pcm), -32768, 32767).astype(np.int16))
+
+
+def check(noise_dbfs: float | None, level_db: float) -> None:
+    """ValueError naming the setting and its range when either is out of it."""
+    if noise_dbfs is not None and not MIN_DBFS <= noise_dbfs <= MAX_DBFS:
+        raise ValueError(f"line noise of {noise_dbfs:g} dBFS is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
+    if not MIN_LEVEL_DB <= level_db <= MAX_LEVEL_DB:
+        raise ValueError(f"caller level {level_db:g} dB is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
 
 
 def phone_line(noise_dbfs: float | None, level_db: float, seed: int) -> PhoneLine | None:
