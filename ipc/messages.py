@@ -222,9 +222,11 @@ class TurnEnded(_Msg):
 class SpeculativeFinal(_Msg):
     """The caller paused; `text` covers all their speech so far and may become this turn's final.
 
-    Sent once the pause transcript is in (Smart Turn may still change the wait afterwards);
-    `silence_ms` is the silence the endpointer now requires before the turn ends. Telephony may
-    start the reply for it without sending audio, then use it if `TurnEnded` brings the same text;
+    Sent once the pause transcript is in (Smart Turn may still change the wait afterwards), and
+    again `stt.vad.speculative_lead_ms` before a long wait runs out; `silence_ms` is the silence
+    the endpointer now requires before the turn ends, `waited_ms` how much of it had passed when
+    this was sent. Telephony may start the reply for it without sending audio (when the wait still
+    to go is short), then use it if `TurnEnded` brings the same text;
     while an answer is held for caller speech, a backchannel (or a sound with no words, by these
     scores) here resumes it before the turn ends.
     """
@@ -237,6 +239,7 @@ class SpeculativeFinal(_Msg):
     ts_ns: int = 0
     no_speech_prob: float = 0.0  # Whisper's scores of `text`, as `TurnEnded` will carry them if
     avg_logprob: float = 0.0  # the caller says no more (0.0: no tokens)
+    waited_ms: int = 0  # silence already past when sent: the turn ends silence_ms - waited_ms later
 
 
 class SpeechResumed(_Msg, gc=False):

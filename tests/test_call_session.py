@@ -396,6 +396,26 @@ def test_speculative_reply_is_held_until_the_turn_ends_with_the_same_words() -> 
     _run(scenario)
 
 
+def test_a_long_wait_is_prepared_for_only_once_it_is_nearly_over() -> None:
+    """After a phone number the endpointer waits 1.2 s: offered at once, the transcript is not
+    answered yet (the caller is likely to go on); offered again 400 ms before the wait runs out
+    (`stt.vad.speculative_lead_ms`), the reply is prepared and plays when the turn ends."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _finish_greeting(session, port, far)
+        far.requests("llm")
+        number = "My number is 555-212-34."
+        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text=number, silence_ms=1200, waited_ms=150), 1, 1)
+        await _settle(far)
+        assert not [m for m in far.requests("llm") if isinstance(m, Generate)]
+        far.emit("stt", SpeculativeFinal(call_id=1, turn_id=1, text=number, silence_ms=1200, waited_ms=800), 1, 1)
+        await _settle(far)
+        gen = [m for m in far.requests("llm") if isinstance(m, Generate)]
+        assert len(gen) == 1 and gen[0].turn_id == 1 and gen[0].messages[-1].content == number
+        assert session._spec.started == 1 and session.state is CallState.LISTENING
+
+    _run(scenario)
+
+
 def test_a_speculative_request_offers_what_the_real_one_would() -> None:
     """The agent's system prompt, knowledge file and tools go with a speculative request too: a
     held reply stands in for the real one, and "put me through" must be able to transfer."""

@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ipc.messages import CallClosed, CallOpened, Partial, PlaybackState, SpeechStarted, SttEvent, TurnEnded
+from ipc.messages import (
+    CallClosed,
+    CallOpened,
+    Partial,
+    PlaybackState,
+    SpeculativeFinal,
+    SpeechStarted,
+    SttEvent,
+    TurnEnded,
+)
 from voicecall.sim.speech import Utterance, play_in_real_time, utterance, word_error_rate
 from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import SttConfig, VadConfig
@@ -75,6 +84,11 @@ def test_turns_transcribed_with_boundaries_on_time(stt: WorkerHarness) -> None:
     # Never cut off inside a phone number: its pauses were longer than `silence_ms`.
     assert ends[2].endpoint_silence_ms >= SttConfig().vad.silence_ms_incomplete
     assert "4567" in ends[2].text.replace("-", "").replace(" ", "")
+    # ... and its long wait offered the transcript again near its end, so a reply can be ready then.
+    lead = SttConfig().vad.speculative_lead_ms
+    late = [m for m in _events(got, SpeculativeFinal, 1) if m.turn_id == 2 and m.text == ends[2].text
+            and m.silence_ms - m.waited_ms <= lead]
+    assert late and late[-1].silence_ms >= SttConfig().vad.silence_ms_incomplete, _events(got, SpeculativeFinal, 1)
 
 
 def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:

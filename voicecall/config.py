@@ -178,7 +178,8 @@ class CallConfig(_Section):
     #: filler now rather than `wait_filler_after_ms` after the turn end. 0 = never.
     worker_stall_ms: NonNegative = 300
     #: Speculative reply: when the caller pauses and the stt worker's end-of-turn wait for what they
-    #: said is at most this long (ms), the reply is generated and synthesized right away without
+    #: said has at most this long (ms) to go (at once for a short wait; `stt.vad.speculative_lead_ms`
+    #: before the end of a long one), the reply is generated and synthesized right away without
     #: sending audio; it plays the moment the turn ends with the same transcript, and is aborted
     #: (LLM request and TTS job cancelled) if the caller goes on. 0 disables.
     speculative_max_silence_ms: NonNegative = 500

@@ -87,6 +87,12 @@ class VadConfig(_Section):
     #: Silence (ms) that ends a turn when the transcript trails off AND the model is sure it is
     #: incomplete ("I was wondering if, um,"): the cap on any wait.
     silence_ms_max: NonNegative = 2000
+    #: A long wait (the text trails, digits being dictated, the model sure the caller is mid-thought)
+    #: gets a second speculative final this many ms before it runs out, so the reply is prepared by
+    #: the time the turn ends (telephony takes it if `call.speculative_max_silence_ms` allows): the
+    #: answer after a phone number comes the wait later, not the wait plus the reply's own latency.
+    #: Earlier = more replies prepared for callers who go on (discarded, never heard). 0 = off.
+    speculative_lead_ms: NonNegative = 400
     #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
     prefix_padding_ms: NonNegative = 300
     #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo; the

@@ -13,7 +13,8 @@ of an answer, real interruptions. With --calls N the items are dealt to N simult
 Measured at the simulated caller (voicecall/sim/client.py) and from the server's call records:
 
   talk-over        the agent's audio arrived during a paused caller's pause or second half
-  answered <=1.5s  a paused utterance answered within 1.5 s of its real end
+  answered <=1.5s  a paused utterance answered within 1.5 s of its real end (and that time, p50 / max:
+                   a long wait ends with a reply prepared stt.vad.speculative_lead_ms before it)
   joined           talked over, then the caller went on: one caller turn, one reply (`went_on`
                    events; call.went_on_window_ms)
   backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it), or
@@ -227,12 +228,14 @@ def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | 
     out["wall_s"] = round(time.monotonic() - t0, 1)
     out["load_after"] = [round(x, 2) for x in os.getloadavg()]
     v2v = [it.result["v2v_ms"] for it in complete if it.result.get("v2v_ms") is not None]
+    paused_v2v = [it.result["v2v_ms"] for it in paused if it.result.get("v2v_ms") is not None]
     out.update({
         "paused": len(paused),
         "talk_over": sum(it.result.get("talked_over", False) for it in paused),
         "talked_over_texts": [it.line.text for it in paused if it.result.get("talked_over")],
         "talked_over_joined": joined,
         "paused_answered_1500ms": sum(1 for it in paused if (it.result.get("v2v_ms") or 1e9) <= 1500),
+        "paused_answer_p50_ms": pct(paused_v2v, 50), "paused_answer_max_ms": max(paused_v2v) if paused_v2v else None,
         "complete": len(complete), "v2v_p50_ms": pct(v2v, 50), "v2v_p95_ms": pct(v2v, 95),
         "v2v_max_ms": max(v2v) if v2v else None,
         "backchannels": backchannels, "backchannels_resumed": resumed, "answers_heard_whole": heard_whole,
@@ -350,6 +353,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("talk-over (paused utterances)", lambda r: f"{r['talk_over']}/{r['paused']}"),
         ("  then joined: one turn, one reply", lambda r: f"{r.get('talked_over_joined', 0)}/{r['talk_over']}"),
         ("paused answered <= 1.5 s", lambda r: f"{r['paused_answered_1500ms']}/{r['paused']}"),
+        ("  real end -> answer p50 / max ms", lambda r: f"{f(r.get('paused_answer_p50_ms'))} / {f(r.get('paused_answer_max_ms'))}"),
         ("backchannels: stopped+resumed", lambda r: f"{r['backchannels_resumed']}/{r['backchannels']}"),
         ("  never stopped (no onset)", lambda r: f"{r.get('backchannels_never_stopped', 0)}/{r['backchannels']}"),
         ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),

@@ -1,6 +1,6 @@
 """Speculative replies: start answering at the caller's pause, play it only if the turn really ended.
 
-    SpeculativeFinal(turn N, text)   wait <= call.speculative_max_silence_ms, nothing in flight:
+    SpeculativeFinal(turn N, text)   wait still to go <= call.speculative_max_silence_ms, nothing in flight:
         -> Generate(turn N, history + text, the call's tools: CallSession.generate_request) and
            its TTS, the reply held (nothing sent)
     TurnEnded(turn N, same text)     -> used: the caller's turn is recorded, the held audio plays
@@ -59,7 +59,7 @@ class SpeculativeReplies:
             if msg.turn_id == self.turn and text == self.text:
                 return
             self.discard("newer transcript")
-        if (not limit or msg.silence_ms > limit or msg.turn_id < s.turn or s.reply is not None
+        if (not limit or msg.silence_ms - msg.waited_ms > limit or msg.turn_id < s.turn or s.reply is not None
                 or not any(ch.isalnum() for ch in text)):
             return
         llm, tts = s.deps.links["llm"], s.deps.links["tts"]

@@ -109,6 +109,8 @@ class _Call:
         #: Smart Turn at the last pause: (P(complete) or -1, ms, failed).
         self.check: tuple[float, float, bool] = (-1.0, 0.0, False)
         self.spec_mark = -1  # last_voiced window of the last SpeculativeFinal sent (-1: none since resume)
+        self.spec_waited_ms = 0  # silence already past when it was sent
+        self.late_spec_mark = -1  # last_voiced window the late offer (speculative_lead_ms) was judged for
 
 
 class SttWorker(Worker):
@@ -264,6 +266,8 @@ class SttWorker(Worker):
             self._on_end(cid, call, window)
         elif call.ep.speaking and not call.ep.paused:
             self._maybe_partial(cid, call, window_end)
+        elif call.ep.speaking:
+            self._maybe_late_speculative(cid, call, window)
         if not call.ep.speaking:  # keep only the prefix padding's worth of history
             keep = (self.config.vad.prefix_padding_ms + self.config.vad.min_speech_ms + 200) * _MS
             if call.audio.end - call.audio.base > keep + SAMPLE_RATE:
@@ -434,9 +438,28 @@ class SttWorker(Worker):
         if not ep.text or call.spec_mark == ep.last_voiced:
             return
         call.spec_mark = ep.last_voiced
-        self.outbox.message(SpeculativeFinal(call_id=cid, turn_id=call.turn, text=ep.text, silence_ms=ep.required_ms,
+        call.spec_waited_ms = ep.silence_ms(last_window)
+        self._send_speculative(cid, call, call.spec_waited_ms)
+
+    def _maybe_late_speculative(self, cid: int, call: _Call, window: int) -> None:
+        """A long wait is `speculative_lead_ms` from its end: offer the pause transcript again, so a
+        reply prepared now is ready when the turn ends (the first offer came too early to be taken)."""
+        ep, lead = call.ep, self.config.vad.speculative_lead_ms
+        if not lead or call.spec_mark != ep.last_voiced or call.late_spec_mark == ep.last_voiced:
+            return
+        silence = ep.silence_ms(window)
+        if silence < ep.required_ms - lead:
+            return
+        call.late_spec_mark = ep.last_voiced
+        if call.spec_waited_ms < ep.required_ms - lead:
+            self._send_speculative(cid, call, silence)
+
+    def _send_speculative(self, cid: int, call: _Call, waited_ms: int) -> None:
+        ep = call.ep
+        self.outbox.message(SpeculativeFinal(call_id=cid, turn_id=call.turn, text=ep.text or "", silence_ms=ep.required_ms,
                                              turn_prob=call.check[0], ts_ns=time.monotonic_ns(),
-                                             no_speech_prob=call.result_no_speech, avg_logprob=call.result_logprob),
+                                             no_speech_prob=call.result_no_speech, avg_logprob=call.result_logprob,
+                                             waited_ms=max(0, waited_ms)),
                             cid, call.turn)
 
     def _partial(self, cid: int, call: _Call, text: str) -> None:
