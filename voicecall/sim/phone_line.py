@@ -26,6 +26,7 @@ MIN_DBFS, MAX_DBFS = -70.0, -20.0
 #: The caller's level change accepted, dB: from a whisper-quiet handset to a little louder.
 MIN_LEVEL_DB, MAX_LEVEL_DB = -40.0, 6.0
 _TILT = 0.6  # one-pole low-pass coefficient: ~6 dB more energy below 1 kHz than above 2 kHz
+_KERNEL = _TILT ** np.arange(64)  # its impulse response, to where it no longer moves a double
 
 
 class PhoneLine:
@@ -37,20 +38,18 @@ class PhoneLine:
         self.noise_dbfs, self.level_db = noise_dbfs, level_db
         self._gain = 10 ** (level_db / 20)
         self._rng = np.random.default_rng(seed)
-        self._last = 0.0  # the filter's state, carried so frame edges do not click
+        self._tail = np.zeros(len(_KERNEL) - 1)  # the filter's input history, so frame edges do not click
         # the low-pass lowers the RMS of unit white noise to sqrt((1-a)^2 / (1-a^2)) = sqrt((1-a)/(1+a))
         self._scale = 0.0 if noise_dbfs is None else \
             32768.0 * 10 ** (noise_dbfs / 20) / np.sqrt((1 - _TILT) / (1 + _TILT))
 
     def noise(self, n: int) -> np.ndarray:
         """The next `n` samples of the noise, float, in int16 units."""
-        white = self._rng.standard_normal(n) * (1 - _TILT)
-        out = np.empty(n)
-        last = self._last
-        for i, v in enumerate(white):  # n is one frame (160) at a time on the live path: cheap enough
-            last = v + _TILT * last
-            out[i] = last
-        self._last = last
+        white = np.concatenate([self._tail, self._rng.standard_normal(n) * (1 - _TILT)])
+        # y[i] = x[i] + a*y[i-1], as a convolution with a^k: a^64 < 1e-14, so the kernel's end and
+        # the white-noise tail carried from the last call make it the recursive filter, frame edges too
+        out = np.convolve(white, _KERNEL)[len(self._tail): len(self._tail) + n]
+        self._tail = white[-len(_KERNEL) + 1:]
         return out * self._scale
 
     def mix(self, mulaw: bytes) -> bytes:
