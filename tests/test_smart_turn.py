@@ -56,6 +56,18 @@ def test_complete_question_vs_the_same_sentence_cut_at_and(model: SmartTurn) -> 
                                p_done) == cfg.silence_ms_confident
 
 
+def test_a_question_the_model_is_sure_is_unfinished_gets_a_middle_wait() -> None:
+    """The model sure the caller is mid-thought: a sentence Whisper closed with "." (it closes any
+    fragment so) waits as long as a trailing clause; a question waits between the two."""
+    cfg = VadConfig()
+    sure_not = cfg.turn_incomplete_prob / 2
+    assert required_silence_ms(cfg, "What time is it?", sure_not) == cfg.silence_ms_question_disputed
+    assert cfg.silence_ms < cfg.silence_ms_question_disputed < cfg.silence_ms_incomplete
+    assert required_silence_ms(cfg, "I have a question about my bill.", sure_not) == cfg.silence_ms_incomplete
+    assert required_silence_ms(cfg, "Can I reschedule to?", sure_not) == cfg.silence_ms_max  # trails: a "?" does not help
+    assert required_silence_ms(cfg, "What time is it?", 0.3) == cfg.silence_ms  # unsure: as any finished sentence
+
+
 def test_missing_model_file_names_the_package_and_the_file() -> None:
     with pytest.raises(FileNotFoundError, match=r"pipecat.*nope\.onnx"):
         model_path("package:pipecat/audio/turn/smart_turn/data/nope.onnx")

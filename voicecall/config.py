@@ -393,6 +393,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
     if waits != sorted(waits):
         problems.append("$.stt.vad: expected silence_ms_confident <= silence_ms <= silence_ms_neutral <= "
                         f"silence_ms_incomplete <= silence_ms_max, got {waits}")
+    if not vad.silence_ms <= vad.silence_ms_question_disputed <= vad.silence_ms_incomplete:
+        problems.append("$.stt.vad: expected silence_ms <= silence_ms_question_disputed <= silence_ms_incomplete, "
+                        f"got {vad.silence_ms_question_disputed}")
     if vad.turn_incomplete_prob > vad.turn_complete_prob:
         problems.append("$.stt.vad: expected turn_incomplete_prob <= turn_complete_prob, got "
                         f"{vad.turn_incomplete_prob} and {vad.turn_complete_prob}")

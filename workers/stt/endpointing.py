@@ -15,6 +15,7 @@ Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/
 
     text / model        P >= complete_prob    in between            P < incomplete_prob   off / failed
     finished sentence    silence_ms_confident  silence_ms            silence_ms_incomplete silence_ms
+     ... a question      silence_ms_confident  silence_ms            s..._question_disputed silence_ms
     no clear ending      silence_ms            silence_ms_neutral    silence_ms_incomplete silence_ms_neutral
     trails off           silence_ms_incomplete silence_ms_incomplete silence_ms_max        silence_ms_incomplete
 
@@ -165,7 +166,9 @@ def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | Non
     if said is Completeness.INCOMPLETE:
         return cfg.silence_ms_max if sure_not else cfg.silence_ms_incomplete
     if sure_not:
-        return cfg.silence_ms_incomplete
+        # a "?" disputes the model more than a "." (which Whisper puts on any fragment): a middle wait
+        question = said is Completeness.COMPLETE and text.strip().rstrip("\"')").endswith("?")
+        return cfg.silence_ms_question_disputed if question else cfg.silence_ms_incomplete
     if said is Completeness.COMPLETE:
         return cfg.silence_ms_confident if sure_done else cfg.silence_ms
     return cfg.silence_ms if sure_done else cfg.silence_ms_neutral
