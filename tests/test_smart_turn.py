@@ -68,6 +68,18 @@ def test_a_question_the_model_is_sure_is_unfinished_gets_a_middle_wait() -> None
     assert required_silence_ms(cfg, "What time is it?", 0.3) == cfg.silence_ms  # unsure: as any finished sentence
 
 
+def test_bare_words_the_model_is_unsure_of_wait_as_a_clause_cut_at_a_pause() -> None:
+    """Whisper closes a finished sentence and leaves a clause cut at a pause bare: three words or
+    more without closing punctuation wait long unless the model is sure the caller finished."""
+    cfg = VadConfig()
+    cut = "The pain started on to the end"  # tiny.en's "The pain started on Tuesday and"
+    assert required_silence_ms(cfg, cut, 0.2) == cfg.silence_ms_unpunctuated > cfg.silence_ms_neutral
+    assert required_silence_ms(cfg, cut, 0.9) == cfg.silence_ms  # the model sure: not held
+    assert required_silence_ms(cfg, cut, None) == cfg.silence_ms_neutral  # the rules alone, as before
+    assert required_silence_ms(cfg, "Sure thing", 0.2) == cfg.silence_ms_neutral  # two words: an answer
+    assert required_silence_ms(cfg, "Okay.", 0.2) == cfg.silence_ms_neutral
+
+
 def test_missing_model_file_names_the_package_and_the_file() -> None:
     with pytest.raises(FileNotFoundError, match=r"pipecat.*nope\.onnx"):
         model_path("package:pipecat/audio/turn/smart_turn/data/nope.onnx")

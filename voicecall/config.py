@@ -393,6 +393,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
     if waits != sorted(waits):
         problems.append("$.stt.vad: expected silence_ms_confident <= silence_ms <= silence_ms_neutral <= "
                         f"silence_ms_incomplete <= silence_ms_max, got {waits}")
+    if not vad.silence_ms_neutral <= vad.silence_ms_unpunctuated <= vad.silence_ms_max:
+        problems.append("$.stt.vad: expected silence_ms_neutral <= silence_ms_unpunctuated <= silence_ms_max, "
+                        f"got {vad.silence_ms_unpunctuated}")
     if not vad.silence_ms <= vad.silence_ms_question_disputed <= vad.silence_ms_incomplete:
         problems.append("$.stt.vad: expected silence_ms <= silence_ms_question_disputed <= silence_ms_incomplete, "
                         f"got {vad.silence_ms_question_disputed}")

@@ -79,6 +79,11 @@ class VadConfig(_Section):
     silence_ms: NonNegative = 400
     #: Silence (ms) that ends a turn when the transcript has no clear ending either way.
     silence_ms_neutral: NonNegative = 500
+    #: Silence (ms) that ends a turn when the transcript is three words or more with no closing
+    #: punctuation and the model is unsure: Whisper leaves a clause cut at a pause bare ("I'd like
+    #: to book a checkup", "The pain started on Tuesday" heard without its "and"), and closes a
+    #: finished sentence. Offline 9 of 10 such pauses were a caller mid-sentence (0.6-0.94 s).
+    silence_ms_unpunctuated: NonNegative = 1200
     #: Silence (ms) that ends a turn when the transcript trails off mid-clause or ends in digits
     #: (a phone number being dictated), or the model is sure the turn is incomplete; also the
     #: longest wait while the transcript (or the model) has not answered yet. Callers thinking
@@ -87,10 +92,10 @@ class VadConfig(_Section):
     #: Silence (ms) that ends a turn when the transcript is a question (ends with "?" and does not
     #: trail) but the model is sure the caller is mid-thought. A question mark is a surer sign of a
     #: finished turn than a full stop (Whisper ends any fragment with "."), so the two signals
-    #: disagreeing get a middle wait: most thinking pauses (0.6-0.7 s) are outlasted, and the
-    #: answer still comes within 800 ms. Measured offline: 6 of 208 complete questions, 3 of 168
-    #: paused lines (pauses 0.6, 0.6, 0.8 s) fall here.
-    silence_ms_question_disputed: NonNegative = 700
+    #: disagreeing get a middle wait, still longer than the thinking pauses measured here (0.6-0.9
+    #: s). Offline, 6 of 208 complete questions and 4 of 192 pauses (0.6, 0.6, 0.8, 0.85 s) fell
+    #: here: at 700 ms two of those pauses were talked over.
+    silence_ms_question_disputed: NonNegative = 900
     #: Silence (ms) that ends a turn when the transcript trails off AND the model is sure it is
     #: incomplete ("I was wondering if, um,"): the cap on any wait.
     silence_ms_max: NonNegative = 2000

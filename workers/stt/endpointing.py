@@ -17,6 +17,7 @@ Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/
     finished sentence    silence_ms_confident  silence_ms            silence_ms_incomplete silence_ms
      ... a question      silence_ms_confident  silence_ms            s..._question_disputed silence_ms
     no clear ending      silence_ms            silence_ms_neutral    silence_ms_incomplete silence_ms_neutral
+     ... 3+ bare words   silence_ms            s..._unpunctuated     silence_ms_incomplete silence_ms_neutral
     trails off           silence_ms_incomplete silence_ms_incomplete silence_ms_max        silence_ms_incomplete
 
 The model is a signal, not a verdict: on phone audio it misses some complete questions and
@@ -171,7 +172,16 @@ def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | Non
         return cfg.silence_ms_question_disputed if question else cfg.silence_ms_incomplete
     if said is Completeness.COMPLETE:
         return cfg.silence_ms_confident if sure_done else cfg.silence_ms
-    return cfg.silence_ms if sure_done else cfg.silence_ms_neutral
+    if sure_done:
+        return cfg.silence_ms
+    return cfg.silence_ms_unpunctuated if unpunctuated(text) else cfg.silence_ms_neutral
+
+
+def unpunctuated(text: str) -> bool:
+    """Three words or more and no closing punctuation: Whisper closes what sounded finished and
+    leaves bare a clause cut at a pause ("I'd like to book a checkup" | "for my daughter")."""
+    stripped = text.strip().rstrip("\"')")
+    return not stripped.endswith((".", "!", "?")) and len(WORD.findall(stripped.lower())) >= 3
 
 
 class Event(Enum):
