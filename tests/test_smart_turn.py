@@ -140,6 +140,21 @@ def test_the_tuning_report_and_dev_sets_share_no_sentence() -> None:
             assert not sentences(a) & sentences(b), (a, b, sentences(a) & sentences(b))
 
 
+def test_a_caller_who_pauses_twice_has_both_pauses_where_the_bars_are() -> None:
+    from ipc.audio import ulaw_decode
+    from voicecall.sim.turn_callers import caller_set
+
+    ln = line("paused", "I'd like to book | a checkup for | my daughter next week.", pause_ms=(700, 900))
+    assert [b - a for a, b in ln.pauses] == [700, 900] and (ln.pause_start_ms, ln.pause_end_ms) == ln.pauses[0]
+    pcm = ulaw_decode(ln.mulaw).astype(np.float64)
+    assert ln.speech_start_ms < ln.pauses[0][0] < ln.pauses[1][0] < ln.speech_end_ms
+    for a, b in ln.pauses:
+        assert np.sqrt(np.mean(pcm[a * 8: b * 8] ** 2)) < 50  # silent
+    assert all(len(x.pauses) == 2 for x in caller_set("twice", ("paused",)))
+    with pytest.raises(ValueError, match="2 pauses"):
+        line("paused", "I'd like | to book | a checkup.", pause_ms=(700,))
+
+
 def test_voices_for_a_set_are_parsed_and_bad_ones_named() -> None:
     from voicecall.sim.turn_callers import _espeak, parse_voices
 

@@ -5,6 +5,7 @@
     voicecall turn-bench --signals --set tuning               # each end-of-turn signal alone, offline
     voicecall turn-bench --signals --set dev                  # ... on a third set, to check a rule change
     voicecall turn-bench --signals --set dev --voices espeak:en-gb,piper@0.9   # ... in voices not tuned on
+    voicecall turn-bench --signals --set twice                # ... callers who pause twice in a sentence
     voicecall turn-bench --signals --noise-dbfs -45 --level-db -15   # ... a noisy line, a quiet caller (also live)
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
@@ -295,7 +296,7 @@ def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
 def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None = None,
             noise_dbfs: float | None = None, level_db: float = 0.0) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
-    into the pause of every paused line (truth: unfinished) and after every complete question
+    into every pause of every paused line (truth: unfinished) and after every complete question
     (truth: finished); decoded as the worker decodes (its engine and window, from `config`), over
     the phone line `noise_dbfs` and `level_db` make (voicecall/sim/phone_line.py)."""
     from ipc.audio import ulaw_decode
@@ -307,28 +308,34 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     stt = load_config(config).stt
     engine, model, cfg = WhisperEngine.for_config(stt, threads=1, decoders=1), SmartTurn.load(), stt.vad
     rows = []
-    for k, ln in enumerate(caller_set(set_name, ("paused", "complete"), voices=voices)):
-        line = phone_line(noise_dbfs, level_db, seed=k)
-        mulaw = ln.mulaw if line is None else line.mix(ln.mulaw)
-        cut = (ln.pause_start_ms if ln.kind == "paused" else ln.speech_end_ms) + cfg.settle_ms
+    points = []  # (line, the pause's (start, end) or None for the end of a complete question, its number)
+    for ln in caller_set(set_name, ("paused", "complete"), voices=voices):
+        points += [(ln, p, i + 1) for i, p in enumerate(ln.pauses)] if ln.kind == "paused" else [(ln, None, 0)]
+    mixed: dict[int, bytes] = {}
+    for ln, at, nth in points:
+        if id(ln) not in mixed:
+            line = phone_line(noise_dbfs, level_db, seed=len(mixed))
+            mixed[id(ln)] = ln.mulaw if line is None else line.mix(ln.mulaw)
+        mulaw = mixed[id(ln)]
+        cut = (at[0] if at else ln.speech_end_ms) + cfg.settle_ms
         heard = engine.transcribe(mulaw_to_16k(mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut * 8]))
         text = heard.text
         t0 = time.perf_counter()
         prob = model.probability_8k(ulaw_decode(mulaw[: cut * 8]))
         ms = (time.perf_counter() - t0) * 1e3
         done = ln.kind == "complete"
-        pause = ln.pause_end_ms - ln.pause_start_ms
+        pause = at[1] - at[0] if at else 0
         combined = required_silence_ms(cfg, text, prob)
         rules = required_silence_ms(cfg, text, None)
         rows.append({"kind": ln.kind, "voice": ln.voice, "text": text, "p_complete": round(prob, 3), "check_ms": round(ms, 1),
-                     "pause_ms": pause if not done else None,
+                     "pause_ms": pause if not done else None, "pause_no": nth or None,
                      "avg_logprob": round(heard.avg_logprob, 2),
                      "model_ok": (prob >= cfg.turn_complete_prob) == done,
                      "rules_ok": (completeness(text) is Completeness.COMPLETE) == done,
                      "rules_wait_ms": rules, "combined_wait_ms": combined,
                      # unfinished: right when the wait outlasts the pause; finished: when it is short
                      "rules_talk_over": (not done) and rules < pause, "combined_talk_over": (not done) and combined < pause})
-        print(f"{ln.kind:8} {ln.voice:6} P={prob:.3f} wait {combined:4} ms (rules {rules:4})  {text!r}")
+        print(f"{ln.kind:8}{nth or '':>2} {ln.voice:6} P={prob:.3f} wait {combined:4} ms (rules {rules:4})  {text!r}")
     n = len(rows)
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
@@ -337,8 +344,8 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
         "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
         "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
-        "complete_wait_p50_rules_ms": statistics.median(r["rules_wait_ms"] for r in done),
-        "complete_wait_p50_combined_ms": statistics.median(r["combined_wait_ms"] for r in done),
+        "complete_wait_p50_rules_ms": statistics.median(r["rules_wait_ms"] for r in done) if done else None,
+        "complete_wait_p50_combined_ms": statistics.median(r["combined_wait_ms"] for r in done) if done else None,
         "complete_waits_over_500ms": sum(r["combined_wait_ms"] > 500 for r in done),
         "check_ms_p50": pct([r["check_ms"] for r in rows], 50), "rows": rows,
     }
@@ -395,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/cpu.toml", help="the running server's config (url, records db)")
     p.add_argument("--calls", type=int, nargs="+", default=[1, 4], help="runs: simultaneous calls in each")
-    p.add_argument("--set", default="report", choices=["report", "tuning", "dev"],
-                   help="caller lines (dev: paused and complete only, for --signals)")
+    p.add_argument("--set", default="report", choices=["report", "tuning", "dev", "twice"],
+                   help="caller lines (dev: paused and complete only; twice: callers who pause twice in a "
+                        "sentence, each pause judged; both for --signals)")
     p.add_argument("--voices", default="",
                    help="speak the set in these voices instead of its own, taken in turn: e.g. "
                         "'espeak:en-gb,piper@0.9' (piper, espeak or espeak:VOICE from `espeak-ng --voices`; "
@@ -410,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
     p.add_argument("--json", default="", help="write the results here")
     args = p.parse_args(argv)
-    if args.set == "dev" and not args.signals:
-        p.error("the dev set has paused and complete lines only: use it with --signals")
+    if args.set in ("dev", "twice") and not args.signals:
+        p.error(f"the {args.set} set has no backchannels or interruptions: use it with --signals")
     try:
         voices = parse_voices(args.voices) if args.voices else None
     except ValueError as e:

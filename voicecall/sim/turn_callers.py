@@ -2,7 +2,9 @@
 
 Three sets that share no sentence: TUNING (what the end-of-turn thresholds were calibrated on),
 REPORT (what the benchmark reports) and DEV (paused and complete lines only, for checking a change
-to the transcript rules offline, `turn-bench --signals --set dev`, before it meets the report set).
+to the transcript rules offline, `turn-bench --signals --set dev`, before it meets the report set);
+and TWICE, callers who pause twice in one sentence (offline, `--signals --set twice`): at the
+second pause the transcript is longer and the model has heard a pause already.
 They use different voices where possible: TUNING is the Piper voice of voicecall/sim/speech.py;
 REPORT is espeak-ng (formant synthesis, a very different voice, installed by
 tools/install_system_deps.py) plus Piper at a slower speaking rate; DEV takes all three in turn.
@@ -10,6 +12,7 @@ tools/install_system_deps.py) plus Piper at a slower speaking rate; DEV takes al
 A paused sentence is written with "|" where the caller stops to think. It is synthesized whole,
 with a comma at the "|" (so the voice keeps the rising, unfinished intonation of a caller who
 goes on), then the silent gap nearest that point is stretched to the pause length: 0.6-1.0 s.
+A line may have several "|", each its own pause.
 """
 
 from __future__ import annotations
@@ -112,10 +115,27 @@ DEV: dict[str, list[str]] = {
     ],
 }
 
-SETS = {"tuning": TUNING, "report": REPORT, "dev": DEV}
+TWICE: dict[str, list[str]] = {
+    "paused": [
+        "My phone number is five five five, | two one two, | three four five six.",
+        "I was wondering if, um, | you are open | on Saturday morning.",
+        "I need to cancel my appointment | and, uh, | book a new one for Friday.",
+        "My son was born in April | the ninth, | two thousand ten.",
+        "I'd like to book | a checkup for | my daughter next week.",
+        "Could you tell me if | the doctor is available | next Tuesday afternoon?",
+        "So I was hoping | that maybe | Thursday could work.",
+        "My insurance number is | four four seven, | one nine two.",
+        "I have a question about | my bill from | last month.",
+        "The appointment is for | my husband, | he has a bad cough.",
+        "Can I come in | today because | my tooth really hurts?",
+        "I called yesterday | about my prescription | but nobody called back.",
+    ],
+}
+
+SETS = {"tuning": TUNING, "report": REPORT, "dev": DEV, "twice": TWICE}
 #: (voice name, length scale) for each set: REPORT alternates espeak-ng and a slower Piper.
 VOICES = {"tuning": [("piper", 1.0)], "report": [("espeak", 1.0), ("piper", 1.15)],
-          "dev": [("piper", 1.0), ("espeak", 1.0), ("piper", 1.15)]}
+          "dev": [("piper", 1.0), ("espeak", 1.0), ("piper", 1.15)], "twice": [("piper", 1.15), ("espeak", 1.0)]}
 
 
 @dataclass(frozen=True)
@@ -128,9 +148,10 @@ class CallerLine:
     mulaw: bytes  # lead and trail silence included, whole 20 ms frames
     speech_start_ms: int
     speech_end_ms: int
-    pause_start_ms: int = -1  # the stretched mid-sentence pause (paused lines), -1 otherwise
+    pause_start_ms: int = -1  # the (first) stretched mid-sentence pause (paused lines), -1 otherwise
     pause_end_ms: int = -1
     first_half: str = ""  # what was said before the pause
+    pauses: tuple[tuple[int, int], ...] = ()  # every stretched pause, (start, end) ms, in order
 
     @property
     def duration_ms(self) -> int:
@@ -188,9 +209,10 @@ def _gaps(pcm: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def line(kind: str, text: str, voice: str = "piper", scale: float = 1.0, pause_ms: int = 800,
+def line(kind: str, text: str, voice: str = "piper", scale: float = 1.0, pause_ms: int | tuple[int, ...] = 800,
          lead_ms: int = 400, trail_ms: int = 1200) -> CallerLine:
-    """Synthesize one caller line (cached like voicecall.sim.speech.utterance)."""
+    """Synthesize one caller line (cached like voicecall.sim.speech.utterance); `pause_ms` for each
+    "|" in turn (one number: every pause that long)."""
     key = hashlib.sha1(f"turn|{kind}|{text}|{voice}|{scale}|{pause_ms}|{lead_ms}|{trail_ms}".encode()).hexdigest()[:16]
     plain = text.replace(" | ", " ").replace("|", "")
     first_half = text.split("|")[0].strip() if "|" in text else ""
@@ -198,34 +220,58 @@ def line(kind: str, text: str, voice: str = "piper", scale: float = 1.0, pause_m
         path = _dir() / f"{key}.npz"
         if path.exists():
             d = np.load(path)
-            return CallerLine(kind, plain, voice, d["mulaw"].tobytes(), *(int(v) for v in d["spans"]),
-                              first_half=first_half)
+            return _caller_line(kind, plain, voice, d["mulaw"].tobytes(), [int(v) for v in d["spans"]], first_half)
     spoken = text.replace(" | ", ", ").replace(",,", ",") if "|" in text else text
     spoken = spoken.replace(".,", ".")
     pcm = _voice_pcm(spoken, voice, scale)
-    pause = (-1, -1)
+    pauses: list[tuple[int, int]] = []
     if "|" in text:
-        gaps = _gaps(pcm)
-        if not gaps:
-            raise ValueError(f"no gap to stretch in {text!r} ({voice})")
-        want = len(pcm) * len(text.split("|")[0]) / len(text)
-        a, b = min(gaps, key=lambda g: abs((g[0] + g[1]) / 2 - want))
-        gap = pause_ms * SAMPLE_RATE // 1000
-        pcm = np.concatenate([pcm[:a], np.zeros(gap, dtype=np.int16), pcm[b:]])
-        pause = (a, a + gap)
+        pcm, pauses = _stretch(pcm, text, voice, pause_ms)
     body = np.zeros(-(-len(pcm) // 160) * 160, dtype=np.int16)
     body[: len(pcm)] = pcm
     start, end = _speech_span(body)
     silence = lambda ms: np.zeros(ms * SAMPLE_RATE // 1000, dtype=np.int16)  # noqa: E731
     mulaw = ulaw_encode(np.concatenate([silence(lead_ms), body, silence(trail_ms)]))
     spans = [lead_ms + start, lead_ms + end]
-    if pause[0] >= 0:
-        spans += [lead_ms + pause[0] * 1000 // SAMPLE_RATE, lead_ms + pause[1] * 1000 // SAMPLE_RATE]
-    else:
-        spans += [-1, -1]
+    for a, b in pauses or [(-1, -1)]:
+        spans += [lead_ms + a * 1000 // SAMPLE_RATE, lead_ms + b * 1000 // SAMPLE_RATE] if a >= 0 else [-1, -1]
     with _lock:
         np.savez(path, mulaw=np.frombuffer(mulaw, dtype=np.uint8), spans=np.array(spans))
-    return CallerLine(kind, plain, voice, mulaw, *spans, first_half=first_half)
+    return _caller_line(kind, plain, voice, mulaw, spans, first_half)
+
+
+def _stretch(pcm: np.ndarray, text: str, voice: str, pause_ms: int | tuple[int, ...]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The silent gap nearest each "|" stretched to its pause; the pauses' sample spans in the result."""
+    parts = text.split("|")
+    lengths = pause_ms if isinstance(pause_ms, tuple) else (pause_ms,) * (len(parts) - 1)
+    if len(lengths) != len(parts) - 1:
+        raise ValueError(f"{len(parts) - 1} pauses in {text!r}, {len(lengths)} pause lengths given")
+    gaps = _gaps(pcm)
+    chosen: list[tuple[int, int]] = []
+    for i in range(1, len(parts)):
+        want = len(pcm) * len("|".join(parts[:i])) / len(text)
+        free = [g for g in gaps if g not in chosen]
+        if not free:
+            raise ValueError(f"no gap to stretch in {text!r} ({voice})")
+        chosen.append(min(free, key=lambda g: abs((g[0] + g[1]) / 2 - want)))
+    pieces, pauses, at, length = [], [], 0, 0
+    for (a, b), ms in sorted(zip(chosen, lengths, strict=True)):
+        pieces.append(pcm[at:a])
+        length += a - at
+        gap = ms * SAMPLE_RATE // 1000
+        pieces.append(np.zeros(gap, dtype=np.int16))
+        pauses.append((length, length + gap))
+        length += gap
+        at = b
+    pieces.append(pcm[at:])
+    return np.concatenate(pieces), pauses
+
+
+def _caller_line(kind: str, plain: str, voice: str, mulaw: bytes, spans: list[int], first_half: str) -> CallerLine:
+    """spans: speech start, end, then (start, end) of each pause ((-1, -1): none), ms."""
+    pauses = tuple((spans[i], spans[i + 1]) for i in range(2, len(spans) - 1, 2) if spans[i] >= 0)
+    first = pauses[0] if pauses else (-1, -1)
+    return CallerLine(kind, plain, voice, mulaw, spans[0], spans[1], first[0], first[1], first_half, pauses)
 
 
 def parse_voices(spec: str) -> list[tuple[str, float]]:
@@ -262,8 +308,9 @@ def caller_set(name: str, kinds: tuple[str, ...] = ("paused", "complete", "backc
     for kind in kinds:
         for i, text in enumerate(texts.get(kind, [])):
             voice, scale = voices[i % len(voices)]
-            pause = int(rng.integers(30, 51)) * 20 if kind == "paused" else 0  # 600..1000 ms
-            out.append(line(kind, text, voice, scale, pause_ms=pause or 800))
+            bars = text.count("|")
+            pauses = tuple(int(rng.integers(30, 51)) * 20 for _ in range(bars)) if kind == "paused" else ()  # 600..1000 ms
+            out.append(line(kind, text, voice, scale, pause_ms=(pauses[0] if bars == 1 else pauses) or 800))
     return out
 
 
