@@ -82,7 +82,7 @@ class VadConfig(_Section):
     #: Silence (ms) that ends a turn when the transcript is three words or more with no closing
     #: punctuation and the model is unsure: Whisper leaves a clause cut at a pause bare ("I'd like
     #: to book a checkup", "The pain started on Tuesday" heard without its "and"), and closes a
-    #: finished sentence. Offline 9 of 10 such pauses were a caller mid-sentence (0.6-0.94 s).
+    #: finished sentence. Offline, 9 of the 10 such points were a caller mid-sentence (0.6-0.94 s pauses).
     silence_ms_unpunctuated: NonNegative = 1200
     #: Silence (ms) that ends a turn when the transcript trails off mid-clause or ends in digits
     #: (a phone number being dictated), or the model is sure the turn is incomplete; also the
