@@ -77,3 +77,24 @@ def test_phone_line_noise_sits_at_its_level_under_every_frame_and_is_continuous(
             assert message in str(e), str(e)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_turn_bench_counts_as_joined_only_the_talked_over_lines_that_became_one_turn() -> None:
+    from voicecall.cli.turn_bench import Item, _joined
+    from voicecall.sim.turn_callers import CallerLine
+
+    def item(kind: str, text: str, talked_over: bool) -> Item:
+        return Item(kind, CallerLine(kind, text, "piper", b"", 0, 0), result={"talked_over": talked_over})
+
+    items = [item("paused", "My son needs a vaccine. Do you have any slots this week?", True),
+             item("paused", "The pain started on Tuesday and it has not gone away.", True),
+             item("backchannel", "Mm-hmm.", False)]
+    turns = [{"role": "caller", "turn_id": 5, "text": "My son needs a vaccine. Do you have any slots this week?"},
+             {"role": "caller", "turn_id": 9, "text": "What are your opening hours?"},  # after a misjudged "mm-hmm"
+             {"role": "caller", "turn_id": 12, "text": "The veins are done to the end."},
+             {"role": "caller", "turn_id": 15, "text": "the paint started on to the end So now it's done away."}]
+    events = [{"kind": "went_on", "detail": "turn 4 went on as turn 5"}, {"kind": "went_on", "detail": "turn 8 went on as turn 9"},
+              {"kind": "backchannel", "detail": "resumed"}]
+    assert _joined(items, turns, events) == 1  # the second line was not joined; the "hours" join is no line's
+    events.append({"kind": "went_on", "detail": "turn 14 went on as turn 15"})  # now it is, heard badly
+    assert _joined(items, turns, events) == 2

@@ -37,6 +37,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -173,6 +174,23 @@ def records_of(url: str, call_sid: str) -> tuple[list[dict], list[dict]]:
         db.close()
 
 
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _joined(items: list[Item], turns: list[dict], events: list[dict]) -> int:
+    """Talked-over paused lines that became one caller turn: a `went_on` event ("turn A went on
+    as turn B") whose caller turn B holds a third of the line's words or more. Counting the events alone
+    would also count a question asked right after a misjudged backchannel's reply began."""
+    targets = {int(e["detail"].rsplit(" ", 1)[-1]) for e in events if e["kind"] == "went_on"}
+    heard = [set(_WORD.findall(t["text"].lower())) for t in turns if t["role"] == "caller" and t["turn_id"] in targets]
+    count = 0
+    for it in items:
+        if it.kind == "paused" and it.result.get("talked_over"):
+            words = set(_WORD.findall(it.line.text.lower()))
+            count += any(len(words & h) >= len(words) / 3 for h in heard)  # espeak is heard badly
+    return count
+
+
 def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | None = None,
           level_db: float = 0.0) -> dict[str, Any]:
     n = len(items)
@@ -203,7 +221,7 @@ def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | 
         n_bc = sum(1 for it in its if it.kind == "backchannel")
         backchannels += n_bc
         resumed += min(n_bc, sum(1 for e in events if e["kind"] == "backchannel"))
-        joined += sum(1 for e in events if e["kind"] == "went_on")
+        joined += _joined(its, turns, events)
         # the long answers talked over: heard whole = after a backchannel (resumed, or never stopped)
         long_answers = [t for t in turns if t["role"] == "agent" and t["text"].startswith("We're open Monday")]
         heard_whole += min(n_bc, sum(1 for t in long_answers if not t["interrupted"]))
