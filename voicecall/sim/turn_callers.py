@@ -148,10 +148,17 @@ class CallerLine:
     mulaw: bytes  # lead and trail silence included, whole 20 ms frames
     speech_start_ms: int
     speech_end_ms: int
-    pause_start_ms: int = -1  # the (first) stretched mid-sentence pause (paused lines), -1 otherwise
-    pause_end_ms: int = -1
-    first_half: str = ""  # what was said before the pause
-    pauses: tuple[tuple[int, int], ...] = ()  # every stretched pause, (start, end) ms, in order
+    first_half: str = ""  # what was said before the (first) pause
+    pauses: tuple[tuple[int, int], ...] = ()  # every stretched mid-sentence pause, (start, end) ms, in order
+
+    @property
+    def pause_start_ms(self) -> int:
+        """Where the first pause begins (paused lines), -1 otherwise."""
+        return self.pauses[0][0] if self.pauses else -1
+
+    @property
+    def pause_end_ms(self) -> int:
+        return self.pauses[0][1] if self.pauses else -1
 
     @property
     def duration_ms(self) -> int:
@@ -270,8 +277,7 @@ def _stretch(pcm: np.ndarray, text: str, voice: str, pause_ms: int | tuple[int, 
 def _caller_line(kind: str, plain: str, voice: str, mulaw: bytes, spans: list[int], first_half: str) -> CallerLine:
     """spans: speech start, end, then (start, end) of each pause ((-1, -1): none), ms."""
     pauses = tuple((spans[i], spans[i + 1]) for i in range(2, len(spans) - 1, 2) if spans[i] >= 0)
-    first = pauses[0] if pauses else (-1, -1)
-    return CallerLine(kind, plain, voice, mulaw, spans[0], spans[1], first[0], first[1], first_half, pauses)
+    return CallerLine(kind, plain, voice, mulaw, spans[0], spans[1], first_half, pauses)
 
 
 def parse_voices(spec: str) -> list[tuple[str, float]]:
