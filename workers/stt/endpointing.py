@@ -89,9 +89,14 @@ class Completeness(Enum):
     INCOMPLETE = "incomplete"
 
 
+def _stripped(text: str) -> str:
+    """The transcript without surrounding space and closing quotes or brackets: its last mark shows."""
+    return text.strip().rstrip("\"')")
+
+
 def completeness(text: str) -> Completeness:
     """Does `text` sound finished? Decides how much silence ends the turn."""
-    stripped = text.strip().rstrip("\"')")
+    stripped = _stripped(text)
     if not stripped:
         return Completeness.NEUTRAL
     words = WORD.findall(stripped.lower())
@@ -168,7 +173,7 @@ def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | Non
         return cfg.silence_ms_max if sure_not else cfg.silence_ms_incomplete
     if sure_not:
         # a "?" disputes the model more than a "." (which Whisper puts on any fragment): a middle wait
-        question = said is Completeness.COMPLETE and text.strip().rstrip("\"')").endswith("?")
+        question = said is Completeness.COMPLETE and _stripped(text).endswith("?")
         return cfg.silence_ms_question_disputed if question else cfg.silence_ms_incomplete
     if said is Completeness.COMPLETE:
         return cfg.silence_ms_confident if sure_done else cfg.silence_ms
@@ -180,7 +185,7 @@ def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | Non
 def unpunctuated(text: str) -> bool:
     """Three words or more and no closing punctuation: Whisper closes what sounded finished and
     leaves bare a clause cut at a pause ("I'd like to book a checkup" | "for my daughter")."""
-    stripped = text.strip().rstrip("\"')")
+    stripped = _stripped(text)
     return not stripped.endswith((".", "!", "?")) and len(WORD.findall(stripped.lower())) >= 3
 
 
