@@ -98,3 +98,55 @@ def test_turn_bench_counts_as_joined_only_the_talked_over_lines_that_became_one_
     assert _joined(items, turns, events) == 1  # the second line was not joined; the "hours" join is no line's
     events.append({"kind": "went_on", "detail": "turn 14 went on as turn 15"})  # now it is, heard badly
     assert _joined(items, turns, events) == 2
+
+
+def test_an_echoing_line_sends_back_what_the_caller_heard_delayed_and_down() -> None:
+    import pytest
+
+    from ipc.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_encode
+    from voicecall.sim.phone_line import PhoneLine
+    from voicecall.sim.playback import TwilioBuffer
+
+    async def echo_mark(name: str) -> None:
+        return None
+
+    async def main() -> None:
+        buffer = TwilioBuffer(echo_mark)
+        tone = ulaw_encode((8000 * np.sin(np.arange(800) * 0.3)).astype(np.int16))  # 100 ms
+        buffer.media(tone, now_ns=1_000_000_000)
+        ms = 1_000_000
+        assert buffer.played(1_000 * ms, 800) == tone
+        assert buffer.played(950 * ms, 800) == bytes([ULAW_SILENCE]) * 400 + tone[:400]  # before it: silence
+        assert buffer.played(1_080 * ms, 320) == tone[640:] + bytes([ULAW_SILENCE]) * 160
+        buffer.clear(1_050 * ms)  # the caller heard its first half only
+        assert buffer.played(1_040 * ms, 160) == tone[320:400] + bytes([ULAW_SILENCE]) * 80
+
+        line = PhoneLine(echo_db=-20.0)
+        frame = bytes([ULAW_SILENCE]) * FRAME_BYTES
+        back = ulaw_decode(line.mix(frame, tone[:FRAME_BYTES])).astype(np.float64)
+        level = 20 * np.log10(np.sqrt(np.mean(back**2) / np.mean(ulaw_decode(tone[:FRAME_BYTES]).astype(np.float64) ** 2)))
+        assert abs(level - -20.0) < 0.5, level
+        assert line.mix(frame, None) == frame and PhoneLine().mix(frame, tone[:FRAME_BYTES]) == frame  # no echo set
+        with pytest.raises(ValueError, match="echo of -3 dB is outside -70..-6 dB"):
+            PhoneLine(echo_db=-3.0)
+        with pytest.raises(ValueError, match="echo delay of 900 ms is outside 0..500 ms"):
+            PhoneLine(echo_db=-30.0, echo_delay_ms=900)
+
+    asyncio.run(main())
+
+
+def test_the_server_hears_its_own_voice_on_an_echoing_line(tmp_path: Path) -> None:
+    """The echo handler repeats the caller's tone; on an echoing line that repeat comes back to it
+    as caller audio and it stops itself (`clear`): the echo is on the wire, 30 ms after playout."""
+    wav = tmp_path / "caller.wav"
+    write_mulaw_wav(wav, simcall.tone_mulaw(800, 300.0))
+
+    async def main(**line: object) -> dict:
+        async with running_server(config()) as (url, _):
+            return await simcall.run_calls(_args(url, wav=str(wav), tail_ms=2000, **line))
+
+    clean = asyncio.run(main())
+    echoing = asyncio.run(main(echo_db=-12.0, echo_delay_ms=30))
+    assert clean["protocol_errors"] == [] and echoing["protocol_errors"] == []
+    assert clean["clears"] == 0, clean
+    assert echoing["clears"] >= 1, echoing

@@ -24,9 +24,9 @@ import numpy as np
 import psutil
 
 from ipc.audio import SAMPLE_RATE, pcm_to_mulaw_8k, write_mulaw_wav
+from voicecall.cli.line_options import add_line_arguments, check_line_arguments, line_for
 from voicecall.percentiles import summary
 from voicecall.sim.client import SimulatedCall
-from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, check, phone_line
 from voicecall.sim.script import CallReport, CallScript, Utterance
 
 
@@ -83,7 +83,7 @@ async def run_calls(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=connector) as session:
         calls = [SimulatedCall(args.server, public_url=args.public_url, auth_token=args.auth_token,
                                tick_ms=args.tick_ms, session=session,
-                               line=phone_line(args.noise_dbfs, args.level_db, seed=k))
+                               line=line_for(args, seed=k))
                  for k in range(args.calls)]
         tasks = []
         ramp = args.ramp_s / max(1, args.calls)
@@ -155,11 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--ramp-s", type=float, default=2.0, help="spread call starts over this long")
     p.add_argument("--duration-s", type=float, default=0.0, help="keep each call talking this long")
-    p.add_argument("--noise-dbfs", type=float, default=None,
-                   help=f"a noisy line: background noise at this level (dBFS RMS, {MIN_DBFS:g}..{MAX_DBFS:g}, "
-                        "e.g. -45) under everything each caller sends, silence included")
-    p.add_argument("--level-db", type=float, default=0.0,
-                   help=f"a quiet (or loud) caller: their speech scaled by this many dB ({MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g})")
+    add_line_arguments(p)
     p.add_argument("--tick-ms", type=int, default=20, help="send caller frames in bursts of this much (>=20)")
     p.add_argument("--cpu-pid", type=int, default=0, help="measure this process's CPU while calls are live")
     p.add_argument("--settle-s", type=float, default=3.0)
@@ -177,10 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        check(args.noise_dbfs, args.level_db)
-    except ValueError as e:
-        parser.error(f"--noise-dbfs / --level-db: {e}")
+    check_line_arguments(parser, args)
     result = asyncio.run(run_calls(args))
     if args.questions:
         from voicecall.cli.latency_report import print_table

@@ -7,6 +7,7 @@
     voicecall turn-bench --signals --set dev --voices espeak:en-gb,piper@0.9   # ... in voices not tuned on
     voicecall turn-bench --signals --set twice                # ... callers who pause twice in a sentence
     voicecall turn-bench --signals --noise-dbfs -45 --level-db -15   # ... a noisy line, a quiet caller (also live)
+    voicecall turn-bench --calls 1 --echo-db -30              # live: a line that echoes the agent back
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
 0.6-1.0 s pause after an unfinished clause, complete questions, backchannels at different points
@@ -44,10 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from voicecall.cli.line_options import add_line_arguments, check_line_arguments, line_for
 from voicecall.config import load_config
 from voicecall.percentiles import percentile
 from voicecall.sim.client import SimulatedCall
-from voicecall.sim.phone_line import MAX_DBFS, MAX_LEVEL_DB, MIN_DBFS, MIN_LEVEL_DB, PhoneLine, check, phone_line
+from voicecall.sim.phone_line import PhoneLine, phone_line
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import VOICES, CallerLine, caller_set, parse_voices
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutMedia
@@ -191,13 +193,14 @@ def _joined(items: list[Item], turns: list[dict], events: list[dict]) -> int:
     return count
 
 
-def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | None = None,
-          level_db: float = 0.0) -> dict[str, Any]:
+def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Namespace) -> dict[str, Any]:
+    """`items` dealt to `calls` simultaneous calls over the phone line `line` describes (the
+    options of voicecall/cli/line_options.py); the figures of the module docstring."""
     n = len(items)
     dealt = [items[i * n // calls:(i + 1) * n // calls] for i in range(calls)]  # each gets every kind
 
     async def main() -> list[tuple[TimedCall, list[Item]]]:
-        return await asyncio.gather(*(run_call(url, part, phone_line(noise_dbfs, level_db, seed=k))
+        return await asyncio.gather(*(run_call(url, part, line_for(line, seed=k))
                                       for k, part in enumerate(dealt)))
 
     load = os.getloadavg()
@@ -206,7 +209,9 @@ def bench(url: str, db: str, calls: int, items: list[Item], noise_dbfs: float | 
     results = asyncio.run(main())
     server_stops = {part: (total[0] - stops_before.get(part, (0.0, 0))[0], total[1] - stops_before.get(part, (0.0, 0))[1])
              for part, total in barge_in_stop_totals(url).items()}
-    out: dict[str, Any] = {"calls": calls, "noise_dbfs": noise_dbfs, "level_db": level_db, "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
+    out: dict[str, Any] = {"calls": calls, "noise_dbfs": line.noise_dbfs, "level_db": line.level_db,
+                           "echo_db": line.echo_db, "echo_delay_ms": line.echo_delay_ms if line.echo_db is not None else None,
+                           "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
     resumed = backchannels = extra_turns = heard_whole = joined = 0
@@ -392,6 +397,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("Smart Turn check p50 / p95 ms", lambda r: f"{f(r['smart_turn_check_p50_ms'])} / {f(r['smart_turn_check_p95_ms'])}"),
         ("speculative used / started", lambda r: f"{r['speculative']['used']}/{r['speculative']['started']}"),
         ("line noise dBFS / caller level dB", lambda r: f"{f(r.get('noise_dbfs'))} / {r.get('level_db', 0.0):g}"),
+        ("line echo dB / delay ms", lambda r: f"{f(r.get('echo_db'))} / {f(r.get('echo_delay_ms'))}"),
         ("load avg before -> after (1 min)", lambda r: f"{r['load_before'][0]} -> {r['load_after'][0]}"),
     ]
     for label, get in rows:
@@ -427,11 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="speak the set in these voices instead of its own, taken in turn: e.g. "
                         "'espeak:en-gb,piper@0.9' (piper, espeak or espeak:VOICE from `espeak-ng --voices`; "
                         "@N: length scale, above 1 slower). The rules were tuned on piper: this checks other voices")
-    p.add_argument("--noise-dbfs", type=float, default=None,
-                   help="a noisy line: background noise at this level (dBFS RMS, e.g. -45; "
-                        f"{MIN_DBFS:g}..{MAX_DBFS:g}) under everything the callers send, pauses included")
-    p.add_argument("--level-db", type=float, default=0.0,
-                   help=f"quiet (or loud) callers: their speech scaled by this many dB ({MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g})")
+    add_line_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="only the first N items (a quick look)")
     p.add_argument("--signals", action="store_true", help="offline: each end-of-turn signal alone and combined")
     p.add_argument("--json", default="", help="write the results here")
@@ -442,10 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         voices = parse_voices(args.voices) if args.voices else None
     except ValueError as e:
         p.error(f"--voices: {e}")
-    try:
-        check(args.noise_dbfs, args.level_db)
-    except ValueError as e:
-        p.error(f"--noise-dbfs / --level-db: {e}")
+    check_line_arguments(p, args)
+    if args.signals and args.echo_db is not None:
+        p.error("--echo-db: --signals is offline, with no agent audio to echo")
     if args.signals:
         result: Any = signals(args.set, args.config, voices, args.noise_dbfs, args.level_db)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
@@ -458,8 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         result = []
         for n in args.calls:
             print(f"{n} call(s), {len(items)} items ...", flush=True)
-            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items],
-                                args.noise_dbfs, args.level_db))
+            result.append(bench(url, cfg.records.url, n, [Item(i.kind, i.line, i.at_ms) for i in items], args))
         print_table(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

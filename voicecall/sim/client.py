@@ -38,6 +38,7 @@ from voicecall.sim.script import CallReport, CallScript, Utterance, voiced_span_
 from voicecall.twilio.protocol import OUTBOUND_DECODER, OutClear, OutMark, OutMedia
 
 SILENT_FRAME = bytes([ULAW_SILENCE]) * FRAME_BYTES
+FRAME_NS = FRAME_MS * 1_000_000
 _JSON = msgspec.json.Encoder()
 
 
@@ -304,12 +305,22 @@ class SimulatedCall:
                 delay = (due - time.monotonic_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await self.send_frame(frame if self.line is None else self.line.mix(frame))
+            await self.send_frame(frame if self.line is None else self._through_line(frame, start + i * FRAME_NS))
         end = start + len(frames) * FRAME_MS * 1_000_000
         delay = (end - time.monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
         return start, time.monotonic_ns()
+
+    def _through_line(self, frame: bytes, captured_ns: int) -> bytes:
+        """`frame` (the 20 ms up to `captured_ns`, when it is sent) as the line delivers it: level, noise, and the
+        echo of what the caller heard `echo_delay_ms` before."""
+        line = self.line
+        assert line is not None
+        played = None
+        if line.echo_db is not None:
+            played = self.buffer.played(captured_ns - (line.echo_delay_ms + FRAME_MS) * 1_000_000, len(frame))
+        return line.mix(frame, played)
 
     async def run(self, script: CallScript) -> CallReport:
         """Webhook, stream, the script's utterances and DTMF, tail, `stop`; returns the report."""

@@ -1,5 +1,5 @@
-"""A phone line for the simulated caller: a steady noise floor under everything it sends, and the
-caller's level as their handset delivers it.
+"""A phone line for the simulated caller: a steady noise floor under everything it sends, the
+caller's level as their handset delivers it, and the agent's own voice coming back (echo).
 
 Why: generated callers are otherwise loud (Piper at 0.7 of full scale) with digital silence between
 words (mu-law 0xFF), which no real line is. A caller in a car, a kitchen or on a cheap handset
@@ -8,6 +8,12 @@ VAD's speech end and Whisper's no-speech guess are decided; a caller far from th
 20 dB quieter. `PhoneLine(noise_dbfs=-45, level_db=-15)` turns the caller down by 15 dB and adds
 noise at -45 dBFS RMS to every frame the simulated call sends (speech and the silence between), so
 the benches can be run on a line like that: `voicecall turn-bench --noise-dbfs -45 --level-db -15`.
+
+Echo: a speakerphone, a handset without an echo canceller or a two-wire hybrid sends back part of
+what the caller hears. `PhoneLine(echo_db=-30, echo_delay_ms=40)` adds what the simulated call's
+playback played 40 ms earlier, 30 dB down, to every frame it sends (the caller's speech and the
+pauses alike), so the benches can show what an echoing line does to barge-in:
+`voicecall turn-bench --echo-db -30`.
 
 The noise is white noise tilted towards the low frequencies (one-pole low-pass, the way room and
 road noise fall off), band-limited to the phone band by the mu-law round trip; the same seed is
@@ -25,18 +31,26 @@ from ipc.audio import ulaw_decode, ulaw_encode
 MIN_DBFS, MAX_DBFS = -70.0, -20.0
 #: The caller's level change accepted, dB: from a whisper-quiet handset to a little louder.
 MIN_LEVEL_DB, MAX_LEVEL_DB = -40.0, 6.0
+#: Echo return accepted, dB below what was played: a bare speakerphone (-6) to a good canceller's leftover.
+MIN_ECHO_DB, MAX_ECHO_DB = -70.0, -6.0
+#: Echo delay accepted, ms after playout: a hybrid's few ms to a long mobile path.
+MAX_ECHO_DELAY_MS = 500
 _TILT = 0.6  # one-pole low-pass coefficient: ~6 dB more energy below 1 kHz than above 2 kHz
 _KERNEL = _TILT ** np.arange(64)  # its impulse response, to where it no longer moves a double
 
 
 class PhoneLine:
     """The caller's audio scaled by `level_db` with noise at `noise_dbfs` (RMS, full scale = 0 dB;
-    None: no noise) added, continuous from one frame to the next."""
+    None: no noise) added, continuous from one frame to the next; and with `echo_db` (None: none)
+    the agent's audio that played `echo_delay_ms` earlier, that many dB down."""
 
-    def __init__(self, noise_dbfs: float | None = None, level_db: float = 0.0, seed: int = 0) -> None:
-        check(noise_dbfs, level_db)
+    def __init__(self, noise_dbfs: float | None = None, level_db: float = 0.0, seed: int = 0,
+                 echo_db: float | None = None, echo_delay_ms: int = 40) -> None:
+        check(noise_dbfs, level_db, echo_db, echo_delay_ms)
         self.noise_dbfs, self.level_db = noise_dbfs, level_db
+        self.echo_db, self.echo_delay_ms = echo_db, echo_delay_ms
         self._gain = 10 ** (level_db / 20)
+        self._echo_gain = 0.0 if echo_db is None else 10 ** (echo_db / 20)
         self._rng = np.random.default_rng(seed)
         self._tail = np.zeros(len(_KERNEL) - 1)  # the filter's input history, so frame edges do not click
         # the low-pass lowers the RMS of unit white noise to sqrt((1-a)^2 / (1-a^2)) = sqrt((1-a)/(1+a))
@@ -52,22 +66,33 @@ class PhoneLine:
         self._tail = white[-len(_KERNEL) + 1:]
         return out * self._scale
 
-    def mix(self, mulaw: bytes) -> bytes:
-        """`mulaw` at the caller's level with the next stretch of noise added (clipped), mu-law again."""
+    def mix(self, mulaw: bytes, played: bytes | None = None) -> bytes:
+        """`mulaw` at the caller's level with the next stretch of noise added, and the echo of
+        `played` (the agent's audio heard `echo_delay_ms` before, as long as `mulaw`; None: none),
+        clipped, mu-law again."""
         pcm = ulaw_decode(mulaw).astype(np.float64) * self._gain
         if self.noise_dbfs is not None:
             pcm += self.noise(len(mulaw))
+        if played is not None and self.echo_db is not None:
+            pcm += ulaw_decode(played).astype(np.float64) * self._echo_gain
         return ulaw_encode(np.clip(np.round(pcm), -32768, 32767).astype(np.int16))
 
 
-def check(noise_dbfs: float | None, level_db: float) -> None:
-    """ValueError naming the setting and its range when either is out of it."""
+def check(noise_dbfs: float | None, level_db: float, echo_db: float | None = None, echo_delay_ms: int = 40) -> None:
+    """ValueError naming the setting and its range when one is out of it."""
+    if echo_db is not None and not MIN_ECHO_DB <= echo_db <= MAX_ECHO_DB:
+        raise ValueError(f"echo of {echo_db:g} dB is outside {MIN_ECHO_DB:g}..{MAX_ECHO_DB:g} dB")
+    if not 0 <= echo_delay_ms <= MAX_ECHO_DELAY_MS:
+        raise ValueError(f"echo delay of {echo_delay_ms} ms is outside 0..{MAX_ECHO_DELAY_MS} ms")
     if noise_dbfs is not None and not MIN_DBFS <= noise_dbfs <= MAX_DBFS:
         raise ValueError(f"line noise of {noise_dbfs:g} dBFS is outside {MIN_DBFS:g}..{MAX_DBFS:g} dBFS")
     if not MIN_LEVEL_DB <= level_db <= MAX_LEVEL_DB:
         raise ValueError(f"caller level {level_db:g} dB is outside {MIN_LEVEL_DB:g}..{MAX_LEVEL_DB:g} dB")
 
 
-def phone_line(noise_dbfs: float | None, level_db: float, seed: int) -> PhoneLine | None:
-    """The line for these settings; None for a clean, full-level one (nothing to change)."""
-    return None if noise_dbfs is None and level_db == 0.0 else PhoneLine(noise_dbfs, level_db, seed)
+def phone_line(noise_dbfs: float | None, level_db: float, seed: int, echo_db: float | None = None,
+               echo_delay_ms: int = 40) -> PhoneLine | None:
+    """The line for these settings; None for a clean, full-level one without echo (nothing to change)."""
+    if noise_dbfs is None and level_db == 0.0 and echo_db is None:
+        return None
+    return PhoneLine(noise_dbfs, level_db, seed, echo_db, echo_delay_ms)

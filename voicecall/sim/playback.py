@@ -70,6 +70,24 @@ class TwilioBuffer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def played(self, start_ns: int, n: int) -> bytes:
+        """The `n` samples that played from `start_ns` on (silence where nothing did): what the
+        caller's earpiece gave out then, for a line that echoes it."""
+        out = bytearray([ULAW_SILENCE]) * n
+        end_ns = start_ns + n * 1_000_000_000 // SAMPLE_RATE
+        for start, audio in reversed(self.segments):  # the latest first: an echo is of recent audio
+            seg_end = start + len(audio) * 1_000_000_000 // SAMPLE_RATE
+            if seg_end <= start_ns:
+                break  # segments play in order: every earlier one ended before this stretch
+            if start >= end_ns:
+                continue
+            src = max(0, (start_ns - start) * SAMPLE_RATE // 1_000_000_000)
+            dst = max(0, (start - start_ns) * SAMPLE_RATE // 1_000_000_000)
+            take = min(len(audio) - src, n - dst)
+            if take > 0:
+                out[dst : dst + take] = audio[src : src + take]
+        return bytes(out)
+
     def heard(self, origin_ns: int) -> bytes:
         """What the caller heard, laid on a timeline from `origin_ns` (gaps are silence)."""
         out = bytearray()
