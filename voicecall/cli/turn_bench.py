@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+
 from voicecall.cli.line_options import add_line_arguments, check_line_arguments, line_for
 from voicecall.config import load_config
 from voicecall.percentiles import percentile
@@ -148,8 +150,15 @@ async def run_call(url: str, items: list[Item], line: PhoneLine | None = None) -
     assert await call.place() == 200, "webhook refused the call"
     await call.connect()
     await call.silence(600)
-    for item in items:
-        await run_item(call, item, question)
+    for n, item in enumerate(items):
+        try:
+            await run_item(call, item, question)
+        except ConnectionClosed as e:  # the agent hung up (a line misheard as "goodbye"): the rest go unasked
+            print(f"the agent ended the call after {n} of {len(items)} items ({e.rcvd.reason if e.rcvd else e})",
+                  flush=True)
+            item.result["call_ended"] = True
+            await call.close()
+            return call, items[: n + 1]
     await call.silence(500)
     await call.stop()
     await call.close()
