@@ -39,6 +39,7 @@ import msgspec
 KIND_MESSAGE = 1  # payload: msgpack of the ring's message union
 KIND_AUDIO = 2  # payload: mulaw 8 kHz mono bytes
 KIND_TEXT = 3  # payload: UTF-8 text (LLM token deltas)
+KIND_PLAYED = 4  # payload: mulaw 8 kHz the agent sent; ts_ns: when the caller hears it (telephony's estimate)
 
 
 
@@ -251,7 +252,21 @@ class SpeechResumed(_Msg, gc=False):
     ts_ns: int = 0
 
 
-SttEvent = SpeechStarted | Partial | TurnEnded | SpeculativeFinal | SpeechResumed
+class EchoIgnored(_Msg, gc=False):
+    """Speech that started at `media_ms` was the agent's own audio coming back on the line
+    (workers/stt/echo_gate.py): no `SpeechStarted`, no barge-in. `delay_ms` after it played,
+    `echo_db` relative to it, the fit leaving `explained_db` less of the sound."""
+
+    call_id: int
+    turn_id: int
+    media_ms: int
+    delay_ms: float
+    echo_db: float
+    explained_db: float
+    check_ms: float = 0.0
+
+
+SttEvent = SpeechStarted | Partial | TurnEnded | SpeculativeFinal | SpeechResumed | EchoIgnored
 
 
 # ---------------------------------------------------------------- llm

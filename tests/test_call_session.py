@@ -68,6 +68,9 @@ class FakePort:
     def first_sent_ns(self, turn_id: int) -> int | None:
         return None
 
+    def tap_played(self, tap: Any) -> None:
+        self.tap = tap
+
     async def hang_up(self, reason: str) -> None:
         self.hung_up = reason
 

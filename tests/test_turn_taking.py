@@ -153,3 +153,37 @@ def test_a_noise_burst_resumes(system: RunningSystem) -> None:
     call, _report, rec, turns, events = _talked_over(system, wordless_burst(seed=3, parts=6, trail_ms=600))
     _assert_resumed(call, rec, turns, events)
     assert _metric(system, "voicecall_backchannels_total") >= 2
+
+
+def test_an_echoing_line_neither_stops_the_agent_nor_hides_a_real_interruption(system: RunningSystem) -> None:
+    """The caller's line sends the agent's audio back (25 dB down, 60 ms later): the greeting and the
+    answer play on (the stt worker's echo gate takes that sound for the echo it is), and a real
+    interruption over the echoing answer still stops it."""
+    from voicecall.sim.phone_line import PhoneLine
+
+    question = utterance("What are your opening hours?")
+    interruption = utterance("Actually, can I talk to a person?", lead_ms=0, trail_ms=600)
+    ignored_before = _metric(system, "voicecall_echo_onsets_ignored_total")
+
+    async def main() -> tuple[SimulatedCall, CallReport]:
+        call = SimulatedCall(system.url, line=PhoneLine(echo_db=-25.0, echo_delay_ms=60))
+        report = await call.run(CallScript(utterances=[Utterance(mulaw=question.mulaw, pause_before_ms=4500),
+                                                       Utterance(mulaw=interruption.mulaw, barge_in_after_ms=2500)],
+                                           tail_ms=8000))
+        return call, report
+
+    call, report = asyncio.run(main())
+    assert not report.protocol_errors, report.protocol_errors
+    rec, turns, events = _record(system, report.call_sid)
+    print(events)
+    talked_at = call.first_audio_ns[1] + 2500 * 1_000_000  # [0]: the greeting, [1]: the answer; 2.5 s into it
+    early = [round((t - talked_at) / 1e6) for t in call.clear_ns if t < talked_at]
+    assert not early, f"the agent stopped {early} ms before the caller interrupted: for its own echo"
+    assert report.barge_in_stop_ms and report.barge_in_stop_ms[0] < 1000, report.barge_in_stop_ms
+    print(f"the interruption stopped the answer {report.barge_in_stop_ms[0]:.0f} ms after its onset")
+    callers = [t["text"].lower() for t in turns if t["role"] == "caller"]
+    assert len(callers) == 2 and "hours" in callers[0] and "person" in callers[1], callers
+    assert rec["barge_ins"] == 1
+    echoes = [e for e in events if e["kind"] == "echo"]
+    assert echoes, events  # the echo was heard, and set aside
+    assert _metric(system, "voicecall_echo_onsets_ignored_total") > ignored_before

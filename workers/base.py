@@ -37,6 +37,7 @@ from ipc.child import bootstrap_child
 from ipc.messages import (
     KIND_AUDIO,
     KIND_MESSAGE,
+    KIND_PLAYED,
     KIND_TEXT,
     Codec,
     Failed,
@@ -149,11 +150,18 @@ class Worker(abc.ABC):
         """Handle one AUDIO record (only the STT worker receives audio)."""
         log.warning("%s: unexpected audio record for call %d", self.name, record.call_id)
 
+    def on_played(self, record: Record) -> None:
+        """Handle one PLAYED record: audio the agent played to the caller (only the STT worker's
+        echo gate asks for it)."""
+        log.warning("%s: unexpected played-audio record for call %d", self.name, record.call_id)
+
     def on_records(self, records: list[Record]) -> None:
         """Dispatch a batch from the inbound ring; a bad record is logged and skipped."""
         for rec in records:
             if rec.kind == KIND_AUDIO:
                 self.on_audio(rec)
+            elif rec.kind == KIND_PLAYED:
+                self.on_played(rec)
             elif rec.kind == KIND_MESSAGE:
                 try:
                     msg = self._codec.decode(rec.payload)

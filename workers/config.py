@@ -111,6 +111,17 @@ class VadConfig(_Section):
     #: minimum is also how much caller speech it takes to interrupt the agent (barge-in), ms.
     echo_threshold: Probability = 0.6
     echo_min_speech_ms: NonNegative = 160
+    #: Echo gate (workers/stt/echo_gate.py): caller speech that starts while the agent's audio may
+    #: still be echoing is the agent's own voice coming back when that audio explains this many dB
+    #: of the sound (a caller's voice explains ~0 dB; a plain echo 20-40); such an onset is
+    #: ignored, never a barge-in. Lower = more echo caught, and a caller who talks exactly over an
+    #: echo taken for it more often. 0 = off (telephony does not send what it plays).
+    echo_explained_db: Annotated[float, msgspec.Meta(ge=0.0)] = 6.0
+    #: The longest echo delay looked for, ms after telephony's estimate of when its audio played
+    #: (Twilio to the caller and back, plus the echo path). Longer = more work per check.
+    echo_max_delay_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 600
+    #: Inbound audio the check compares with what played, ms up to the onset's window.
+    echo_window_ms: Annotated[int, msgspec.Meta(ge=64, le=2000)] = 320
     #: Level (dBFS of a 20 ms frame) below which trailing frames do not count as speech when the
     #: end of speech is refined inside Silero's lingering tail.
     end_floor_dbfs: Annotated[float, msgspec.Meta(le=0.0)] = -50.0

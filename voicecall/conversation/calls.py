@@ -150,6 +150,9 @@ class StreamPort:
     def first_sent_ns(self, turn_id: int) -> int | None:
         return self._stream.first_sent_ns(turn_id)
 
+    def tap_played(self, tap: Callable[[bytes, int], None]) -> None:
+        self._stream.tap_played(tap)
+
     async def hang_up(self, reason: str) -> None:
         from voicecall.twilio.hangup import complete_call
 

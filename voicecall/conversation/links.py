@@ -18,7 +18,17 @@ from typing import Any
 import msgspec
 
 from ipc.aio import AsyncRingReader
-from ipc.messages import KIND_AUDIO, KIND_MESSAGE, Codec, LlmEvent, SttEvent, TtsEvent, WorkerEvent, WorkerState
+from ipc.messages import (
+    KIND_AUDIO,
+    KIND_MESSAGE,
+    KIND_PLAYED,
+    Codec,
+    LlmEvent,
+    SttEvent,
+    TtsEvent,
+    WorkerEvent,
+    WorkerState,
+)
 from ipc.ring import FullPolicy, Record, RingProducer, RingSpec
 
 log = logging.getLogger("voicecall.telephony")
@@ -87,6 +97,14 @@ class WorkerLink:
     def send_audio(self, mulaw: bytes, call_id: int, turn_id: int, seq: int, media_ms: int, arrival_ns: int) -> bool:
         """Forward one inbound frame (only the stt link carries audio); dropped while messages wait."""
         ok = self._flush() and self._producer.write(KIND_AUDIO, mulaw, call_id, turn_id, seq, media_ms, arrival_ns)
+        if not ok:
+            self.dropped_requests += 1
+        return ok
+
+    def send_played(self, mulaw: bytes, call_id: int, play_ns: int) -> bool:
+        """Forward one frame the agent played (from `play_ns` on) to the stt worker's echo gate;
+        dropped, not kept, when the ring is full or messages wait (the gate then has a gap)."""
+        ok = self._flush() and self._producer.write(KIND_PLAYED, mulaw, call_id, 0, 0, 0, play_ns)
         if not ok:
             self.dropped_requests += 1
         return ok

@@ -30,6 +30,9 @@ class CallMetrics:
             "voicecall_barge_in_stop_seconds", "Caller speech over the agent until its audio is cleared, in two parts: "
             "detect (the onset frame's arrival to the stt worker's onset, its min_speech_ms included) and deliver "
             "(that onset to clear sent)", ["part"], buckets=_BUCKETS, registry=r)
+        self.echo_ignored = Counter("voicecall_echo_onsets_ignored", "Caller-speech onsets that were the agent's "
+                                    "own audio coming back on the line (stt.vad.echo_explained_db): no barge-in",
+                                    registry=r)
         self.false_barge_ins = Counter("voicecall_false_barge_ins", "Short caller sounds that did not interrupt", registry=r)
         self.fallbacks = Counter("voicecall_fallbacks", "Turns answered by the fallback or an apology", ["reason"], registry=r)
         self.wait_fillers = Counter("voicecall_wait_fillers", "\"One moment.\" said because an answer was late "

@@ -29,6 +29,7 @@ from ipc.messages import (
     KIND_TEXT,
     CallClosed,
     CallOpened,
+    EchoIgnored,
     Generate,
     GenerationDone,
     GenerationFailed,
@@ -97,6 +98,7 @@ class CallSession(ReplyBookkeeping, CallActions):
         self._init_actions()
         self.missed = MissedWords(self._ask_again)
         self._last_media_ms = -1
+        self._echo_turn = -1  # the last turn an echo was logged and recorded for
         #: (media ms, arrival ns) of the last 3 s of frames: when the frame a barge-in began in arrived
         self._arrivals: deque[tuple[int, int]] = deque(maxlen=150)
         self.greeted = False
@@ -122,6 +124,8 @@ class CallSession(ReplyBookkeeping, CallActions):
         now = time.monotonic_ns()
         links["stt"].send(CallOpened(call_id=self.call_id, opened_ns=now), self.call_id)
         links["tts"].send(CallOpened(call_id=self.call_id, opened_ns=now), self.call_id)
+        if self.deps.cfg.stt.vad.echo_explained_db > 0:
+            self.port.tap_played(self._on_played)  # the stt worker's echo gate hears what the caller heard
         if self.deps.records is not None:
             info = self.info
             self.deps.records.call_started(
@@ -192,6 +196,11 @@ class CallSession(ReplyBookkeeping, CallActions):
             self.deps.metrics.dropped.labels("stt_ring").inc()
             self.missed.on_dropped(loud, media_ms)
 
+    def _on_played(self, frame: bytes, play_ns: int) -> None:
+        """A frame just sent to Twilio, heard by the caller from `play_ns`: to the echo gate."""
+        if self.state is not CallState.ENDED:
+            self._stt.send_played(frame, self.call_id, play_ns)
+
     def on_mark(self, name: str, played: bool, now_ns: int | None = None) -> None:
         """A mark came back: `played` False means a `clear` dropped the audio before it."""
         reply = self.reply
@@ -259,6 +268,8 @@ class CallSession(ReplyBookkeeping, CallActions):
         match msg:
             case SpeechStarted() | Partial() | TurnEnded() | SpeculativeFinal() | SpeechResumed():
                 self._on_stt(msg)
+            case EchoIgnored():
+                self._on_echo(msg)
             case GenerationDone() | GenerationFailed() | ToolCall():
                 self._on_llm(rec, msg)
             case SentenceDone() | SynthesisFailed():
@@ -484,6 +495,21 @@ class CallSession(ReplyBookkeeping, CallActions):
             self.deps.records.event(self._row, "barge_in_stop", msgspec.json.encode({
                 "onset_media_ms": msg.media_ms, "detect_ms": round(detect_ms, 1), "deliver_ms": round(deliver_ms, 1),
             }).decode())
+
+    def _on_echo(self, msg: EchoIgnored) -> None:
+        """The stt worker heard the agent's own audio come back on the line and did not take it for
+        the caller: counted; logged and recorded once per agent turn (it repeats while echo goes on)."""
+        self.deps.metrics.echo_ignored.inc()
+        if msg.turn_id == self._echo_turn:
+            return
+        self._echo_turn = msg.turn_id
+        log.info("call %d: the line echoes the agent back (%.0f ms after it played, %.0f dB): not taken for the "
+                 "caller (the fit leaves %.0f dB less of the sound; %.1f ms)", self.call_id, msg.delay_ms,
+                 msg.echo_db, msg.explained_db, msg.check_ms)
+        if self.deps.records is not None:
+            self.deps.records.event(self._row, "echo", msgspec.json.encode({
+                "media_ms": msg.media_ms, "delay_ms": msg.delay_ms, "echo_db": msg.echo_db,
+                "explained_db": msg.explained_db, "check_ms": msg.check_ms}).decode())
 
     def _ask_again(self, why: str, turn_id: int | None = None) -> None:
         """The caller's words were lost: say "missed that, say it again" as the reply to their turn."""

@@ -45,6 +45,9 @@ class CallStream(Protocol):
         """Monotonic ns when the first frame of `turn_id` was sent (recent turns only), else None."""
         ...
     def record(self, recorder: StreamRecorder) -> None: ...
+    def tap_played(self, tap: Callable[[bytes, int], None]) -> None:
+        """Call `tap(frame, play_ns)` for every frame sent from now on (when it plays: an estimate)."""
+        ...
 
 
 class CallHandler(Protocol):

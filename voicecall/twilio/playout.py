@@ -27,7 +27,7 @@ import base64
 import enum
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -146,10 +146,15 @@ class OutboundPlayout:
         self._play_end_ns = 0  # when Twilio will have played everything we sent (our estimate)
         self._waiter: asyncio.Future[None] | None = None
         self.recorder: StreamRecorder | None = None
+        self._played_tap: Callable[[bytes, int], None] | None = None
 
     def record(self, recorder: StreamRecorder) -> None:
         """Send both directions of the call to `recorder` from now on (closed with the stream)."""
         self.recorder = recorder
+
+    def tap_played(self, tap: Callable[[bytes, int], None]) -> None:
+        """Also hand every frame sent from now on to `tap(frame, play_ns)` (the stt worker's echo gate)."""
+        self._played_tap = tap
 
     def _handler_failed(self, method: str) -> None:
         raise NotImplementedError
@@ -325,6 +330,8 @@ class OutboundPlayout:
                 self._queued_frames -= 1
                 if self.recorder is not None:
                     self.recorder.agent(entry, self._play_end_ns)
+                if self._played_tap is not None:
+                    self._played_tap(entry, self._play_end_ns)
                 self._play_end_ns += FRAME_NS
                 if self._sending_turn not in self._first_sent:
                     self._stamp_first_sent(now)

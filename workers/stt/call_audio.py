@@ -66,6 +66,14 @@ class CallAudio:
         """Arrival time at telephony of the frame holding `sample`."""
         return self._arrival[self._frame(sample)] if self._starts else 0
 
+    def floor_power(self, frames: int = 100) -> float:
+        """The line's quiet level: the 10th percentile of the last `frames` frames' mean square
+        (int16 units), 0 before any audio."""
+        if not self._dbfs:
+            return 0.0
+        dbfs = float(np.percentile(self._dbfs[-frames:], 10))
+        return 10 ** (dbfs / 10) * 32768.0**2
+
     def pcm(self, start: int, stop: int) -> np.ndarray:
         """A copy of absolute samples [start, stop) (clamped to what is kept)."""
         a = min(max(start - self.base, 0), self._len)

@@ -332,6 +332,11 @@ class Endpointer:
         self.set_text(None)
         return Event.ONSET
 
+    def withdraw_onset(self) -> None:
+        """The speech `start_at` began was not the caller's (their line echoing the agent): silent again."""
+        self.speaking = self.paused = False
+        self.onset.reset()
+
     def check(self, window: int) -> Event | None:
         """Re-check the end rule after the transcript changed (no new window needed)."""
         if self.speaking and self.paused and self.silence_ms(window) >= self.required_ms:

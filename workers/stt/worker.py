@@ -38,6 +38,7 @@ from ipc.audio import ulaw_decode
 from ipc.messages import (
     CallClosed,
     CallOpened,
+    EchoIgnored,
     Partial,
     PlaybackState,
     SpeculativeFinal,
@@ -50,6 +51,7 @@ from ipc.ring import Record
 from workers.base import Progress, Worker
 from workers.config import SttConfig, VadConfig
 from workers.stt.call_audio import CallAudio
+from workers.stt.echo_gate import EchoReference
 from workers.stt.endpointing import Endpointer, Event, OnsetCounter
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.turn_checks import TurnCheck, TurnChecks
@@ -111,6 +113,9 @@ class _Call:
         self.spec_mark = -1  # last_voiced window of the last SpeculativeFinal sent (-1: none since resume)
         self.spec_waited_ms = 0  # silence already past when it was sent
         self.late_spec_mark = -1  # last_voiced window the late offer (speculative_lead_ms) was judged for
+        #: What the caller heard lately, for the echo gate (None: the gate is off).
+        self.echo = EchoReference(policy.echo_max_delay_ms, policy.echo_window_ms) if policy.echo_explained_db > 0 else None
+        self.echo_until = -1  # VAD windows up to this one, in a pause, are the agent's echo (judged once)
 
 
 class SttWorker(Worker):
@@ -131,6 +136,8 @@ class SttWorker(Worker):
         self._checks: TurnChecks | None = None
         self.vad_s = 0.0  # CPU-side time spent in Silero (for health/benchmarks)
         self.vad_windows = 0
+        self.echo_checks = 0  # onsets the echo gate looked at, and its time
+        self.echo_s = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -208,6 +215,11 @@ class SttWorker(Worker):
             call.half.push(pcm, call.audio.end - len(pcm))
         call.turn_seen = max(call.turn_seen, record.turn_id)
 
+    def on_played(self, record: Record) -> None:
+        call = self._calls.get(record.call_id)
+        if call is not None and call.echo is not None:
+            call.echo.add(ulaw_decode(record.payload), record.ts_ns)
+
     def _new_call(self) -> _Call:
         return _Call(self.policy, self.config.commit_after_ms)
 
@@ -249,14 +261,24 @@ class SttWorker(Worker):
             return
         if half.onset.step(window, prob, *ep.onset_rule()):
             onset_window = half.window_start(half.onset.run_start) // WINDOW
+            stop = half.window_start(window + 1)
+            if self._echo(cid, call, stop - self.config.vad.echo_window_ms * _MS, stop, onset_window * WINDOW):
+                half.onset.reset()
+                return
             ep.start_at(onset_window, call.vad.windows_done - 1)
             self._on_onset(cid, call)
 
     def _advance(self, cid: int, call: _Call, window: int, prob: float) -> None:
         """Feed one window's probability to the call's endpointer and act on what it says."""
-        event = call.ep.step(window, prob)
         window_end = (window + 1) * WINDOW
-        if event is Event.ONSET:
+        ep = call.ep
+        if ep.speaking and ep.paused and prob >= ep.onset_rule()[0] and self._echo_in_pause(cid, call, window):
+            prob = 0.0  # the agent's audio echoing into the caller's pause: they have not gone on
+        event = ep.step(window, prob)
+        if event is Event.ONSET and self._echo(cid, call, window_end - self.config.vad.echo_window_ms * _MS,
+                                               window_end, ep.onset_window * WINDOW):
+            ep.withdraw_onset()
+        elif event is Event.ONSET:
             self._on_onset(cid, call)
         elif event is Event.PAUSE:
             self._on_pause(cid, call, window_end)
@@ -272,6 +294,45 @@ class SttWorker(Worker):
             keep = (self.config.vad.prefix_padding_ms + self.config.vad.min_speech_ms + 200) * _MS
             if call.audio.end - call.audio.base > keep + SAMPLE_RATE:
                 call.audio.trim(call.audio.end - keep)
+
+    def _echo_in_pause(self, cid: int, call: _Call, window: int) -> bool:
+        """Is the sound in the caller's pause (a voiced `window`) the agent's audio echoing? (The
+        answer resumed after their "uh-huh", or began while they paused.) Judged on the audio since
+        the pause began; once echo, the next `echo_min_speech_ms` of windows are too."""
+        if call.echo is None:
+            return False
+        if window <= call.echo_until:
+            return True
+        stop = (window + 1) * WINDOW
+        start = max(call.ep.speech_end_ms * _MS, stop - self.config.vad.echo_window_ms * _MS)
+        if stop - start < 3 * WINDOW:
+            return False  # too little of the pause to tell the echo from the caller by
+        if self._echo(cid, call, start, stop, stop - WINDOW):
+            call.echo_until = window + self.config.vad.echo_min_speech_ms // WINDOW_MS
+            return True
+        return False
+
+    def _echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
+        """Is the sound in samples [start, stop) of the call, speech that began at sample `onset`,
+        the agent's own voice coming back on the caller's line? Then it is reported (`EchoIgnored`)."""
+        if call.echo is None:
+            return False
+        end_ns = call.audio.arrival_ns(stop - 1)
+        if not call.echo.recent(end_ns):
+            return False
+        vad = self.config.vad
+        t0 = time.perf_counter()
+        verdict = call.echo.echo_of(call.audio.pcm(start, stop), end_ns, call.audio.floor_power(), vad.echo_explained_db)
+        ms = (time.perf_counter() - t0) * 1e3
+        self.echo_checks += 1
+        self.echo_s += ms / 1e3
+        if verdict.echo:
+            self.outbox.message(EchoIgnored(call_id=cid, turn_id=call.turn_seen,
+                                            media_ms=call.audio.media_ms(onset),
+                                            delay_ms=verdict.delay_ms, echo_db=verdict.echo_db,
+                                            explained_db=verdict.explained_db, check_ms=round(ms, 2)),
+                                cid, call.turn_seen)
+        return verdict.echo
 
     def _on_onset(self, cid: int, call: _Call) -> None:
         ep = call.ep
