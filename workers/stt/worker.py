@@ -3,9 +3,11 @@
     serve loop thread (base.worker_main)          decoder threads (TranscriptionQueue)
     ------------------------------------          ------------------------------------
     AUDIO records -> mu-law decode -> CallAudio
+    PLAYED records (what the caller heard) -> EchoReference
     every complete 32 ms window of every call
       -> one batched Silero run -> Endpointer
-         ONSET  -> SpeechStarted (barge-in)
+         ONSET  -> SpeechStarted (barge-in), unless the agent's own audio explains the sound:
+                   its echo on the caller's line (workers/stt/echo_gate.py) -> EchoIgnored
          PAUSE  -> queue a pause transcript  ---->  resample 8->16 kHz, Whisper (short window)
                    and a Smart Turn check    ---->  (its own thread) P(complete) of the last 8 s
          END    -> TurnEnded now if the pause  <----  result: Partial; it may end the turn (the
@@ -136,8 +138,6 @@ class SttWorker(Worker):
         self._checks: TurnChecks | None = None
         self.vad_s = 0.0  # CPU-side time spent in Silero (for health/benchmarks)
         self.vad_windows = 0
-        self.echo_checks = 0  # onsets the echo gate looked at, and its time
-        self.echo_s = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,7 +262,7 @@ class SttWorker(Worker):
         if half.onset.step(window, prob, *ep.onset_rule()):
             onset_window = half.window_start(half.onset.run_start) // WINDOW
             stop = half.window_start(window + 1)
-            if self._echo(cid, call, stop - self.config.vad.echo_window_ms * _MS, stop, onset_window * WINDOW):
+            if self._is_echo(cid, call, stop - self.config.vad.echo_window_ms * _MS, stop, onset_window * WINDOW):
                 half.onset.reset()
                 return
             ep.start_at(onset_window, call.vad.windows_done - 1)
@@ -275,7 +275,7 @@ class SttWorker(Worker):
         if ep.speaking and ep.paused and prob >= ep.onset_rule()[0] and self._echo_in_pause(cid, call, window):
             prob = 0.0  # the agent's audio echoing into the caller's pause: they have not gone on
         event = ep.step(window, prob)
-        if event is Event.ONSET and self._echo(cid, call, window_end - self.config.vad.echo_window_ms * _MS,
+        if event is Event.ONSET and self._is_echo(cid, call, window_end - self.config.vad.echo_window_ms * _MS,
                                                window_end, ep.onset_window * WINDOW):
             ep.withdraw_onset()
         elif event is Event.ONSET:
@@ -307,12 +307,12 @@ class SttWorker(Worker):
         start = max(call.ep.speech_end_ms * _MS, stop - self.config.vad.echo_window_ms * _MS)
         if stop - start < 3 * WINDOW:
             return False  # too little of the pause to tell the echo from the caller by
-        if self._echo(cid, call, start, stop, stop - WINDOW):
+        if self._is_echo(cid, call, start, stop, stop - WINDOW):
             call.echo_until = window + self.config.vad.echo_min_speech_ms // WINDOW_MS
             return True
         return False
 
-    def _echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
+    def _is_echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
         """Is the sound in samples [start, stop) of the call, speech that began at sample `onset`,
         the agent's own voice coming back on the caller's line? Then it is reported (`EchoIgnored`)."""
         if call.echo is None:
@@ -324,8 +324,6 @@ class SttWorker(Worker):
         t0 = time.perf_counter()
         verdict = call.echo.echo_of(call.audio.pcm(start, stop), end_ns, call.audio.floor_power(), vad.echo_explained_db)
         ms = (time.perf_counter() - t0) * 1e3
-        self.echo_checks += 1
-        self.echo_s += ms / 1e3
         if verdict.echo:
             self.outbox.message(EchoIgnored(call_id=cid, turn_id=call.turn_seen,
                                             media_ms=call.audio.media_ms(onset),
