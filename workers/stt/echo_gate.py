@@ -36,9 +36,10 @@ _NS = 1_000_000_000
 EARLY_MS = 40
 #: Taps on each side of the best delay in the least-squares fit (2 ms: a hybrid's dispersion).
 HALF_TAPS = 16
-#: An echo under a noisy line's floor counts only when it matches this well (normalised correlation):
-#: a caller's voice matches the agent's audio at ~0.4 at best by chance, over 320 ms.
-QUIET_REST_CORRELATION = 0.45
+#: An echo under a noisy line's floor counts only when it matches this well (normalised correlation;
+#: a caller's voice matches the agent's audio at ~0.4 at best by chance, over 320 ms, but a voice
+#: leaves far more than the floor, so this only keeps line noise alone from being called echo).
+QUIET_REST_CORRELATION = 0.3
 #: An echo this quiet (dBFS RMS) is a few mu-law steps either side of zero, which no fit follows
 #: closely, yet Silero, deaf to level, may call it speech: what the fit leaves of it below this
 #: level (twice its power) is taken for echo when the agent's audio matches it at all (0.3).

@@ -262,7 +262,7 @@ class SttWorker(Worker):
         if half.onset.step(window, prob, *ep.onset_rule()):
             onset_window = half.window_start(half.onset.run_start) // WINDOW
             stop = half.window_start(window + 1)
-            if self._is_echo(cid, call, stop - self.config.vad.echo_window_ms * _MS, stop, onset_window * WINDOW):
+            if self._is_echo(cid, call, half.window_start(half.onset.run_start - 2), stop, onset_window * WINDOW):
                 half.onset.reset()
                 return
             ep.start_at(onset_window, call.vad.windows_done - 1)
@@ -275,8 +275,8 @@ class SttWorker(Worker):
         if ep.speaking and ep.paused and prob >= ep.onset_rule()[0] and self._echo_in_pause(cid, call, window):
             prob = 0.0  # the agent's audio echoing into the caller's pause: they have not gone on
         event = ep.step(window, prob)
-        if event is Event.ONSET and self._is_echo(cid, call, window_end - self.config.vad.echo_window_ms * _MS,
-                                               window_end, ep.onset_window * WINDOW):
+        if event is Event.ONSET and self._is_echo(cid, call, (ep.onset_window - 2) * WINDOW, window_end,
+                                                  ep.onset_window * WINDOW):
             ep.withdraw_onset()
         elif event is Event.ONSET:
             self._on_onset(cid, call)
@@ -313,10 +313,13 @@ class SttWorker(Worker):
         return False
 
     def _is_echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
-        """Is the sound in samples [start, stop) of the call, speech that began at sample `onset`,
-        the agent's own voice coming back on the caller's line? Then it is reported (`EchoIgnored`)."""
+        """Is the sound in samples [start, stop) of the call (at most `echo_window_ms` of it), speech
+        that began at sample `onset`, the agent's own voice coming back on the caller's line? Then
+        it is reported (`EchoIgnored`). An onset is judged on its voiced run and two windows before
+        it, not more: the line's quiet before it would hide an echo just begun under a noisy floor."""
         if call.echo is None:
             return False
+        start = max(start, stop - self.config.vad.echo_window_ms * _MS)
         end_ns = call.audio.arrival_ns(stop - 1)
         if not call.echo.recent(end_ns):
             return False
