@@ -5,10 +5,11 @@ caller hears back to us. Silero does not care how loud speech is (the agent's an
 still read P >= 0.6 in 60% of windows), so without this the agent stops itself within 160 ms of
 every answer on such a line and then answers its own words. Telephony sends the stt worker every
 frame it plays, stamped with when the caller hears it (`KIND_PLAYED` records); when an onset
-comes while that audio could still be echoing, the worker asks `EchoReference.echo_of`:
+comes (or a voice in a caller's pause) while that audio could still be echoing, the worker asks
+`EchoReference.echo_of`:
 
-    inbound x: the last `window_ms` of the call     reference r: what played from max_delay_ms
-                                                    before x began until x ended
+    inbound x: the onset's voiced run (at most      reference r: what played from max_delay_ms
+    `window_ms`), or the pause so far                before x began until x ended
     1. normalised cross-correlation of x with r at every delay in [-40 ms, max_delay_ms] (FFT)
     2. least squares: x ~ a short filter (taps around the best delay) applied to r
     3. echo when that filter leaves at most 1/`explained` of x's energy (the agent's audio explains
@@ -17,7 +18,7 @@ comes while that audio could still be echoing, the worker asks `EchoReference.ec
 
 A caller talking over the agent is not explained by the agent's audio (the residual is their
 voice), so a real barge-in is never taken for echo; the check runs only at an onset while the
-agent's audio is recent (a few ms, at most once per `echo_min_speech_ms` while echo goes on).
+agent's audio is recent (2-10 ms, at most once per `echo_min_speech_ms` while echo goes on).
 What it does not do: cancel the echo from the audio (Whisper hears a caller's words with the echo
 under them, 20-40 dB down) or model a long acoustic tail (the filter spans a few ms around the
 delay: a handset's or a hybrid's echo, not a reverberant room's).
@@ -39,10 +40,10 @@ HALF_TAPS = 16
 #: An echo under a noisy line's floor counts only when it matches this well (normalised correlation;
 #: a caller's voice matches the agent's audio at ~0.4 at best by chance, over 320 ms, but a voice
 #: leaves far more than the floor, so this only keeps line noise alone from being called echo).
-QUIET_REST_CORRELATION = 0.3
+MIN_MATCH = 0.3
 #: An echo this quiet (dBFS RMS) is a few mu-law steps either side of zero, which no fit follows
 #: closely, yet Silero, deaf to level, may call it speech: what the fit leaves of it below this
-#: level (twice its power) is taken for echo when the agent's audio matches it at all (0.3).
+#: level (twice its power) is taken for echo when the agent's audio matches it (`MIN_MATCH`).
 QUIET_DBFS = -70.0
 _QUIET_POWER = (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2
 #: Reference kept, beyond the longest delay and the inbound window, ms.
@@ -132,9 +133,10 @@ class EchoReference:
         explained = 10 * np.log10(ex / max(resid, 1e-9))
         gain = float(fit @ fit) / max(float(er[k]), 1e-9)
         echo_db = 10 * np.log10(max(gain, 1e-12))
-        # under a noisy line's floor the fit cannot remove much, but what it leaves is that floor: no voice
-        quiet_rest = bool(ncc[k] >= QUIET_REST_CORRELATION) and resid / n <= 2.0 * floor_power \
-            and float(fit @ fit) / n >= 0.1 * floor_power
-        quiet_rest = quiet_rest or bool(ncc[k] >= 0.3 and resid / n <= 2.0 * _QUIET_POWER)
-        return EchoVerdict(bool(explained >= explained_db) or quiet_rest, round(delay_ms, 1), round(float(ncc[k]), 3),
-                           round(float(explained), 1), round(float(echo_db), 1))
+        # Under a noisy line's floor the fit cannot remove much, but what it leaves is that floor (no
+        # voice); an echo of a quiet tail leaves next to nothing. Either way the agent's audio must match.
+        left = resid / n
+        under_floor = left <= 2.0 * floor_power and float(fit @ fit) / n >= 0.1 * floor_power
+        echo = explained >= explained_db or (ncc[k] >= MIN_MATCH and (under_floor or left <= 2.0 * _QUIET_POWER))
+        return EchoVerdict(bool(echo), round(delay_ms, 1), round(float(ncc[k]), 3), round(float(explained), 1),
+                           round(float(echo_db), 1))
