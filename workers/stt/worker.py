@@ -325,8 +325,14 @@ class SttWorker(Worker):
             return False
         vad = self.config.vad
         t0 = time.perf_counter()
-        verdict = call.echo.echo_of(call.audio.pcm(start, stop), end_ns, call.audio.floor_power(), vad.echo_explained_db)
+        floor = call.audio.floor_power()
+        verdict = call.echo.echo_of(call.audio.pcm(start, stop), end_ns, floor, vad.echo_explained_db)
         ms = (time.perf_counter() - t0) * 1e3
+        if not verdict.echo:
+            log.debug("call %d: sound over the agent's recent audio is not its echo (%d ms judged: best match %.2f "
+                      "at %.0f ms, explained %.1f dB, floor %.0f dBFS)", cid, (stop - start) // _MS,
+                      verdict.correlation, verdict.delay_ms, verdict.explained_db,
+                      10 * np.log10(floor / 32768.0**2 + 1e-12))
         if verdict.echo:
             self.outbox.message(EchoIgnored(call_id=cid, turn_id=call.turn_seen,
                                             media_ms=call.audio.media_ms(onset),
