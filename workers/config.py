@@ -120,7 +120,8 @@ class VadConfig(_Section):
     #: The longest echo delay looked for, ms after telephony's estimate of when its audio played
     #: (Twilio to the caller and back, plus the echo path). Longer = more work per check.
     echo_max_delay_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 600
-    #: Inbound audio the check compares with what played, ms up to the onset's window.
+    #: The most inbound audio one check compares with what played, ms: an onset's voiced run (and
+    #: two windows before it), or a caller's pause so far, up to this much.
     echo_window_ms: Annotated[int, msgspec.Meta(ge=64, le=2000)] = 320
     #: Level (dBFS of a 20 ms frame) below which trailing frames do not count as speech when the
     #: end of speech is refined inside Silero's lingering tail.

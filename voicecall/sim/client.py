@@ -308,12 +308,12 @@ class SimulatedCall:
         start = self._next_due_ns if 0 <= now - self._next_due_ns <= RESYNC_NS else now
         for i, frame in enumerate(frames):
             if i and i % self.frames_per_tick == 0:
-                due = start + i * FRAME_MS * 1_000_000
+                due = start + i * FRAME_NS
                 delay = (due - time.monotonic_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
             await self.send_frame(frame if self.line is None else self._through_line(frame, start + i * FRAME_NS))
-        end = start + len(frames) * FRAME_MS * 1_000_000
+        end = start + len(frames) * FRAME_NS
         self._next_due_ns = end
         delay = (end - time.monotonic_ns()) / 1e9
         if delay > 0:
