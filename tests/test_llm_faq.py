@@ -53,6 +53,18 @@ def test_unrelated_questions_get_the_fallback(faq: FaqBackend, question: str) ->
     assert match.entry is None, f"{question!r} -> {match.entry_id} ({match.score:.2f})"
 
 
+@pytest.mark.parametrize("fragment", ["back.", "me back.", "All right, and take."])
+def test_a_fragment_that_only_resembles_a_goodbye_does_not_end_the_call(faq: FaqBackend, fragment: str) -> None:
+    """Heard alone (the end of "call me back", echo under a caller's words), these scored 0.48-0.50
+    for the goodbye: above llm.match_threshold, below llm.end_call_match_threshold."""
+    match = faq.matcher.match(fragment)
+    assert match.entry is None, f"{fragment!r} -> {match.entry_id} ({match.score:.2f})"
+    assert faq.config.match_threshold <= match.score < faq.config.end_call_match_threshold, match.score
+    pieces = _stream(faq, fragment)
+    assert not any(p.end_call for p in pieces)
+    assert "".join(p.text for p in pieces) == faq.matcher.knowledge.fallback
+
+
 def _stream(faq: FaqBackend, question: str, tools: list[ToolSpec] | None = None) -> list[Piece]:
     async def run() -> list[Piece]:
         await faq.start()

@@ -402,6 +402,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
     if vad.turn_incomplete_prob > vad.turn_complete_prob:
         problems.append("$.stt.vad: expected turn_incomplete_prob <= turn_complete_prob, got "
                         f"{vad.turn_incomplete_prob} and {vad.turn_complete_prob}")
+    if cfg.llm.end_call_match_threshold < cfg.llm.match_threshold:
+        problems.append(f"$.llm.end_call_match_threshold: {cfg.llm.end_call_match_threshold} is below "
+                        f"llm.match_threshold ({cfg.llm.match_threshold}): a goodbye would need less than any answer")
     if cfg.llm.backend == "vllm" and not cfg.llm.model:
         problems.append("$.llm.model: the vllm backend needs a model directory or hub id")
     if cfg.llm.backend == "openai" and not (cfg.llm.base_url or cfg.llm.base_urls):

@@ -59,9 +59,11 @@ def embedding_model_dir(spec: str) -> Path:
 class FaqMatcher:
     """Knowledge entries and their embedded phrasings; `match` is blocking (call it off the loop)."""
 
-    def __init__(self, knowledge: Knowledge, model: Any, threshold: float) -> None:
+    def __init__(self, knowledge: Knowledge, model: Any, threshold: float, end_call_threshold: float | None = None) -> None:
         self.knowledge = knowledge
         self.threshold = threshold
+        #: an entry that ends the call needs this score (None: the same as any other)
+        self.end_call_threshold = threshold if end_call_threshold is None else end_call_threshold
         self._model = model  # a SentenceTransformer, shared by every knowledge file
         self._owners: list[KnowledgeEntry] = []
         phrasings: list[str] = []
@@ -83,6 +85,8 @@ class FaqMatcher:
         best = int(scores.argmax())
         score = float(scores[best])
         entry = self._owners[best] if score >= self.threshold else None
+        if entry is not None and entry.ends_call and score < self.end_call_threshold:
+            entry = None  # a fragment that only resembles a goodbye: ask again, do not hang up
         return Match(entry, score, tokens)
 
 
@@ -97,12 +101,14 @@ class FaqBackend:
         self.config = config
         model = SentenceTransformer(str(embedding_model_dir(config.embedding_model)), device="cpu",
                                     local_files_only=True)  # never the hub
-        self.matcher = FaqMatcher(load_knowledge(config.knowledge), model, config.match_threshold)
+        self.matcher = FaqMatcher(load_knowledge(config.knowledge), model, config.match_threshold,
+                                  config.end_call_match_threshold)
         #: every knowledge file by the path a Generate names it with (agent profiles' own files)
         self.matchers = {config.knowledge: self.matcher}
         for path in config.more_knowledge:
             if path not in self.matchers:
-                self.matchers[path] = FaqMatcher(load_knowledge(path), model, config.match_threshold)
+                self.matchers[path] = FaqMatcher(load_knowledge(path), model, config.match_threshold,
+                                                 config.end_call_match_threshold)
         self._pool: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
