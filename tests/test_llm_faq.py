@@ -31,6 +31,7 @@ PARAPHRASES = [
     ("hi", "greeting"),
     ("great thank you so much", "thanks"),
     ("ok thanks, bye bye", "goodbye"),
+    ("that's it, bye", "goodbye"),  # 0.58: a real goodbye near llm.end_call_match_threshold
 ]
 UNRELATED = ["who won the football game last night", "I want to order a pizza", "what's the weather like tomorrow",
              "Can you recommend a good restaurant?"]

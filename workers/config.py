@@ -203,8 +203,8 @@ class LlmConfig(_Section):
     match_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.45
     #: Cosine similarity an entry that ends the call (the goodbye) needs; below it, the fallback
     #: answer. A hang-up on a misheard fragment cannot be taken back: "back." (the end of "call me
-    #: back", heard alone) scored 0.50 for goodbye, real goodbyes 0.63-1.0. At least match_threshold.
-    end_call_match_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
+    #: back", heard alone) scored 0.50 for goodbye, real goodbyes 0.58-1.0. At least match_threshold.
+    end_call_match_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.55
     #: faq: characters per streamed piece (whole words; ~ one LLM token is 4 characters).
     faq_piece_chars: AtLeastOne = 12
     #: vllm: model directory or hub id.
