@@ -96,15 +96,16 @@ class WorkerLink:
 
     def send_audio(self, mulaw: bytes, call_id: int, turn_id: int, seq: int, media_ms: int, arrival_ns: int) -> bool:
         """Forward one inbound frame (only the stt link carries audio); dropped while messages wait."""
-        ok = self._flush() and self._producer.write(KIND_AUDIO, mulaw, call_id, turn_id, seq, media_ms, arrival_ns)
-        if not ok:
-            self.dropped_requests += 1
-        return ok
+        return self._send_frame(KIND_AUDIO, mulaw, call_id, turn_id, seq, media_ms, arrival_ns)
 
     def send_played(self, mulaw: bytes, call_id: int, play_ns: int) -> bool:
         """Forward one frame the agent played (from `play_ns` on) to the stt worker's echo gate;
-        dropped, not kept, when the ring is full or messages wait (the gate then has a gap)."""
-        ok = self._flush() and self._producer.write(KIND_PLAYED, mulaw, call_id, 0, 0, 0, play_ns)
+        dropped, not kept, like inbound audio (the gate then has a gap)."""
+        return self._send_frame(KIND_PLAYED, mulaw, call_id, 0, 0, 0, play_ns)
+
+    def _send_frame(self, kind: int, mulaw: bytes, call_id: int, turn_id: int, seq: int, aux: int, ts_ns: int) -> bool:
+        """Audio is never kept for later: it goes now (after any kept messages) or is dropped and counted."""
+        ok = self._flush() and self._producer.write(kind, mulaw, call_id, turn_id, seq, aux, ts_ns)
         if not ok:
             self.dropped_requests += 1
         return ok
