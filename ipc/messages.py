@@ -218,6 +218,7 @@ class TurnEnded(_Msg):
     turn_check_ms: float = 0.0  # what that check cost (ms, on the check thread)
     turn_model_failed: bool = False  # the model failed at this turn's last pause: the rules decided alone
     forced: bool = False  # ended by stt.commit_after_ms of speech without a pause, not by silence
+    second_look: bool = False  # the last pause was judged again (stt.vad.second_look_ms) before it ended
 
 
 class SpeculativeFinal(_Msg):

@@ -12,7 +12,7 @@ from ipc.audio import ulaw_decode
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import line
 from workers.config import VadConfig
-from workers.stt.endpointing import Endpointer, Event, required_silence_ms
+from workers.stt.endpointing import Endpointer, Event, required_silence_ms, second_look_prob
 from workers.stt.smart_turn import SmartTurn, log_mel, model_path, upsample_8k
 from workers.stt.turn_checks import TurnCheck, TurnChecks
 from workers.stt.vad import silero_onnx_path
@@ -78,6 +78,31 @@ def test_bare_words_the_model_is_unsure_of_wait_as_a_clause_cut_at_a_pause() -> 
     assert required_silence_ms(cfg, cut, None) == cfg.silence_ms_neutral  # the rules alone, as before
     assert required_silence_ms(cfg, "Sure thing", 0.2) == cfg.silence_ms_neutral  # two words: an answer
     assert required_silence_ms(cfg, "Okay.", 0.2) == cfg.silence_ms_neutral
+
+
+def test_a_second_look_replaces_the_transcript_and_counts_the_model_only_on_a_closed_sentence() -> None:
+    """Live, tiny.en left an espeak question bare at the pause and the model was sure it was not
+    finished; 300 ms later the transcript is closed and the model sure it is: the fast path. A new
+    P on words still bare does not count (given the silence, the model leans to "complete" on a
+    clause cut at a pause too), and a trailing word heard only now makes the wait long."""
+    cfg = VadConfig()
+    ep = Endpointer(cfg, 32)
+    ep.set_text("is my clinic open at lunch time")
+    ep.set_turn_prob(0.048)
+    assert ep.required_ms == cfg.silence_ms_incomplete
+    ep.take_second_look("Is my clinic open at lunch time?", 0.85)
+    assert ep.required_ms == cfg.silence_ms_confident and ep.turn_prob == 0.85
+    ep.set_text("Can you do")
+    ep.set_turn_prob(0.27)
+    ep.take_second_look("Can you do", 0.95)  # bare still: the first P stands
+    assert ep.turn_prob == 0.27 and ep.required_ms == cfg.silence_ms_unpunctuated
+    ep.set_text("I'd like to book a checkup")
+    ep.set_turn_prob(0.57)
+    assert ep.required_ms == cfg.silence_ms
+    ep.take_second_look("I'd like to book a checkup for", 0.97)
+    assert ep.required_ms == cfg.silence_ms_incomplete
+    assert second_look_prob("What time is it?", None, 0.3) == 0.3  # the look's check failed: the first answer
+    assert second_look_prob("What time is it?", 0.9, None) == 0.9
 
 
 def test_missing_model_file_names_the_package_and_the_file() -> None:

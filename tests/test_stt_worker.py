@@ -17,6 +17,7 @@ from ipc.messages import (
     TurnEnded,
 )
 from voicecall.sim.speech import Utterance, play_in_real_time, utterance, word_error_rate
+from voicecall.sim.turn_callers import line
 from voicecall.sim.worker_harness import WorkerHarness
 from workers.config import SttConfig, VadConfig
 
@@ -113,6 +114,44 @@ def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:
         stt.send(CallClosed(call_id=cid), call_id=cid)
     reply = stt.health()
     assert reply is not None and reply.ok
+
+
+def test_a_pause_still_waiting_is_judged_again_and_a_caller_who_goes_on_after_it_is_one_turn() -> None:
+    """Every wait set past `second_look_ms`, so each pause gets its second look (a new transcript
+    and model check on the audio up to 300 ms into it): the question's turn ends on it, and a
+    caller who goes on after it is still one turn, nothing of the first half's look reported late."""
+    vad = VadConfig(silence_ms_confident=600, silence_ms=600, silence_ms_neutral=600, second_look_ms=300)
+    h = WorkerHarness("stt-look", TARGET, SttConfig(vad=vad), SttEvent)
+    h.start(120)
+    try:
+        question = utterance("Can you tell me your opening hours on Saturday?")
+        paused = line("paused", "I need to cancel my appointment and | book a new one for Friday.", pause_ms=900)
+        h.send(CallOpened(call_id=21), call_id=21)
+        ended: list[TurnEnded] = []
+
+        def second_ended(_rec: object, msg: object) -> bool:
+            if isinstance(msg, TurnEnded):
+                ended.append(msg)
+            return len(ended) == 2
+
+        _, got = play_in_real_time(h, {21: question.mulaw + paused.mulaw}, tail_s=8.0, until=second_ended)
+        h.send(CallClosed(call_id=21), call_id=21)
+        ends = _events(got, TurnEnded, 21)
+        assert len(ends) == 2, [(type(m).__name__, getattr(m, "text", "")) for _, _, m in got]
+        for end, text in ((ends[0], question.text), (ends[1], paused.text)):
+            print(f"{end.text!r}: wait {end.endpoint_silence_ms} ms, P {end.turn_prob:.2f}, second look {end.second_look}")
+            assert end.second_look and end.endpoint_silence_ms >= 600, end
+            assert word_error_rate(text, end.text) <= 0.25, (text, end.text)  # tiny.en: "you're opening ours"
+        # the paused line is one turn from its first word, its pause judged twice and bridged
+        assert abs(ends[1].speech_start_media_ms - (question.duration_ms + paused.speech_start_ms)) <= TOLERANCE_MS
+        for i, (_, _, msg) in enumerate(got):  # nothing about a turn after its end
+            if isinstance(msg, TurnEnded):
+                assert not [m for _, _, m in got[i + 1:] if isinstance(m, (Partial, SpeculativeFinal))
+                            and m.turn_id == msg.turn_id], msg
+        reply = h.health()
+        assert reply is not None and reply.ok
+    finally:
+        h.close()
 
 
 def test_a_barge_in_while_the_agent_speaks_is_placed_where_the_words_begin(stt: WorkerHarness) -> None:

@@ -399,6 +399,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
     if not vad.silence_ms <= vad.silence_ms_question_disputed <= vad.silence_ms_incomplete:
         problems.append("$.stt.vad: expected silence_ms <= silence_ms_question_disputed <= silence_ms_incomplete, "
                         f"got {vad.silence_ms_question_disputed}")
+    if vad.second_look_ms and not vad.settle_ms < vad.second_look_ms < vad.silence_ms_incomplete:
+        problems.append("$.stt.vad.second_look_ms: expected 0 (off) or between settle_ms and silence_ms_incomplete "
+                        f"({vad.settle_ms} < x < {vad.silence_ms_incomplete}), got {vad.second_look_ms}")
     if vad.turn_incomplete_prob > vad.turn_complete_prob:
         problems.append("$.stt.vad: expected turn_incomplete_prob <= turn_complete_prob, got "
                         f"{vad.turn_incomplete_prob} and {vad.turn_complete_prob}")

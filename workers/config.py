@@ -105,6 +105,13 @@ class VadConfig(_Section):
     #: answer after a phone number comes the wait later, not the wait plus the reply's own latency.
     #: Earlier = more replies prepared for callers who go on (discarded, never heard). 0 = off.
     speculative_lead_ms: NonNegative = 400
+    #: A pause still waiting this long (ms of silence) is judged again on the audio up to then: a
+    #: new transcript (Whisper then hears the end of the last word) and a new Smart Turn check
+    #: (its new answer counts only if Whisper closed the sentence; workers/stt/endpointing.py).
+    #: Ends long waits after complete questions sooner, and lengthens the short wait of a clause
+    #: whose trailing word the first transcript missed. Costs one more decode and check for such
+    #: pauses. 0 = off.
+    second_look_ms: NonNegative = 300
     #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
     prefix_padding_ms: NonNegative = 300
     #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo; the

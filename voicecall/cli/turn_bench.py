@@ -329,11 +329,12 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
             noise_dbfs: float | None = None, level_db: float = 0.0) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
     into every pause of every paused line (truth: unfinished) and after every complete question
-    (truth: finished); decoded as the worker decodes (its engine and window, from `config`), over
-    the phone line `noise_dbfs` and `level_db` make (voicecall/sim/phone_line.py)."""
+    (truth: finished), and where the worker would, again `second_look_ms` into it; decoded as the
+    worker decodes (its engine and window, from `config`), over the phone line `noise_dbfs` and
+    `level_db` make (voicecall/sim/phone_line.py)."""
     from ipc.audio import ulaw_decode
     from voicecall.sim.speech import mulaw_to_16k
-    from workers.stt.endpointing import Completeness, completeness, required_silence_ms
+    from workers.stt.endpointing import Completeness, completeness, required_silence_ms, second_look_prob
     from workers.stt.smart_turn import SmartTurn
     from workers.stt.whisper import WhisperEngine
 
@@ -357,17 +358,26 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
         ms = (time.perf_counter() - t0) * 1e3
         done = ln.kind == "complete"
         pause = at[1] - at[0] if at else 0
-        combined = required_silence_ms(cfg, text, prob)
+        combined = first = required_silence_ms(cfg, text, prob)
         rules = required_silence_ms(cfg, text, None)
+        look = cfg.second_look_ms
+        looked = bool(look) and combined > look and (done or pause > look)
+        if looked:  # the worker's second look (stt.vad.second_look_ms): both signals again, later in the pause
+            cut2 = (at[0] if at else ln.speech_end_ms) + look
+            look_text = engine.transcribe(mulaw_to_16k(mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut2 * 8])).text
+            look_prob = model.probability_8k(ulaw_decode(mulaw[: cut2 * 8]))
+            combined = max(look, required_silence_ms(cfg, look_text, second_look_prob(look_text, look_prob, prob)))
         rows.append({"kind": ln.kind, "voice": ln.voice, "text": text, "p_complete": round(prob, 3), "check_ms": round(ms, 1),
                      "pause_ms": pause if not done else None, "pause_no": nth or None,
                      "avg_logprob": round(heard.avg_logprob, 2),
                      "model_ok": (prob >= cfg.turn_complete_prob) == done,
                      "rules_ok": (completeness(text) is Completeness.COMPLETE) == done,
-                     "rules_wait_ms": rules, "combined_wait_ms": combined,
+                     "rules_wait_ms": rules, "first_look_wait_ms": first, "combined_wait_ms": combined,
+                     "second_look": {"text": look_text, "p_complete": round(look_prob, 3)} if looked else None,
                      # unfinished: right when the wait outlasts the pause; finished: when it is short
                      "rules_talk_over": (not done) and rules < pause, "combined_talk_over": (not done) and combined < pause})
-        print(f"{ln.kind:8}{nth or '':>2} {ln.voice:6} P={prob:.3f} wait {combined:4} ms (rules {rules:4})  {text!r}")
+        print(f"{ln.kind:8}{nth or '':>2} {ln.voice:6} P={prob:.3f} wait {combined:4} ms (rules {rules:4})  {text!r}"
+              + (f"  second look: P={look_prob:.3f} {look_text!r} (first {first} ms)" if looked else ""))
     n = len(rows)
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
@@ -379,6 +389,9 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
         "complete_wait_p50_rules_ms": statistics.median(r["rules_wait_ms"] for r in done) if done else None,
         "complete_wait_p50_combined_ms": statistics.median(r["combined_wait_ms"] for r in done) if done else None,
         "complete_waits_over_500ms": sum(r["combined_wait_ms"] > 500 for r in done),
+        "complete_waits_over_500ms_first_look": sum(r["first_look_wait_ms"] > 500 for r in done),
+        "talk_over_first_look": sum((r["first_look_wait_ms"] < r["pause_ms"]) for r in paused),
+        "second_looks": sum(r["second_look"] is not None for r in rows),
         "check_ms_p50": pct([r["check_ms"] for r in rows], 50), "rows": rows,
     }
 

@@ -132,7 +132,8 @@ def note_turn_end(session: Any, msg: TurnEnded) -> None:
         session.deps.records.event(session._row, "endpoint", json.dumps({
             "turn": msg.turn_id, "silence_ms": msg.endpoint_silence_ms, "turn_prob": round(msg.turn_prob, 3),
             "check_ms": round(msg.turn_check_ms, 1), "model_failed": msg.turn_model_failed, "forced": msg.forced,
-            "text": msg.text, "avg_logprob": round(msg.avg_logprob, 2), "no_speech_prob": round(msg.no_speech_prob, 2)}))
+            "second_look": msg.second_look, "text": msg.text, "avg_logprob": round(msg.avg_logprob, 2),
+            "no_speech_prob": round(msg.no_speech_prob, 2)}))
 
 
 def _merge_stamps(session: Any, caller: Any) -> None:

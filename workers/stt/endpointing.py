@@ -25,9 +25,14 @@ believes some half sentences, so it shortens the wait only when the text agrees,
 on its own only when it is sure. While the transcript is not known yet, the turn does not end
 before `silence_ms_incomplete`: a caller is never cut off because a decoder was busy. While the
 model has not answered, the transcript rules decide alone (a loaded machine makes a check take
-300+ ms; it then costs the fast path, never more than the rules' own wait). A caller who talks
-for `max_run_ms` without a single pause has their turn ended anyway (an open line or a monologue
-must not hold the call forever).
+300+ ms; it then costs the fast path, never more than the rules' own wait). A pause still waiting
+`second_look_ms` into it is judged again on the audio up to then (`Endpointer.take_second_look`):
+with ~300 ms of silence heard, Whisper hears the end of the last word ("...speak with" becomes
+"...speak with?", "...a checkup" becomes "...a checkup for") and the model is surer either way.
+The new transcript replaces the first; the model's new answer counts only where Whisper closed
+the sentence (`second_look_prob`): given that much silence the model leans to "complete" on a
+clause cut at a pause too. A caller who talks for `max_run_ms` without a single pause has their
+turn ended anyway (an open line or a monologue must not hold the call forever).
 
 Hysteresis as in Silero's own segmenter: a window counts as voiced at `threshold`, and speech
 continues while the probability stays above `threshold - 0.15`.
@@ -182,6 +187,17 @@ def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | Non
     return cfg.silence_ms_unpunctuated if unpunctuated(text) else cfg.silence_ms_neutral
 
 
+def second_look_prob(text: str, prob: float | None, first_prob: float | None) -> float | None:
+    """The model's answer that counts after the second look at a pause: the new `prob` (None: the
+    check failed) when the new transcript `text` ends with a closing mark, else the first one's.
+    Offline (five caller sets and voices, 84 pauses, 80 complete questions) this talked over no
+    pause more and ended 5 of the 9 long waits after complete questions; the new P alone talked
+    over one more pause in each of two sets."""
+    if prob is not None and _stripped(text).endswith((".", "!", "?")):
+        return prob
+    return first_prob
+
+
 def unpunctuated(text: str) -> bool:
     """Three words or more and no closing punctuation: Whisper closes what sounded finished and
     leaves bare a clause cut at a pause ("I'd like to book a checkup" | "for my daughter")."""
@@ -287,6 +303,12 @@ class Endpointer:
         """A model check for the speech so far was asked for: the old answer no longer applies."""
         self.turn_prob = None
         self._update()
+
+    def take_second_look(self, text: str, prob: float | None) -> None:
+        """The speech so far judged again later in the pause (`second_look_ms`): its transcript
+        replaces the first; the model's answer as `second_look_prob` says."""
+        self.turn_prob = second_look_prob(text, prob, self.turn_prob)
+        self.set_text(text)
 
     def _update(self) -> None:
         self.required_ms = required_silence_ms(self.policy, self.text, self.turn_prob)

@@ -38,6 +38,8 @@ class Job:
     audio: Any  # int16 8 kHz PCM
     #: The call's last voiced VAD window this audio includes (which speech the text accounts for).
     mark: int = -1
+    #: A pause's second look (stt.vad.second_look_ms): its text waits for the look's model answer.
+    second_look: bool = False
     queued_ns: int = field(default_factory=time.monotonic_ns)
 
 

@@ -43,6 +43,7 @@ class TurnCheck:
     utterance: int
     mark: int
     audio: np.ndarray  # int16 8 kHz, the last <= 8 s up to the pause
+    second_look: bool = False  # a pause judged again (stt.vad.second_look_ms), not its first check
 
 
 #: Called on the check's thread with (check, P(complete) or None on failure, ms the check took).

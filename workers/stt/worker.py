@@ -83,6 +83,21 @@ class _PendingEnd:
     turn_check_ms: float = 0.0
     turn_model_failed: bool = False
     forced: bool = False
+    second_look: bool = False
+
+
+@dataclass
+class _Look:
+    """The second look at one pause (`stt.vad.second_look_ms` into it): its transcript and the
+    model's answer, applied together once both are in (either alone would judge half new signals)."""
+
+    mark: int  # the pause's last voiced VAD window
+    text: str | None = None
+    scores: tuple[int, float, float] = (0, 0.0, 0.0)  # the transcript's covers, no_speech_prob, avg_logprob
+    prob: float | None = None  # None: the check failed (or the model is off)
+    prob_in: bool = False
+    check_ms: float = 0.0
+    applied: bool = False
 
 
 class _Call:
@@ -115,6 +130,7 @@ class _Call:
         self.spec_mark = -1  # last_voiced window of the last SpeculativeFinal sent (-1: none since resume)
         self.spec_waited_ms = 0  # silence already past when it was sent
         self.late_spec_mark = -1  # last_voiced window the late offer (speculative_lead_ms) was judged for
+        self.look: _Look | None = None  # the current pause's second look, once taken
         #: What the caller heard lately, for the echo gate (None: the gate is off).
         self.echo = EchoReference(policy.echo_max_delay_ms, policy.echo_window_ms) if policy.echo_explained_db > 0 else None
         self.echo_until = -1  # VAD windows up to this one, in a pause, are the agent's echo (judged once)
@@ -289,6 +305,7 @@ class SttWorker(Worker):
         elif call.ep.speaking and not call.ep.paused:
             self._maybe_partial(cid, call, window_end)
         elif call.ep.speaking:
+            self._maybe_second_look(cid, call, window)
             self._maybe_late_speculative(cid, call, window)
         if not call.ep.speaking:  # keep only the prefix padding's worth of history
             keep = (self.config.vad.prefix_padding_ms + self.config.vad.min_speech_ms + 200) * _MS
@@ -350,7 +367,7 @@ class SttWorker(Worker):
         call.commit_from, call.committed = call.utt_start, ""
         call.requested_mark = call.result_mark = -1
         call.last_partial_at, call.last_partial_text = onset, ""
-        call.check, call.spec_mark = (-1.0, 0.0, False), -1
+        call.check, call.spec_mark, call.look = (-1.0, 0.0, False), -1, None
         self.outbox.message(SpeechStarted(call_id=cid, turn_id=call.turn, media_ms=call.audio.media_ms(onset),
                                           detected_ns=time.monotonic_ns()), cid, call.turn)
 
@@ -388,12 +405,49 @@ class SttWorker(Worker):
             self._queue.submit(Job(cid, JobKind.PARTIAL, call.utterance, window_end,
                                    call.audio.pcm(call.commit_from, window_end)))
 
-    def _submit(self, cid: int, call: _Call, kind: JobKind, upto: int) -> None:
+    def _submit(self, cid: int, call: _Call, kind: JobKind, upto: int, second_look: bool = False) -> None:
         assert self._queue is not None
         call.requested_mark = call.ep.last_voiced
         self._queue.discard(cid, (JobKind.PARTIAL,))
         self._queue.submit(Job(cid, kind, call.utterance, upto, call.audio.pcm(call.commit_from, upto),
-                               mark=call.ep.last_voiced))
+                               mark=call.ep.last_voiced, second_look=second_look))
+
+    def _maybe_second_look(self, cid: int, call: _Call, window: int) -> None:
+        """A pause still waiting `second_look_ms` into it: transcribe and check it again on the
+        audio up to now (once per pause); `_apply_look` weighs the answers."""
+        ep, look_ms = call.ep, self.config.vad.second_look_ms
+        if not look_ms or (call.look is not None and call.look.mark == ep.last_voiced) or ep.silence_ms(window) < look_ms:
+            return
+        call.look = _Look(ep.last_voiced)
+        window_end = (window + 1) * WINDOW
+        self._submit(cid, call, JobKind.PAUSE, window_end, second_look=True)
+        if self._checks is None:
+            call.look.prob_in = True
+            return
+        start = max(call.utt_start, window_end - 8 * SAMPLE_RATE)
+        self._checks.submit(TurnCheck(cid, call.utterance, ep.last_voiced, call.audio.pcm(start, window_end),
+                                      second_look=True))
+
+    def _apply_look(self, cid: int, call: _Call) -> None:
+        """Both answers of the second look are in: they replace the first look's, the wait is
+        chosen again (ending the turn now if enough silence has passed), and a changed transcript
+        or wait is offered again as a speculative final."""
+        ep, look = call.ep, call.look
+        if look is None or look.applied or look.text is None or not look.prob_in \
+                or not (ep.speaking and ep.paused and ep.last_voiced == look.mark):
+            return
+        look.applied = True
+        call.result_mark, call.result_text = look.mark, look.text
+        call.result_covers, call.result_no_speech, call.result_logprob = look.scores
+        if look.text:
+            self._partial(cid, call, look.text)
+        before = (ep.text, ep.required_ms)
+        ep.take_second_look(look.text, look.prob)
+        if look.prob is not None and ep.turn_prob == look.prob:
+            call.check = (look.prob, look.check_ms, False)
+        if (ep.text, ep.required_ms) != before:
+            call.spec_mark = -1
+        self._signals_in(cid, call)
 
     def _on_end(self, cid: int, call: _Call, window: int) -> None:
         ep, audio = call.ep, call.audio
@@ -405,6 +459,7 @@ class SttWorker(Worker):
             turn_end_ns=time.monotonic_ns(), turn_end_media_ms=audio.media_ms((window + 1) * WINDOW),
             silence_ms=ep.required_ms, turn_prob=call.check[0], turn_check_ms=call.check[1],
             turn_model_failed=call.check[2], forced=ep.forced,
+            second_look=call.look is not None and call.look.applied and call.look.mark == ep.last_voiced,
         )
         call.turn = end.turn = max(call.turn, call.turn_seen)
         call.last_ended = call.turn
@@ -427,7 +482,7 @@ class SttWorker(Worker):
             stt_final_ns=time.monotonic_ns(), audio_ms=audio_samples // _MS, no_speech_prob=no_speech, avg_logprob=logprob,
             turn_end_media_ms=end.turn_end_media_ms, endpoint_silence_ms=end.silence_ms, speculative=speculative,
             turn_prob=end.turn_prob, turn_check_ms=end.turn_check_ms, turn_model_failed=end.turn_model_failed,
-            forced=end.forced,
+            forced=end.forced, second_look=end.second_look,
         )
         self.outbox.message(msg, cid, end.turn)
 
@@ -467,12 +522,23 @@ class SttWorker(Worker):
                 return
             if job.mark < call.result_mark:
                 return
+            look, ep = call.look, call.ep
+            pausing_at_mark = ep.speaking and ep.paused and ep.last_voiced == job.mark
+            if job.second_look:
+                if pausing_at_mark and look is not None and look.mark == job.mark:
+                    # held until the look's model answer is in: until then the turn ends (if it
+                    # does) on the first look's text, the one a speculative reply was prepared for
+                    look.text, look.scores = full, (job.covers, no_speech, logprob)
+                    self._apply_look(job.call_id, call)
+                return  # (else the pause is over: the turn ended on the first look's text, or the caller went on)
+            if look is not None and look.mark == job.mark and look.text is not None:
+                return  # the first transcript came after the second look's, which heard more
             call.result_mark, call.result_text, call.result_covers = job.mark, full, job.covers
             call.result_no_speech, call.result_logprob = no_speech, logprob
             if full:
                 self._partial(job.call_id, call, full)
-            if call.ep.speaking and call.ep.paused and call.ep.last_voiced == job.mark:
-                call.ep.set_text(full)
+            if pausing_at_mark:
+                ep.set_text(full)
                 self._signals_in(job.call_id, call)
 
     def _check_current(self, check: TurnCheck) -> bool:
@@ -491,6 +557,11 @@ class SttWorker(Worker):
             ep = call.ep
             if not (ep.speaking and ep.paused and ep.last_voiced == check.mark):
                 return  # the caller spoke again: this answer is about old speech
+            if check.second_look:
+                if call.look is not None and call.look.mark == check.mark:
+                    call.look.prob, call.look.prob_in, call.look.check_ms = prob, True, ms
+                    self._apply_look(check.call_id, call)
+                return
             call.check = (-1.0 if prob is None else prob, ms, prob is None)
             ep.set_turn_prob(prob)
             self._signals_in(check.call_id, call)
