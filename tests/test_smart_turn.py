@@ -105,6 +105,30 @@ def test_a_second_look_replaces_the_transcript_and_counts_the_model_only_on_a_cl
     assert second_look_prob("What time is it?", 0.9, None) == 0.9
 
 
+def test_the_turn_waits_for_a_second_look_that_is_out() -> None:
+    """A 400 ms wait and a look taken at 300 ms: the turn is held (at most `second_look_wait_ms`
+    past the look) until its answer, which here finds the trailing word the first transcript missed."""
+    cfg = VadConfig(settle_ms=64, second_look_ms=300, second_look_wait_ms=200)
+    ep = Endpointer(cfg, 32)
+    assert [e for i in range(10) if (e := ep.step(i, 0.9))] == [Event.ONSET]
+    ep.set_text("I'd like to book a checkup")
+    ep.set_turn_prob(0.57)
+    assert ep.required_ms == cfg.silence_ms == 400
+    ep.hold_ms = cfg.second_look_ms + cfg.second_look_wait_ms  # the worker, as it asks for the look
+    events = {i: e for i in range(10, 23) if (e := ep.step(i, 0.05))}
+    assert events == {11: Event.PAUSE} and ep.silence_ms(22) == 416  # held: not ended at 400 ms
+    ep.take_second_look("I'd like to book a checkup for", 0.97)
+    ep.hold_ms = 0
+    assert ep.check(22) is None and ep.required_ms == cfg.silence_ms_incomplete  # now 1.2 s
+    assert not [e for i in range(23, 40) if (e := ep.step(i, 0.05))]  # 960 ms: still the caller's turn
+    assert ep.step(40, 0.9) is Event.RESUME and ep.hold_ms == 0
+    ep.hold_ms = 500  # a look that never answers holds the turn no longer than the hold
+    assert {i: e for i in range(41, 50) if (e := ep.step(i, 0.05))} == {42: Event.PAUSE}
+    ep.set_text("I'd like to book a checkup for my daughter.")
+    ep.set_turn_prob(0.9)  # 200 ms would do
+    assert ep.silence_ms(55) == 480 and ep.check(55) is None and ep.check(56) is Event.END
+
+
 def test_missing_model_file_names_the_package_and_the_file() -> None:
     with pytest.raises(FileNotFoundError, match=r"pipecat.*nope\.onnx"):
         model_path("package:pipecat/audio/turn/smart_turn/data/nope.onnx")

@@ -112,6 +112,10 @@ class VadConfig(_Section):
     #: whose trailing word the first transcript missed. Costs one more decode and check for such
     #: pauses. 0 = off.
     second_look_ms: NonNegative = 300
+    #: While a second look is out, the turn does not end before `second_look_ms` plus this (ms):
+    #: its answer may lengthen the wait (a trailing word heard only then), and a shorter first
+    #: wait (400 ms) would otherwise end the turn before it is in (a decode and a check, ~60-100 ms).
+    second_look_wait_ms: NonNegative = 200
     #: Audio (ms) kept before the detected onset so the first syllable is not clipped.
     prefix_padding_ms: NonNegative = 300
     #: While the agent is audible (PlaybackState): stricter threshold and minimum against echo; the

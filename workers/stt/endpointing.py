@@ -31,7 +31,8 @@ with ~300 ms of silence heard, Whisper hears the end of the last word ("...speak
 "...speak with?", "...a checkup" becomes "...a checkup for") and the model is surer either way.
 The new transcript replaces the first; the model's new answer counts only where Whisper closed
 the sentence (`second_look_prob`): given that much silence the model leans to "complete" on a
-clause cut at a pause too. A caller who talks for `max_run_ms` without a single pause has their
+clause cut at a pause too. While that look is out the turn does not end (`hold_ms`, at most
+`second_look_wait_ms` past it): its answer may make the wait longer. A caller who talks for `max_run_ms` without a single pause has their
 turn ended anyway (an open line or a monologue must not hold the call forever).
 
 Hysteresis as in Silero's own segmenter: a window counts as voiced at `threshold`, and speech
@@ -271,6 +272,9 @@ class Endpointer:
         #: Ended by `max_run_ms` rather than by silence (the worker reports it).
         self.forced = False
         self.required_ms = policy.silence_ms_incomplete
+        #: Silence (ms) the turn may not end before whatever `required_ms` says: set while a second
+        #: look at this pause is out (its answer may lengthen the wait), 0 otherwise.
+        self.hold_ms = 0
         #: Override of min_speech_ms / threshold while the agent is audible (echo), or None.
         self.strict: tuple[float, int] | None = None
 
@@ -326,7 +330,7 @@ class Endpointer:
             if self.paused:
                 self.paused = False
                 self.run_begin = window
-                self.turn_prob = None
+                self.turn_prob, self.hold_ms = None, 0
                 self.set_text(None)
                 return Event.RESUME
             if self.max_run_ms and (window - self.run_begin + 1) * self.window_ms >= self.max_run_ms:
@@ -338,9 +342,12 @@ class Endpointer:
                 self.paused = True
                 return Event.PAUSE
             return None
-        if self.silence_ms(window) >= self.required_ms:
+        if self._due(window):
             return self._end()
         return None
+
+    def _due(self, window: int) -> bool:
+        return self.silence_ms(window) >= max(self.required_ms, self.hold_ms)
 
     def start_at(self, onset_window: int, window: int) -> Event:
         """Speech began at `onset_window`, found by the time `window` was counted (by this endpointer's
@@ -349,7 +356,7 @@ class Endpointer:
         self.onset.reset()
         self.onset_window, self.last_voiced = onset_window, max(window, onset_window)
         self.run_begin = onset_window
-        self.turn_prob = None
+        self.turn_prob, self.hold_ms = None, 0
         self.speech_end_ms = (self.last_voiced + 1) * self.window_ms
         self.set_text(None)
         return Event.ONSET
@@ -361,7 +368,7 @@ class Endpointer:
 
     def check(self, window: int) -> Event | None:
         """Re-check the end rule after the transcript changed (no new window needed)."""
-        if self.speaking and self.paused and self.silence_ms(window) >= self.required_ms:
+        if self.speaking and self.paused and self._due(window):
             return self._end()
         return None
 

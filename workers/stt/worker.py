@@ -419,6 +419,7 @@ class SttWorker(Worker):
         if not look_ms or (call.look is not None and call.look.mark == ep.last_voiced) or ep.silence_ms(window) < look_ms:
             return
         call.look = _Look(ep.last_voiced)
+        ep.hold_ms = look_ms + self.config.vad.second_look_wait_ms
         window_end = (window + 1) * WINDOW
         self._submit(cid, call, JobKind.PAUSE, window_end, second_look=True)
         if self._checks is None:
@@ -442,6 +443,7 @@ class SttWorker(Worker):
         if look.text:
             self._partial(cid, call, look.text)
         before = (ep.text, ep.required_ms)
+        ep.hold_ms = 0
         ep.take_second_look(look.text, look.prob)
         if look.prob is not None and ep.turn_prob == look.prob:
             call.check = (look.prob, look.check_ms, False)
