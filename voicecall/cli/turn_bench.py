@@ -27,7 +27,8 @@ Measured at the simulated caller (voicecall/sim/client.py) and from the server's
                    events), and the server's split (/metrics voicecall_barge_in_stop_seconds): the
                    onset frame's arrival -> stt onset (min_speech_ms included), then -> clear sent
   voice-to-voice   complete questions: end of caller speech -> first agent audio arrived, ms
-  endpoint wait    speech end -> turn end (records), ms; Smart Turn ms per check (records)
+  endpoint wait    speech end -> turn end (records), ms; Smart Turn ms per check (records); turns
+                   ended after a second look at their last pause (stt.vad.second_look_ms)
   speculative      replies prepared at a pause that were used / started (records)
 """
 
@@ -223,6 +224,7 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
                            "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
+    turn_ends = looked = 0
     resumed = backchannels = extra_turns = heard_whole = joined = 0
     for call, its in results:
         turns, events = records_of(db, call.report.call_sid)
@@ -252,6 +254,8 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
         for e in events:
             if e["kind"] == "endpoint":
                 d = json.loads(e["detail"])
+                turn_ends += 1
+                looked += bool(d.get("second_look"))
                 if d["check_ms"] > 0:
                     checks.append(d["check_ms"])
             elif e["kind"] == "speculative":
@@ -292,6 +296,7 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
         "stop_deliver_mean_ms": round(server_stops["deliver"][0] / server_stops["deliver"][1] * 1e3, 1) if server_stops.get("deliver", (0, 0))[1] else None,
         "endpoint_p50_ms": pct(end_waits, 50), "endpoint_p95_ms": pct(end_waits, 95),
         "smart_turn_check_p50_ms": pct(checks, 50), "smart_turn_check_p95_ms": pct(checks, 95),
+        "turn_ends": turn_ends, "second_looks": looked,
         "speculative": spec,
         "speculative_hit_rate": round(spec["used"] / spec["started"], 2) if spec["started"] else None,
         "items": [{"kind": it.kind, "voice": it.line.voice, "text": it.line.text, **it.result}
@@ -417,6 +422,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("v2v complete p50 / p95 ms", lambda r: f"{f(r['v2v_p50_ms'])} / {f(r['v2v_p95_ms'])}"),
         ("endpoint wait p50 / p95 ms", lambda r: f"{f(r['endpoint_p50_ms'])} / {f(r['endpoint_p95_ms'])}"),
         ("Smart Turn check p50 / p95 ms", lambda r: f"{f(r['smart_turn_check_p50_ms'])} / {f(r['smart_turn_check_p95_ms'])}"),
+        ("  turns ended after a second look", lambda r: f"{r.get('second_looks', '-')}/{r.get('turn_ends', '-')}"),
         ("speculative used / started", lambda r: f"{r['speculative']['used']}/{r['speculative']['started']}"),
         ("line noise dBFS / caller level dB", lambda r: f"{f(r.get('noise_dbfs'))} / {r.get('level_db', 0.0):g}"),
         ("line echo dB / delay ms", lambda r: f"{f(r.get('echo_db'))} / {f(r.get('echo_delay_ms'))}"),
