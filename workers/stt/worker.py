@@ -527,12 +527,16 @@ class SttWorker(Worker):
             look, ep = call.look, call.ep
             pausing_at_mark = ep.speaking and ep.paused and ep.last_voiced == job.mark
             if job.second_look:
-                if pausing_at_mark and look is not None and look.mark == job.mark:
-                    # held until the look's model answer is in: until then the turn ends (if it
-                    # does) on the first look's text, the one a speculative reply was prepared for
-                    look.text, look.scores = full, (job.covers, no_speech, logprob)
-                    self._apply_look(job.call_id, call)
-                return  # (else the pause is over: the turn ended on the first look's text, or the caller went on)
+                if not (pausing_at_mark and look is not None and look.mark == job.mark):
+                    return  # the pause is over: the turn ended on the first look's text, or the caller went on
+                if result is None:  # the decode failed (logged): the first look's signals stand
+                    look.applied, ep.hold_ms = True, 0
+                    self._signals_in(job.call_id, call)
+                    return
+                # kept until the look's model answer is in too (the turn is held meanwhile: hold_ms)
+                look.text, look.scores = full, (job.covers, no_speech, logprob)
+                self._apply_look(job.call_id, call)
+                return
             if look is not None and look.mark == job.mark and look.text is not None:
                 return  # the first transcript came after the second look's, which heard more
             call.result_mark, call.result_text, call.result_covers = job.mark, full, job.covers
