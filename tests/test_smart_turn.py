@@ -12,7 +12,7 @@ from ipc.audio import ulaw_decode
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import line
 from workers.config import VadConfig
-from workers.stt.endpointing import Endpointer, Event, required_silence_ms, second_look_prob
+from workers.stt.endpointing import Endpointer, Event, required_silence_ms, second_look_prob, wants_second_look
 from workers.stt.smart_turn import SmartTurn, log_mel, model_path, upsample_8k
 from workers.stt.turn_checks import TurnCheck, TurnChecks
 from workers.stt.vad import silero_onnx_path
@@ -103,6 +103,12 @@ def test_a_second_look_replaces_the_transcript_and_counts_the_model_only_on_a_cl
     assert ep.required_ms == cfg.silence_ms_incomplete
     assert second_look_prob("What time is it?", None, 0.3) == 0.3  # the look's check failed: the first answer
     assert second_look_prob("What time is it?", 0.9, None) == 0.9
+    # a closed sentence's short wait is not looked at (its reply is being prepared); the rest are
+    assert not wants_second_look(cfg, "What time is it?", cfg.silence_ms)
+    assert wants_second_look(cfg, "What time is it?", cfg.silence_ms_question_disputed)
+    assert wants_second_look(cfg, "I'd like to book a checkup", cfg.silence_ms)
+    assert wants_second_look(cfg, None, cfg.silence_ms_incomplete)
+    assert not wants_second_look(VadConfig(second_look_ms=0), None, cfg.silence_ms_incomplete)
 
 
 def test_the_turn_waits_for_a_second_look_that_is_out() -> None:

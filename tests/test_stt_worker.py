@@ -117,10 +117,11 @@ def test_two_calls_at_once_both_transcribed(stt: WorkerHarness) -> None:
 
 
 def test_a_pause_still_waiting_is_judged_again_and_a_caller_who_goes_on_after_it_is_one_turn() -> None:
-    """Every wait set past `second_look_ms`, so each pause gets its second look (a new transcript
-    and model check on the audio up to 300 ms into it): the question's turn ends on it, and a
-    caller who goes on after it is still one turn, nothing of the first half's look reported late."""
-    vad = VadConfig(silence_ms_confident=600, silence_ms=600, silence_ms_neutral=600, second_look_ms=300)
+    """The model made sure every turn is unfinished, so each pause waits long and gets its second
+    look (a new transcript and model check on the audio up to 300 ms into it): the question's turn
+    ends after it, and a caller who goes on after it is still one turn, nothing of the first
+    half's look reported late."""
+    vad = VadConfig(turn_incomplete_prob=0.999, turn_complete_prob=0.9999, second_look_ms=300)
     h = WorkerHarness("stt-look", TARGET, SttConfig(vad=vad), SttEvent)
     h.start(120)
     try:
@@ -140,7 +141,7 @@ def test_a_pause_still_waiting_is_judged_again_and_a_caller_who_goes_on_after_it
         assert len(ends) == 2, [(type(m).__name__, getattr(m, "text", "")) for _, _, m in got]
         for end, text in ((ends[0], question.text), (ends[1], paused.text)):
             print(f"{end.text!r}: wait {end.endpoint_silence_ms} ms, P {end.turn_prob:.2f}, second look {end.second_look}")
-            assert end.second_look and end.endpoint_silence_ms >= 600, end
+            assert end.second_look and end.endpoint_silence_ms >= vad.silence_ms_question_disputed, end
             assert word_error_rate(text, end.text) <= 0.25, (text, end.text)  # tiny.en: "you're opening ours"
         # the paused line is one turn from its first word, its pause judged twice and bridged
         assert abs(ends[1].speech_start_media_ms - (question.duration_ms + paused.speech_start_ms)) <= TOLERANCE_MS

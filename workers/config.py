@@ -110,7 +110,7 @@ class VadConfig(_Section):
     #: (its new answer counts only if Whisper closed the sentence; workers/stt/endpointing.py).
     #: Ends long waits after complete questions sooner, and lengthens the short wait of a clause
     #: whose trailing word the first transcript missed. Costs one more decode and check for such
-    #: pauses. 0 = off.
+    #: pauses (not taken for a closed sentence waiting `silence_ms` or less). 0 = off.
     second_look_ms: NonNegative = 300
     #: While a second look is out, the turn does not end before `second_look_ms` plus this (ms):
     #: its answer may lengthen the wait (a trailing word heard only then), and a shorter first

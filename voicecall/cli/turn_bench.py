@@ -339,7 +339,13 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     `level_db` make (voicecall/sim/phone_line.py)."""
     from ipc.audio import ulaw_decode
     from voicecall.sim.speech import mulaw_to_16k
-    from workers.stt.endpointing import Completeness, completeness, required_silence_ms, second_look_prob
+    from workers.stt.endpointing import (
+        Completeness,
+        completeness,
+        required_silence_ms,
+        second_look_prob,
+        wants_second_look,
+    )
     from workers.stt.smart_turn import SmartTurn
     from workers.stt.whisper import WhisperEngine
 
@@ -366,7 +372,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
         combined = first = required_silence_ms(cfg, text, prob)
         rules = required_silence_ms(cfg, text, None)
         look = cfg.second_look_ms
-        looked = bool(look) and combined > look and (done or pause > look)
+        looked = combined > look and (done or pause > look) and wants_second_look(cfg, text, combined)
         if looked:  # the worker's second look (stt.vad.second_look_ms): both signals again, later in the pause
             cut2 = (at[0] if at else ln.speech_end_ms) + look
             look_text = engine.transcribe(mulaw_to_16k(mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut2 * 8])).text

@@ -26,14 +26,16 @@ on its own only when it is sure. While the transcript is not known yet, the turn
 before `silence_ms_incomplete`: a caller is never cut off because a decoder was busy. While the
 model has not answered, the transcript rules decide alone (a loaded machine makes a check take
 300+ ms; it then costs the fast path, never more than the rules' own wait). A pause still waiting
-`second_look_ms` into it is judged again on the audio up to then (`Endpointer.take_second_look`):
+`second_look_ms` into it (unless it is a closed sentence with a short wait: `wants_second_look`)
+is judged again on the audio up to then (`Endpointer.take_second_look`):
 with ~300 ms of silence heard, Whisper hears the end of the last word ("...speak with" becomes
 "...speak with?", "...a checkup" becomes "...a checkup for") and the model is surer either way.
 The new transcript replaces the first; the model's new answer counts only where Whisper closed
 the sentence (`second_look_prob`): given that much silence the model leans to "complete" on a
 clause cut at a pause too. While that look is out the turn does not end (`hold_ms`, at most
-`second_look_wait_ms` past it): its answer may make the wait longer. A caller who talks for `max_run_ms` without a single pause has their
-turn ended anyway (an open line or a monologue must not hold the call forever).
+`second_look_wait_ms` past it): its answer may make the wait longer. A caller who talks for
+`max_run_ms` without a single pause has their turn ended anyway (an open line or a monologue must
+not hold the call forever).
 
 Hysteresis as in Silero's own segmenter: a window counts as voiced at `threshold`, and speech
 continues while the probability stays above `threshold - 0.15`.
@@ -193,17 +195,30 @@ def second_look_prob(text: str, prob: float | None, first_prob: float | None) ->
     check failed) when the new transcript `text` ends with a closing mark, else the first one's.
     Offline (five caller sets and voices, 84 pauses, 80 complete questions) this talked over no
     pause more and ended 5 of the 9 long waits after complete questions; the new P alone talked
-    over one more pause in each of two sets."""
-    if prob is not None and _stripped(text).endswith((".", "!", "?")):
+    over one more pause in each of two sets (and one fewer in a third)."""
+    if prob is not None and closed(text):
         return prob
     return first_prob
+
+
+def wants_second_look(cfg: VadConfig, text: str | None, required_ms: int) -> bool:
+    """Is a second look worth its decode and check for a pause still waiting `required_ms` after
+    `text` (None: not transcribed yet)? Not for a closed sentence whose wait is `silence_ms` or
+    less: its reply is being prepared already, and on a CPU box the look competes with it (the
+    Piper question set's voice-to-voice p95 rose 462 -> 524 ms with every such pause looked at,
+    for no talk-over it would have saved on the report set)."""
+    return bool(cfg.second_look_ms) and not (text is not None and closed(text) and required_ms <= cfg.silence_ms)
+
+
+def closed(text: str) -> bool:
+    """The transcript ends with a closing mark: Whisper heard a finished sentence or question."""
+    return _stripped(text).endswith((".", "!", "?"))
 
 
 def unpunctuated(text: str) -> bool:
     """Three words or more and no closing punctuation: Whisper closes what sounded finished and
     leaves bare a clause cut at a pause ("I'd like to book a checkup" | "for my daughter")."""
-    stripped = _stripped(text)
-    return not stripped.endswith((".", "!", "?")) and len(WORD.findall(stripped.lower())) >= 3
+    return not closed(text) and len(WORD.findall(_stripped(text).lower())) >= 3
 
 
 class Event(Enum):

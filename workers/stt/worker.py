@@ -54,7 +54,7 @@ from workers.base import Progress, Worker
 from workers.config import SttConfig, VadConfig
 from workers.stt.call_audio import CallAudio
 from workers.stt.echo_gate import EchoReference
-from workers.stt.endpointing import Endpointer, Event, OnsetCounter
+from workers.stt.endpointing import Endpointer, Event, OnsetCounter, wants_second_look
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.turn_checks import TurnCheck, TurnChecks
 from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, HalfWindowStream, SileroVad, VadStream
@@ -416,7 +416,8 @@ class SttWorker(Worker):
         """A pause still waiting `second_look_ms` into it: transcribe and check it again on the
         audio up to now (once per pause); `_apply_look` weighs the answers."""
         ep, look_ms = call.ep, self.config.vad.second_look_ms
-        if not look_ms or (call.look is not None and call.look.mark == ep.last_voiced) or ep.silence_ms(window) < look_ms:
+        if not look_ms or (call.look is not None and call.look.mark == ep.last_voiced) or ep.silence_ms(window) < look_ms \
+                or not wants_second_look(self.config.vad, ep.text, ep.required_ms):
             return
         call.look = _Look(ep.last_voiced)
         ep.hold_ms = look_ms + self.config.vad.second_look_wait_ms
