@@ -107,8 +107,7 @@ def test_a_second_look_replaces_the_transcript_and_counts_the_model_only_on_a_cl
     assert not wants_second_look(cfg, "What time is it?", cfg.silence_ms)
     assert wants_second_look(cfg, "What time is it?", cfg.silence_ms_question_disputed)
     assert wants_second_look(cfg, "I'd like to book a checkup", cfg.silence_ms)
-    assert wants_second_look(cfg, None, cfg.silence_ms_incomplete)
-    assert not wants_second_look(VadConfig(second_look_ms=0), None, cfg.silence_ms_incomplete)
+    assert not wants_second_look(VadConfig(second_look_ms=0), "I was hoping that", cfg.silence_ms_max)
 
 
 def test_the_turn_waits_for_a_second_look_that_is_out() -> None:

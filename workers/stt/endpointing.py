@@ -26,8 +26,8 @@ on its own only when it is sure. While the transcript is not known yet, the turn
 before `silence_ms_incomplete`: a caller is never cut off because a decoder was busy. While the
 model has not answered, the transcript rules decide alone (a loaded machine makes a check take
 300+ ms; it then costs the fast path, never more than the rules' own wait). A pause still waiting
-`second_look_ms` into it (unless it is a closed sentence with a short wait: `wants_second_look`)
-is judged again on the audio up to then (`Endpointer.take_second_look`):
+`second_look_ms` into it (once the first look's answers are in, and not a closed sentence with a
+short wait: `wants_second_look`) is judged again on the audio up to then (`take_second_look`):
 with ~300 ms of silence heard, Whisper hears the end of the last word ("...speak with" becomes
 "...speak with?", "...a checkup" becomes "...a checkup for") and the model is surer either way.
 The new transcript replaces the first; the model's new answer counts only where Whisper closed
@@ -201,13 +201,13 @@ def second_look_prob(text: str, prob: float | None, first_prob: float | None) ->
     return first_prob
 
 
-def wants_second_look(cfg: VadConfig, text: str | None, required_ms: int) -> bool:
+def wants_second_look(cfg: VadConfig, text: str, required_ms: int) -> bool:
     """Is a second look worth its decode and check for a pause still waiting `required_ms` after
-    `text` (None: not transcribed yet)? Not for a closed sentence whose wait is `silence_ms` or
-    less: its reply is being prepared already, and on a CPU box the look competes with it (the
-    Piper question set's voice-to-voice p95 rose 462 -> 524 ms with every such pause looked at,
-    for no talk-over it would have saved on the report set)."""
-    return bool(cfg.second_look_ms) and not (text is not None and closed(text) and required_ms <= cfg.silence_ms)
+    `text` (the first look's)? Not for a closed sentence whose wait is `silence_ms` or less: its
+    reply is being prepared already, and on a CPU box the look competes with it (the Piper
+    question set's voice-to-voice p95 rose 462 -> 524 ms with every such pause looked at, for no
+    talk-over it would have saved on the report set)."""
+    return bool(cfg.second_look_ms) and not (closed(text) and required_ms <= cfg.silence_ms)
 
 
 def closed(text: str) -> bool:

@@ -131,6 +131,7 @@ class _Call:
         self.spec_waited_ms = 0  # silence already past when it was sent
         self.late_spec_mark = -1  # last_voiced window the late offer (speculative_lead_ms) was judged for
         self.look: _Look | None = None  # the current pause's second look, once taken
+        self.checked_mark = -1  # last_voiced window of the pause the first Smart Turn check answered for
         #: What the caller heard lately, for the echo gate (None: the gate is off).
         self.echo = EchoReference(policy.echo_max_delay_ms, policy.echo_window_ms) if policy.echo_explained_db > 0 else None
         self.echo_until = -1  # VAD windows up to this one, in a pause, are the agent's echo (judged once)
@@ -416,8 +417,11 @@ class SttWorker(Worker):
         """A pause still waiting `second_look_ms` into it: transcribe and check it again on the
         audio up to now (once per pause); `_apply_look` weighs the answers."""
         ep, look_ms = call.ep, self.config.vad.second_look_ms
-        if not look_ms or (call.look is not None and call.look.mark == ep.last_voiced) or ep.silence_ms(window) < look_ms \
-                or not wants_second_look(self.config.vad, ep.text, ep.required_ms):
+        if not look_ms or (call.look is not None and call.look.mark == ep.last_voiced) or ep.silence_ms(window) < look_ms:
+            return
+        if ep.text is None or (self._checks is not None and call.checked_mark != ep.last_voiced):
+            return  # the first look's answers are not all in (a busy machine): they may end the turn as they are
+        if not wants_second_look(self.config.vad, ep.text, ep.required_ms):
             return
         call.look = _Look(ep.last_voiced)
         ep.hold_ms = look_ms + self.config.vad.second_look_wait_ms
@@ -570,6 +574,7 @@ class SttWorker(Worker):
                     self._apply_look(check.call_id, call)
                 return
             call.check = (-1.0 if prob is None else prob, ms, prob is None)
+            call.checked_mark = check.mark
             ep.set_turn_prob(prob)
             self._signals_in(check.call_id, call)
 
