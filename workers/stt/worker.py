@@ -542,8 +542,6 @@ class SttWorker(Worker):
                 look.text, look.scores = full, (job.covers, no_speech, logprob)
                 self._apply_look(job.call_id, call)
                 return
-            if look is not None and look.mark == job.mark and look.text is not None:
-                return  # the first transcript came after the second look's, which heard more
             call.result_mark, call.result_text, call.result_covers = job.mark, full, job.covers
             call.result_no_speech, call.result_logprob = no_speech, logprob
             if full:
