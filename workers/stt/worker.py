@@ -98,6 +98,7 @@ class _Look:
     prob_in: bool = False
     check_ms: float = 0.0
     applied: bool = False
+    failed: bool = False  # the decode failed: the first look's answers stood (not reported as a look)
 
 
 class _Call:
@@ -466,7 +467,8 @@ class SttWorker(Worker):
             turn_end_ns=time.monotonic_ns(), turn_end_media_ms=audio.media_ms((window + 1) * WINDOW),
             silence_ms=ep.required_ms, turn_prob=call.check[0], turn_check_ms=call.check[1],
             turn_model_failed=call.check[2], forced=ep.forced,
-            second_look=call.look is not None and call.look.applied and call.look.mark == ep.last_voiced,
+            second_look=call.look is not None and call.look.applied and not call.look.failed
+            and call.look.mark == ep.last_voiced,
         )
         call.turn = end.turn = max(call.turn, call.turn_seen)
         call.last_ended = call.turn
@@ -535,7 +537,7 @@ class SttWorker(Worker):
                 if not (pausing_at_mark and look is not None and look.mark == job.mark):
                     return  # the pause is over: the turn ended on the first look's text, or the caller went on
                 if result is None:  # the decode failed (logged): the first look's signals stand
-                    look.applied, ep.hold_ms = True, 0
+                    look.applied, look.failed, ep.hold_ms = True, True, 0
                     self._signals_in(job.call_id, call)
                     return
                 # kept until the look's model answer is in too (the turn is held meanwhile: hold_ms)
