@@ -134,6 +134,11 @@ class VadConfig(_Section):
     #: The most inbound audio one check compares with what played, ms: an onset's voiced run (and
     #: two windows before it), or a caller's pause so far, up to this much.
     echo_window_ms: Annotated[int, msgspec.Meta(ge=64, le=2000)] = 320
+    #: Echo canceller (workers/stt/echo_canceller.py): the echo the gate fitted on a stretch of the
+    #: agent's voice coming back alone is taken out of the audio Silero, Whisper and Smart Turn
+    #: hear, so a caller who talks over an echoing answer is transcribed without the agent's
+    #: words. Needs the gate (echo_explained_db > 0). false = the models hear the line as it came.
+    echo_cancel: bool = True
     #: Level (dBFS of a 20 ms frame) below which trailing frames do not count as speech when the
     #: end of speech is refined inside Silero's lingering tail.
     end_floor_dbfs: Annotated[float, msgspec.Meta(le=0.0)] = -50.0

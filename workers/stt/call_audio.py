@@ -3,8 +3,9 @@
 Why keep stamps per frame: the turn's timings are stated in the caller's media time (Twilio's
 timestamp, which has gaps when packets are lost) and in arrival time at telephony (monotonic ns),
 while VAD and Whisper work in sample positions. This maps a sample position back to both, and
-holds the PCM that a transcription needs. While nobody speaks it is trimmed to a short history
-(the prefix padding), so memory per idle call stays in kilobytes.
+holds the PCM that a transcription needs (with the agent's echo taken out, when there is one; the
+line's raw audio alongside, which the echo gate judges). While nobody speaks it is trimmed to a
+short history (the prefix padding), so memory per idle call stays in kilobytes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class CallAudio:
     def __init__(self) -> None:
         self.base = 0  # absolute sample index of _pcm[0]
         self._pcm = np.zeros(SAMPLE_RATE * 4, dtype=np.int16)
+        self._raw = np.zeros(SAMPLE_RATE * 4, dtype=np.int16)  # as the line sent it (echo and all)
         self._len = 0
         self._starts: list[int] = []
         self._media: list[int] = []
@@ -31,12 +33,14 @@ class CallAudio:
         """Absolute sample index one past the newest sample."""
         return self.base + self._len
 
-    def append(self, pcm: np.ndarray, media_ms: int, arrival_ns: int) -> None:
+    def append(self, pcm: np.ndarray, media_ms: int, arrival_ns: int, raw: np.ndarray | None = None) -> None:
+        """One frame: `pcm` as the models hear it, `raw` as the line sent it (None: the same)."""
         if self._len + len(pcm) > len(self._pcm):
-            grown = np.zeros(max(2 * len(self._pcm), self._len + len(pcm)), dtype=np.int16)
-            grown[: self._len] = self._pcm[: self._len]
-            self._pcm = grown
+            size = max(2 * len(self._pcm), self._len + len(pcm))
+            self._pcm, self._raw = (np.concatenate([a[: self._len], np.zeros(size - self._len, dtype=np.int16)])
+                                    for a in (self._pcm, self._raw))
         self._pcm[self._len : self._len + len(pcm)] = pcm
+        self._raw[self._len : self._len + len(pcm)] = pcm if raw is None else raw
         self._starts.append(self.end)
         self._media.append(media_ms)
         self._arrival.append(arrival_ns)
@@ -80,6 +84,12 @@ class CallAudio:
         b = min(max(stop - self.base, a), self._len)
         return self._pcm[a:b].copy()
 
+    def raw(self, start: int, stop: int) -> np.ndarray:
+        """Like `pcm`, as the line sent it (before the echo was taken out)."""
+        a = min(max(start - self.base, 0), self._len)
+        b = min(max(stop - self.base, a), self._len)
+        return self._raw[a:b].copy()
+
     def last_loud_end(self, end: int, floor_dbfs: float, max_back: int) -> int:
         """End (absolute sample) of the last frame at or above `floor_dbfs` before `end`,
         looking back at most `max_back` samples; `end - max_back` if none is loud."""
@@ -103,6 +113,7 @@ class CallAudio:
         first_kept = self._starts[drop] if self._starts else keep_from
         cut = min(max(first_kept - self.base, 0), self._len)
         self._pcm[: self._len - cut] = self._pcm[cut : self._len]
+        self._raw[: self._len - cut] = self._raw[cut : self._len]
         self._len -= cut
         self.base += cut
         del self._starts[:drop], self._media[:drop], self._arrival[:drop], self._dbfs[:drop]

@@ -19,14 +19,14 @@ comes (or a voice in a caller's pause) while that audio could still be echoing, 
 A caller talking over the agent is not explained by the agent's audio (the residual is their
 voice), so a real barge-in is never taken for echo; the check runs only at an onset while the
 agent's audio is recent (2-10 ms, at most once per `echo_min_speech_ms` while echo goes on).
-What it does not do: cancel the echo from the audio (Whisper hears a caller's words with the echo
-under them, 20-40 dB down) or model a long acoustic tail (the filter spans a few ms around the
-delay: a handset's or a hybrid's echo, not a reverberant room's).
+The fit of an echo found alone is what the echo canceller (echo_canceller.py) then takes out of
+the audio Silero and Whisper hear. What it does not do: model a long acoustic tail (the filter
+spans a few ms around the delay: a handset's or a hybrid's echo, not a reverberant room's).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,6 +59,10 @@ class EchoVerdict:
     correlation: float  # normalised, at that delay
     explained_db: float  # energy of the sound over what the fit leaves of it
     echo_db: float  # the echo's level relative to the audio played (the fit's gain), dB
+    #: The fitted filter: taps[m] times what played `max_delay - m` samples before each inbound
+    #: sample (taking `end_ns` as one sample past the last), for the echo canceller.
+    taps: np.ndarray | None = field(default=None, compare=False, repr=False)
+    max_delay: int = 0
 
 
 class EchoReference:
@@ -139,4 +143,4 @@ class EchoReference:
         under_floor = left <= 2.0 * floor_power and float(fit @ fit) / n >= 0.1 * floor_power
         echo = explained >= explained_db or (ncc[k] >= MIN_MATCH and (under_floor or left <= 2.0 * _QUIET_POWER))
         return EchoVerdict(bool(echo), round(delay_ms, 1), round(float(ncc[k]), 3), round(float(explained), 1),
-                           round(float(echo_db), 1))
+                           round(float(echo_db), 1), taps=h, max_delay=span - early - lo)

@@ -3,7 +3,8 @@
     serve loop thread (base.worker_main)          decoder threads (TranscriptionQueue)
     ------------------------------------          ------------------------------------
     AUDIO records -> mu-law decode -> CallAudio
-    PLAYED records (what the caller heard) -> EchoReference
+    PLAYED records (what the caller heard) -> EchoReference; the agent's echo, once fitted, taken
+                   out of later AUDIO (workers/stt/echo_canceller.py)
     every complete 32 ms window of every call
       -> one batched Silero run -> Endpointer
          ONSET  -> SpeechStarted (barge-in), unless the agent's own audio explains the sound:
@@ -53,7 +54,8 @@ from ipc.ring import Record
 from workers.base import Progress, Worker
 from workers.config import SttConfig, VadConfig
 from workers.stt.call_audio import CallAudio
-from workers.stt.echo_gate import EchoReference
+from workers.stt.echo_canceller import EchoCanceller, EchoPath
+from workers.stt.echo_gate import EchoReference, EchoVerdict
 from workers.stt.endpointing import Endpointer, Event, OnsetCounter, wants_second_look
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
 from workers.stt.turn_checks import TurnCheck, TurnChecks
@@ -62,6 +64,8 @@ from workers.stt.vad import SAMPLE_RATE, WINDOW, WINDOW_MS, HalfWindowStream, Si
 log = logging.getLogger("voicecall.stt")
 
 _MS = SAMPLE_RATE // 1000  # samples per ms at 8 kHz
+#: VAD windows between fits of the echo while nobody speaks (10: every 320 ms, 2-10 ms a fit).
+REFIT_WINDOWS = 10
 
 
 @dataclass
@@ -136,6 +140,9 @@ class _Call:
         #: What the caller heard lately, for the echo gate (None: the gate is off).
         self.echo = EchoReference(policy.echo_max_delay_ms, policy.echo_window_ms) if policy.echo_explained_db > 0 else None
         self.echo_until = -1  # VAD windows up to this one, in a pause, are the agent's echo (judged once)
+        #: The agent's echo taken out of what the models hear (None: off, or the gate is).
+        self.canceller = EchoCanceller(self.echo) if self.echo is not None and policy.echo_cancel else None
+        self.refit_at = 0  # the next VAD window at which the echo may be fitted again while nobody speaks
 
 
 class SttWorker(Worker):
@@ -207,7 +214,11 @@ class SttWorker(Worker):
             if isinstance(msg, CallOpened):
                 self._calls.setdefault(msg.call_id, self._new_call())
             elif isinstance(msg, CallClosed):
-                self._calls.pop(msg.call_id, None)
+                closed = self._calls.pop(msg.call_id, None)
+                if closed is not None and closed.canceller is not None and closed.canceller.frames:
+                    c = closed.canceller
+                    log.info("call %d: the agent's echo taken out of %d frames (%.1f dB quieter on average), "
+                             "%d left as they came", msg.call_id, c.frames, c.removed_db_mean, c.skipped)
                 if self._queue is not None:
                     self._queue.discard(msg.call_id)
                 if self._checks is not None:
@@ -226,8 +237,11 @@ class SttWorker(Worker):
         call = self._calls.get(record.call_id)
         if call is None:  # audio before CallOpened (or after a worker restart): serve it anyway
             call = self._calls[record.call_id] = self._new_call()
-        pcm = ulaw_decode(record.payload)
-        call.audio.append(pcm, record.aux, record.ts_ns)
+        raw = ulaw_decode(record.payload)
+        pcm = raw
+        if call.canceller is not None and call.echo is not None and call.echo.recent(record.ts_ns):
+            pcm = call.canceller.cancel(raw, call.audio.end)
+        call.audio.append(pcm, record.aux, record.ts_ns, raw=raw)
         call.vad.push(pcm)
         if call.half is not None:
             call.half.push(pcm, call.audio.end - len(pcm))
@@ -309,6 +323,8 @@ class SttWorker(Worker):
         elif call.ep.speaking:
             self._maybe_second_look(cid, call, window)
             self._maybe_late_speculative(cid, call, window)
+        else:
+            self._maybe_refit_echo(call, window)
         if not call.ep.speaking:  # keep only the prefix padding's worth of history
             keep = (self.config.vad.prefix_padding_ms + self.config.vad.min_speech_ms + 200) * _MS
             if call.audio.end - call.audio.base > keep + SAMPLE_RATE:
@@ -331,6 +347,31 @@ class SttWorker(Worker):
             return True
         return False
 
+    def _maybe_refit_echo(self, call: _Call, window: int) -> None:
+        """While nobody speaks and the agent's audio may be echoing louder than the line's quiet:
+        fit the echo again every `REFIT_WINDOWS` (the path's delay moves from one answer to the
+        next, and the two ends' clocks drift apart), so the canceller follows it."""
+        if call.canceller is None or call.echo is None or window < call.refit_at:
+            return
+        stop = (window + 1) * WINDOW
+        end_ns = call.audio.arrival_ns(stop - 1)
+        if not call.echo.recent(end_ns):
+            return
+        call.refit_at = window + REFIT_WINDOWS
+        raw = call.audio.raw(stop - self.config.vad.echo_window_ms * _MS, stop)
+        floor = call.audio.floor_power()
+        if len(raw) < 3 * WINDOW or float(np.mean(np.square(raw, dtype=np.float64))) < 2.0 * floor:
+            return  # nothing above the line's quiet: no echo to fit (a clean line costs no check)
+        self._learn_echo(call, call.echo.echo_of(raw, end_ns, floor, self.config.vad.echo_explained_db), stop, end_ns)
+
+    @staticmethod
+    def _learn_echo(call: _Call, verdict: EchoVerdict, stop: int, end_ns: int) -> None:
+        """A stretch of the line up to sample `stop` (arrived by `end_ns`) judged the agent's echo
+        alone: the canceller takes out that fit from now on."""
+        if call.canceller is not None and verdict.echo and verdict.taps is not None:
+            call.canceller.learn(EchoPath(verdict.taps, verdict.max_delay, end_ns - stop * (1_000_000_000 // SAMPLE_RATE),
+                                          verdict.explained_db))
+
     def _is_echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
         """Is the sound in samples [start, stop) of the call (at most `echo_window_ms` of it), speech
         that began at sample `onset`, the agent's own voice coming back on the caller's line? Then
@@ -345,7 +386,8 @@ class SttWorker(Worker):
         vad = self.config.vad
         t0 = time.perf_counter()
         floor = call.audio.floor_power()
-        verdict = call.echo.echo_of(call.audio.pcm(start, stop), end_ns, floor, vad.echo_explained_db)
+        verdict = call.echo.echo_of(call.audio.raw(start, stop), end_ns, floor, vad.echo_explained_db)
+        self._learn_echo(call, verdict, stop, end_ns)
         ms = (time.perf_counter() - t0) * 1e3
         if not verdict.echo:
             log.debug("call %d: sound over the agent's recent audio is not its echo (%d ms judged: best match %.2f "
