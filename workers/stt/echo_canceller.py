@@ -30,7 +30,7 @@ import numpy as np
 
 from workers.stt.echo_gate import SAMPLE_RATE, EchoReference
 
-_NS_PER_SAMPLE = 1_000_000_000 // SAMPLE_RATE  # 125 000: exact at 8 kHz, so no drift from rounding
+NS_PER_SAMPLE = 1_000_000_000 // SAMPLE_RATE  # 125 000: exact at 8 kHz, so no drift from rounding
 #: Per frame, how much of the running sums of power in and out is kept (~0.7 s of memory).
 DECAY = 0.97
 #: A frame the estimate would make this much louder is left alone whatever the running sums say
@@ -72,7 +72,7 @@ class EchoCanceller:
         if path is None:
             return None
         span = len(path.taps) - 1
-        start_ns = path.base_ns + (first - path.max_delay) * _NS_PER_SAMPLE
+        start_ns = path.base_ns + (first - path.max_delay) * NS_PER_SAMPLE
         played = self.reference.played(start_ns, n + span).astype(np.float64)
         if not played.any():
             return None

@@ -54,7 +54,7 @@ from ipc.ring import Record
 from workers.base import Progress, Worker
 from workers.config import SttConfig, VadConfig
 from workers.stt.call_audio import CallAudio
-from workers.stt.echo_canceller import EchoCanceller, EchoPath
+from workers.stt.echo_canceller import NS_PER_SAMPLE, EchoCanceller, EchoPath
 from workers.stt.echo_gate import EchoReference, EchoVerdict
 from workers.stt.endpointing import Endpointer, Event, OnsetCounter, wants_second_look
 from workers.stt.transcription_queue import Job, JobKind, TranscriptionQueue
@@ -369,8 +369,7 @@ class SttWorker(Worker):
         """A stretch of the line up to sample `stop` (arrived by `end_ns`) judged the agent's echo
         alone: the canceller takes out that fit from now on."""
         if call.canceller is not None and verdict.echo and verdict.taps is not None:
-            call.canceller.learn(EchoPath(verdict.taps, verdict.max_delay, end_ns - stop * (1_000_000_000 // SAMPLE_RATE),
-                                          verdict.explained_db))
+            call.canceller.learn(EchoPath(verdict.taps, verdict.max_delay, end_ns - stop * NS_PER_SAMPLE, verdict.explained_db))
 
     def _is_echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
         """Is the sound in samples [start, stop) of the call (at most `echo_window_ms` of it), speech
