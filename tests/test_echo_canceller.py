@@ -56,8 +56,7 @@ def _run(agent: np.ndarray, inbound: np.ndarray, start: int, stop: int, jitter_n
             end_ns = T0 + FIT * NS + jitter_ns
             verdict = ref.echo_of(inbound[FIT - 2560 : FIT], end_ns, 0.0, explained_db=6.0)
             assert verdict.echo and verdict.taps is not None, verdict
-            canceller.learn(EchoPath(verdict.taps, verdict.max_delay + stale_ms * 8, end_ns - FIT * NS,
-                                     verdict.explained_db))
+            canceller.learn(EchoPath(verdict.taps, verdict.max_delay + stale_ms * 8, end_ns - FIT * NS))
         if at >= start:
             out.append(canceller.cancel(inbound[at : at + FRAME], at))
     return canceller, np.concatenate(out)

@@ -46,7 +46,6 @@ class EchoPath:
     taps: np.ndarray
     max_delay: int
     base_ns: int
-    explained_db: float
 
 
 class EchoCanceller:

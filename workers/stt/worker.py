@@ -239,7 +239,7 @@ class SttWorker(Worker):
             call = self._calls[record.call_id] = self._new_call()
         raw = ulaw_decode(record.payload)
         pcm = raw
-        if call.canceller is not None and call.echo is not None and call.echo.recent(record.ts_ns):
+        if call.canceller is not None and call.canceller.reference.recent(record.ts_ns):
             pcm = call.canceller.cancel(raw, call.audio.end)
         call.audio.append(pcm, record.aux, record.ts_ns, raw=raw)
         call.vad.push(pcm)
@@ -351,25 +351,27 @@ class SttWorker(Worker):
         """While nobody speaks and the agent's audio may be echoing louder than the line's quiet:
         fit the echo again every `REFIT_WINDOWS` (the path's delay moves from one answer to the
         next, and the two ends' clocks drift apart), so the canceller follows it."""
-        if call.canceller is None or call.echo is None or window < call.refit_at:
+        canceller = call.canceller
+        if canceller is None or window < call.refit_at:
             return
         stop = (window + 1) * WINDOW
         end_ns = call.audio.arrival_ns(stop - 1)
-        if not call.echo.recent(end_ns):
+        if not canceller.reference.recent(end_ns):
             return
         call.refit_at = window + REFIT_WINDOWS
         raw = call.audio.raw(stop - self.config.vad.echo_window_ms * _MS, stop)
         floor = call.audio.floor_power()
         if len(raw) < 3 * WINDOW or float(np.mean(np.square(raw, dtype=np.float64))) < 2.0 * floor:
             return  # nothing above the line's quiet: no echo to fit (a clean line costs no check)
-        self._learn_echo(call, call.echo.echo_of(raw, end_ns, floor, self.config.vad.echo_explained_db), stop, end_ns)
+        self._learn_echo(call, canceller.reference.echo_of(raw, end_ns, floor, self.config.vad.echo_explained_db),
+                         stop, end_ns)
 
     @staticmethod
     def _learn_echo(call: _Call, verdict: EchoVerdict, stop: int, end_ns: int) -> None:
         """A stretch of the line up to sample `stop` (arrived by `end_ns`) judged the agent's echo
         alone: the canceller takes out that fit from now on."""
         if call.canceller is not None and verdict.echo and verdict.taps is not None:
-            call.canceller.learn(EchoPath(verdict.taps, verdict.max_delay, end_ns - stop * NS_PER_SAMPLE, verdict.explained_db))
+            call.canceller.learn(EchoPath(verdict.taps, verdict.max_delay, end_ns - stop * NS_PER_SAMPLE))
 
     def _is_echo(self, cid: int, call: _Call, start: int, stop: int, onset: int) -> bool:
         """Is the sound in samples [start, stop) of the call (at most `echo_window_ms` of it), speech
