@@ -80,15 +80,16 @@ class CallAudio:
 
     def pcm(self, start: int, stop: int) -> np.ndarray:
         """A copy of absolute samples [start, stop) (clamped to what is kept)."""
-        a = min(max(start - self.base, 0), self._len)
-        b = min(max(stop - self.base, a), self._len)
-        return self._pcm[a:b].copy()
+        return self._copy(self._pcm, start, stop)
 
     def raw(self, start: int, stop: int) -> np.ndarray:
         """Like `pcm`, as the line sent it (before the echo was taken out)."""
+        return self._copy(self._raw, start, stop)
+
+    def _copy(self, buf: np.ndarray, start: int, stop: int) -> np.ndarray:
         a = min(max(start - self.base, 0), self._len)
         b = min(max(stop - self.base, a), self._len)
-        return self._raw[a:b].copy()
+        return buf[a:b].copy()
 
     def last_loud_end(self, end: int, floor_dbfs: float, max_back: int) -> int:
         """End (absolute sample) of the last frame at or above `floor_dbfs` before `end`,

@@ -16,10 +16,11 @@ The sample clock, not each frame's arrival stamp: frames arrive with a few ms of
 of misalignment (8 samples) leaves most of a voice's echo in place. While the subtraction would
 make the line louder (the echo path changed, the fit went stale) frames are left as they came, so
 a wrong fit costs little more than the echo it fails to remove. That is judged over the last half
-second or so, not frame by frame: under a caller talking 20 dB over the echo, their voice's chance
-correlation with it in one 20 ms frame outweighs the echo itself in about half the frames. The raw audio is kept for the gate itself, which
-must judge what the line really sent. What it does not do: adapt during double talk (fits come
-only from echo alone), or follow a reverberant room's long tail.
+second or so, not frame by frame: under a caller talking 20 dB over the echo, their voice's
+chance correlation with it in one 20 ms frame outweighs the echo itself in about half the frames.
+The raw audio is kept for the gate itself, which must judge what the line really sent. What it
+does not do: adapt during double talk (fits come only from echo alone), or follow a reverberant
+room's long tail.
 """
 
 from __future__ import annotations
