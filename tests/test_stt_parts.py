@@ -76,6 +76,11 @@ from workers.stt.whisper import (
     ("Can I come in? I'm sick.", Completeness.COMPLETE),
     ("My appointment is under.", Completeness.INCOMPLETE),
     ("I can wait until.", Completeness.INCOMPLETE),
+    # a paused "and" that tiny.en writes "end"; the noun and the verb still end a sentence
+    ("The pain started on Tuesday end.", Completeness.INCOMPLETE),
+    ("That's the end.", Completeness.COMPLETE),
+    ("Everything is fine on my end.", Completeness.COMPLETE),
+    ("When does my appointment end?", Completeness.COMPLETE),
     # bare words: as often a finished question tiny.en left bare as a clause cut at a pause
     ("is the clinic open at lunch time", Completeness.NEUTRAL),
     ("", Completeness.NEUTRAL),

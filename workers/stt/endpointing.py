@@ -88,6 +88,14 @@ _BEFORE_DAY = frozenset("the of twenty thirty".split()) | _MONTHS
 #: Clauses that need a verb: "Could you tell me if the doctor?" is a caller who paused.
 _SUBORDINATORS = frozenset("if whether because".split())
 _DETERMINERS = frozenset("the a an my your our their his her this that these those".split())
+#: What a sentence-final "end" follows when it is the word: a determiner or a modifier of the noun
+#: ("the end", "on my end", "a dead end", "the weekend"), or a subject or auxiliary of the verb ("it will
+#: end", "make it end"). After anything else ("The pain started on Tuesday end.", live, Piper at 0.85)
+#: it is an "and" drawn out before a pause, which tiny.en writes as "end".
+_BEFORE_END = _DETERMINERS | _SUBJECTS | frozenset(
+    "it its them to will would can could should might must shall may not never no any each either one "
+    "other same very dead deep front back tail loose far week rear top bottom low high bitter wrong happy".split()
+)
 WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -118,6 +126,8 @@ def completeness(text: str) -> Completeness:
         return Completeness.INCOMPLETE
     if last in TRAILING_WORDS and not _ends_question(stripped, words) and words[-2:] != ["thank", "you"]:
         return Completeness.INCOMPLETE
+    if last == "end" and not question and len(words) > 1 and words[-2] not in _BEFORE_END:
+        return Completeness.INCOMPLETE  # "...on Tuesday end." is "...on Tuesday and"
     if _open_clause(words):
         return Completeness.INCOMPLETE
     if last.endswith(_CONTRACTED) or last in _CONTRACTED_S:
