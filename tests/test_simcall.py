@@ -100,6 +100,22 @@ def test_turn_bench_counts_as_joined_only_the_talked_over_lines_that_became_one_
     assert _joined(items, turns, events) == 2
 
 
+def test_turn_bench_ties_each_resume_to_the_stop_before_it() -> None:
+    from voicecall.cli.turn_bench import _stops
+
+    def stop(ms: int) -> dict:
+        return {"kind": "barge_in_stop", "detail": f'{{"onset_media_ms": {ms}, "detect_ms": 160.0, "deliver_ms": 0.3}}'}
+
+    # a backchannel resumed, then a real interruption taken for one (2026-12-06: "Wait, is that on
+    # Tuesday or Thursday?" heard "Wait, I'm going to make harder." at no-speech 0.70), then one answered
+    events = [{"kind": "endpoint", "detail": "{}"}, {"kind": "backchannel", "detail": "before any stop"},
+              stop(41556), {"kind": "backchannel", "detail": "Mm-mm."},
+              stop(56180), {"kind": "endpoint", "detail": "{}"}, {"kind": "backchannel", "detail": "Wait, I'm going..."},
+              stop(117492), {"kind": "endpoint", "detail": "{}"}]
+    assert [(d["onset_media_ms"], resumed) for d, resumed in _stops(events)] == [
+        (41556, True), (56180, True), (117492, False)]
+
+
 def test_an_echoing_line_sends_back_what_the_caller_heard_delayed_and_down() -> None:
     import pytest
 

@@ -19,13 +19,16 @@ Measured at the simulated caller (voicecall/sim/client.py) and from the server's
                    a long wait ends with a reply prepared stt.vad.speculative_lead_ms before it)
   joined           talked over, then the caller went on: one caller turn, one reply (`went_on`
                    events; call.went_on_window_ms)
-  backchannel      resumed (a `backchannel` event, no caller turn for it, no reply to it), or
-                   never stopped (the VAD heard no onset: the answer played on); the silence from
-                   the end of the caller's "uh-huh" to the answer's audio arriving again, ms
-  interruption     caller speech onset -> `clear` arrived (the audio stops there), ms; of it, how
-                   late the server's VAD placed the onset in the caller's audio (`barge_in_stop`
-                   events), and the server's split (/metrics voicecall_barge_in_stop_seconds): the
-                   onset frame's arrival -> stt onset (min_speech_ms included), then -> clear sent
+  backchannel      resumed (its stop followed by a `backchannel` event: no caller turn for it, no
+                   reply to it), or never stopped (the VAD heard no onset: the answer played on);
+                   the silence from the end of the caller's "uh-huh" to the answer's audio arriving
+                   again, ms
+  interruption     taken for a backchannel (its stop followed by a `backchannel` event: the answer
+                   resumed and the caller's words went unanswered); caller speech onset -> `clear`
+                   arrived (the audio stops there), ms; of it, how late the server's VAD placed the
+                   onset in the caller's audio (`barge_in_stop` events), and the server's split
+                   (/metrics voicecall_barge_in_stop_seconds): the onset frame's arrival -> stt
+                   onset (min_speech_ms included), then -> clear sent
   voice-to-voice   complete questions: end of caller speech -> first agent audio arrived, ms
   endpoint wait    speech end -> turn end (records), ms; Smart Turn ms per check (records); turns
                    ended after a second look at their last pause (stt.vad.second_look_ms)
@@ -189,6 +192,18 @@ def records_of(url: str, call_sid: str) -> tuple[list[dict], list[dict]]:
 _WORD = re.compile(r"[a-z0-9']+")
 
 
+def _stops(events: list[dict]) -> list[tuple[dict, bool]]:
+    """Each `barge_in_stop` event's detail, and whether the sound that caused it was then taken for
+    a backchannel (a `backchannel` event before the next stop): the answer resumed."""
+    out: list[tuple[dict, bool]] = []
+    for e in events:
+        if e["kind"] == "barge_in_stop":
+            out.append((json.loads(e["detail"]), False))
+        elif e["kind"] == "backchannel" and out:
+            out[-1] = (out[-1][0], True)
+    return out
+
+
 def _joined(items: list[Item], turns: list[dict], events: list[dict]) -> int:
     """Talked-over paused lines that became one caller turn: a `went_on` event ("turn A went on
     as turn B") whose caller turn B holds a third of the line's words or more. Counting the events alone
@@ -225,7 +240,7 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
     paused, complete, backch, inter = [], [], [], []
     end_waits, checks, spec = [], [], {"started": 0, "used": 0, "discarded": 0}
     turn_ends = looked = 0
-    resumed = backchannels = extra_turns = heard_whole = joined = 0
+    backchannels = extra_turns = heard_whole = joined = 0
     for call, its in results:
         turns, events = records_of(db, call.report.call_sid)
         for it in its:
@@ -236,7 +251,6 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
         extra_turns += max(0, len(callers) - questions)
         n_bc = sum(1 for it in its if it.kind == "backchannel")
         backchannels += n_bc
-        resumed += min(n_bc, sum(1 for e in events if e["kind"] == "backchannel"))
         joined += _joined(its, turns, events)
         # the long answers talked over: heard whole = after a backchannel (resumed, or never stopped)
         long_answers = [t for t in turns if t["role"] == "agent" and t["text"].startswith("We're open Monday")]
@@ -244,13 +258,14 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
         for t in turns:
             if t["role"] == "agent" and t.get("speech_end_ns") and t.get("turn_end_ns"):
                 end_waits.append((t["turn_end_ns"] - t["speech_end_ns"]) / 1e6)
-        stop_events = [json.loads(e["detail"]) for e in events if e["kind"] == "barge_in_stop"]
+        stops = _stops(events)
         for it in its:  # the server's onset for each talked-over line: how late its VAD saw the words
             at = it.result.get("speech_media_ms")
-            near = [d for d in stop_events if at is not None and -500 <= d["onset_media_ms"] - at <= 2000]
+            near = [st for st in stops if at is not None and -500 <= st[0]["onset_media_ms"] - at <= 2000]
             if near:
-                it.result["onset_late_ms"] = near[0]["onset_media_ms"] - at
-                it.result["server_detect_ms"] = near[0]["detect_ms"]
+                it.result["onset_late_ms"] = near[0][0]["onset_media_ms"] - at
+                it.result["server_detect_ms"] = near[0][0]["detect_ms"]
+                it.result["resumed"] = near[0][1]
         for e in events:
             if e["kind"] == "endpoint":
                 d = json.loads(e["detail"])
@@ -275,7 +290,8 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
         "paused_answer_p50_ms": pct(paused_v2v, 50), "paused_answer_max_ms": max(paused_v2v) if paused_v2v else None,
         "complete": len(complete), "v2v_p50_ms": pct(v2v, 50), "v2v_p95_ms": pct(v2v, 95),
         "v2v_max_ms": max(v2v) if v2v else None,
-        "backchannels": backchannels, "backchannels_resumed": resumed, "answers_heard_whole": heard_whole,
+        "backchannels": backchannels, "backchannels_resumed": sum(bool(it.result.get("resumed")) for it in backch),
+        "answers_heard_whole": heard_whole,
         # no clear at all: the VAD let it pass (no onset), the answer played on
         "backchannels_never_stopped": sum(1 for it in backch if it.result.get("stop_ms") is None),
         # the dead air a caller sits through after their "uh-huh" before the answer goes on
@@ -284,6 +300,8 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
         "resume_gap_max_ms": max(gaps, default=None),
         "extra_caller_turns": extra_turns,
         "interruptions": len(inter),
+        # a real interruption the server took for a backchannel or a sound with no words: not answered
+        "interruptions_resumed": sum(bool(it.result.get("resumed")) for it in inter),
         "stop_p50_ms": pct([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None], 50),
         "stop_max_ms": max([it.result["stop_ms"] for it in inter if it.result.get("stop_ms") is not None],
                            default=None),
@@ -422,6 +440,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("  answer heard whole", lambda r: f"{r['answers_heard_whole']}/{r['backchannels']}"),
         ("  silence, then resumed p50/max ms", lambda r: f"{f(r.get('resume_gap_p50_ms'))} / {f(r.get('resume_gap_max_ms'))}"),
         ("caller turns beyond the questions", lambda r: f(r["extra_caller_turns"])),
+        ("interruptions taken for backchannels", lambda r: f"{r.get('interruptions_resumed', '-')}/{r['interruptions']}"),
         ("interruption stop p50 / max ms", lambda r: f"{f(r['stop_p50_ms'])} / {f(r['stop_max_ms'])}"),
         ("  words -> VAD onset p50 / max ms", lambda r: f"{f(r.get('onset_late_p50_ms'))} / {f(r.get('onset_late_max_ms'))}"),
         ("  server: stt onset / to clear, mean", lambda r: f"{f(r.get('stop_detect_mean_ms'))} / {f(r.get('stop_deliver_mean_ms'))}"),
