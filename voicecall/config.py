@@ -188,7 +188,8 @@ class CallConfig(_Section):
     #: the start of the sentence the caller stopped hearing: no new turn. Compared lower-case,
     #: without punctuation. An empty list makes every caller sound a real interruption.
     backchannels: list[str] = msgspec.field(default_factory=lambda: list(BACKCHANNELS))
-    #: A backchannel is at most this many words (all of them from `backchannels`).
+    #: A backchannel is at most this many words (all of them from `backchannels`; a phrase said again
+    #: in a row counts once: "Uh-huh, uh-huh" is two).
     backchannel_max_words: NonNegative = 3
     #: Resume at the caller's first pause, once its transcript is a backchannel or holds no words,
     #: instead of when their turn ends: a lone "uh-huh" often sounds unfinished to Smart Turn, and

@@ -41,21 +41,26 @@ _GOING_ON = (",", "...", "…", "-", ";", ":")
 
 
 def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
-    """True when `text` is only backchannel phrases (at most `max_words` words) or has no words."""
+    """True when `text` is only backchannel phrases (at most `max_words` words, a phrase said again
+    in a row counted once: "Uh-huh, uh-huh." is two) or has no words."""
     words = _WORDS.findall(text.lower().replace("-", " "))
     if not words:
         return True
-    if len(words) > max_words:
-        return False
     known = {tuple(_WORDS.findall(p.lower().replace("-", " "))) for p in phrases}
     longest = max((len(k) for k in known), default=0)
-    i = 0
+    i = counted = 0
+    last: tuple[str, ...] = ()
     while i < len(words):  # greedy: the longest known phrase at each position
         for n in range(min(longest, len(words) - i), 0, -1):
-            if tuple(words[i : i + n]) in known:
+            phrase = tuple(words[i : i + n])
+            if phrase in known:
+                counted += 0 if phrase == last else n
+                last = phrase
                 i += n
                 break
         else:
+            return False
+        if counted > max_words:
             return False
     return True
 
