@@ -89,7 +89,7 @@ _BEFORE_DAY = frozenset("the of twenty thirty".split()) | _MONTHS
 _SUBORDINATORS = frozenset("if whether because".split())
 _DETERMINERS = frozenset("the a an my your our their his her this that these those".split())
 #: What a sentence-final "end" follows when it is the word: a determiner or a modifier of the noun
-#: ("the end", "on my end", "a dead end", "the weekend"), or a subject or auxiliary of the verb ("it will
+#: ("the end", "on my end", "a dead end", "the week end"), or a subject or auxiliary of the verb ("it will
 #: end", "make it end"). After anything else ("The pain started on Tuesday end.", live, Piper at 0.85)
 #: it is an "and" drawn out before a pause, which tiny.en writes as "end".
 _BEFORE_END = _DETERMINERS | _SUBJECTS | frozenset(
