@@ -84,6 +84,33 @@ def test_an_echo_under_a_noisy_lines_floor_still_counts_and_silence_never_checks
     assert not quiet.echo
 
 
+def _drifting_line(agent: np.ndarray, echo_db: float, delay_ms: int, step_ms: float,
+                   caller: np.ndarray | None = None) -> np.ndarray:
+    """An echo whose delay grows by `step_ms` every 0.3 s (playback restarting a little late each
+    time the buffer nearly ran dry), with the caller's voice over it if given; mu-law."""
+    delay = np.full(len(agent), delay_ms * 8.0)
+    for at in range(2400, len(agent), 2400):
+        delay[at:] += step_ms * 8
+    src = np.arange(len(agent)) - delay.astype(int)
+    inbound = np.where(src >= 0, agent[np.maximum(src, 0)], 0.0) * 10 ** (echo_db / 20)
+    if caller is not None:
+        n = min(len(caller), len(inbound))
+        inbound[:n] += caller[:n]
+    return ulaw_decode(ulaw_encode(np.clip(inbound, -32768, 32767).astype(np.int16))).astype(np.float64)
+
+
+def test_an_echo_whose_path_moves_inside_the_window_is_still_echo(voices) -> None:
+    """A 1 ms step inside a window left one fitted path explaining as little as 3 dB of a clean
+    echo (live, under load, the agent stopped for its own greeting); each 60 ms stretch fitted on
+    its own explains it, and a caller over such an echo is still not explained."""
+    agent, caller = voices
+    got = _verdicts(agent, _drifting_line(agent, -25.0, 60, 1.0))
+    assert len(got) >= 6 and all(v.echo for v in got), got
+    talking = len(caller) - 8000
+    got = _verdicts(agent[:talking], _drifting_line(agent, -25.0, 60, 1.0, caller)[:talking])
+    assert got and not any(v.echo for v in got), got
+
+
 def test_the_echo_of_a_quiet_tail_is_echo_too(voices) -> None:
     """An answer's fading end 30 dB down is a few mu-law steps (-75..-80 dBFS) no fit follows well,
     and Silero may still call it speech: it counts as echo, while a caller that quiet never talks."""
