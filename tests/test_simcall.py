@@ -53,6 +53,29 @@ def test_many_calls_report_percentiles_and_cpu() -> None:
     assert abs(cpu["cpu_percent_per_call"] - 100 * cpu["cpu_core_fraction"] / 5) < 0.01  # shared out per live call
 
 
+def test_the_telephone_band_passes_the_voice_band_and_drops_a_voice_fundamental() -> None:
+    """`--band`: 300-3400 Hz at -3 dB, the voice band flat, a 100 Hz fundamental and a 3.8 kHz
+    sibilant ~38 dB down; frame by frame (a live call) the same as all at once."""
+    from ipc.audio import FRAME_BYTES, ulaw_encode
+    from voicecall.sim.phone_line import PhoneBand, PhoneLine, phone_line
+
+    t = np.arange(16000) / 8000
+
+    def gain_db(hz: float) -> float:
+        x = np.sin(2 * np.pi * hz * t)
+        y = PhoneBand().filter(x)[8000:]  # past the start-up transient
+        return float(20 * np.log10(np.sqrt(np.mean(y**2)) / np.sqrt(0.5)))
+
+    assert abs(gain_db(300)) - 3 < 0.2 and abs(gain_db(3400)) - 3 < 0.2
+    assert all(abs(gain_db(hz)) < 0.3 for hz in (500, 1000, 2000, 3000))
+    assert gain_db(100) < -35 and gain_db(3800) < -35
+    voice = ulaw_encode((6000 * np.sin(2 * np.pi * 120 * t) + 3000 * np.sin(2 * np.pi * 1200 * t)).astype(np.int16))
+    line = PhoneLine(band=True)
+    framed = b"".join(line.mix(voice[i : i + FRAME_BYTES]) for i in range(0, len(voice), FRAME_BYTES))
+    assert framed == PhoneLine(band=True).mix(voice) != voice
+    assert phone_line(None, 0.0, seed=0) is None and phone_line(None, 0.0, seed=0, band=True) is not None
+
+
 def test_phone_line_noise_sits_at_its_level_under_every_frame_and_is_continuous() -> None:
     from ipc.audio import FRAME_BYTES, ULAW_SILENCE, ulaw_encode
     from voicecall.sim.phone_line import PhoneLine

@@ -7,6 +7,7 @@
     voicecall turn-bench --signals --set dev --voices espeak:en-gb,piper@0.9   # ... in voices not tuned on
     voicecall turn-bench --signals --set twice                # ... callers who pause twice in a sentence
     voicecall turn-bench --signals --noise-dbfs -45 --level-db -15   # ... a noisy line, a quiet caller (also live)
+    voicecall turn-bench --signals --band                     # ... callers through the telephone band (also live)
     voicecall turn-bench --calls 1 --echo-db -30              # live: a line that echoes the agent back
 
 Callers (voicecall/sim/turn_callers.py, the REPORT set unless --set tuning): sentences with a
@@ -234,7 +235,7 @@ def bench(url: str, db: str, calls: int, items: list[Item], line: argparse.Names
     results = asyncio.run(main())
     server_stops = {part: (total[0] - stops_before.get(part, (0.0, 0))[0], total[1] - stops_before.get(part, (0.0, 0))[1])
              for part, total in barge_in_stop_totals(url).items()}
-    out: dict[str, Any] = {"calls": calls, "noise_dbfs": line.noise_dbfs, "level_db": line.level_db,
+    out: dict[str, Any] = {"calls": calls, "noise_dbfs": line.noise_dbfs, "level_db": line.level_db, "band": line.band,
                            "echo_db": line.echo_db, "echo_delay_ms": line.echo_delay_ms if line.echo_db is not None else None,
                            "load_before": [round(x, 2) for x in load], "wall_s": 0.0}
     paused, complete, backch, inter = [], [], [], []
@@ -349,12 +350,12 @@ def barge_in_stop_totals(url: str) -> dict[str, tuple[float, int]]:
 
 
 def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None = None,
-            noise_dbfs: float | None = None, level_db: float = 0.0) -> dict[str, Any]:
+            noise_dbfs: float | None = None, level_db: float = 0.0, band: bool = False) -> dict[str, Any]:
     """Each end-of-turn signal alone and combined, offline, where the stt worker decides: `settle_ms`
     into every pause of every paused line (truth: unfinished) and after every complete question
     (truth: finished), and where the worker would, again `second_look_ms` into it; decoded as the
-    worker decodes (its engine and window, from `config`), over the phone line `noise_dbfs` and
-    `level_db` make (voicecall/sim/phone_line.py)."""
+    worker decodes (its engine and window, from `config`), over the phone line `noise_dbfs`,
+    `level_db` and `band` make (voicecall/sim/phone_line.py)."""
     from ipc.audio import ulaw_decode
     from voicecall.sim.speech import mulaw_to_16k
     from workers.stt.endpointing import (
@@ -376,7 +377,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     mixed: dict[int, bytes] = {}
     for ln, at, nth in points:
         if id(ln) not in mixed:
-            line = phone_line(noise_dbfs, level_db, seed=len(mixed))
+            line = phone_line(noise_dbfs, level_db, seed=len(mixed), band=band)
             mixed[id(ln)] = ln.mulaw if line is None else line.mix(ln.mulaw)
         mulaw = mixed[id(ln)]
         cut = (at[0] if at else ln.speech_end_ms) + cfg.settle_ms
@@ -411,7 +412,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
     paused = [r for r in rows if r["kind"] == "paused"]
     done = [r for r in rows if r["kind"] == "complete"]
     return {
-        "set": set_name, "noise_dbfs": noise_dbfs, "level_db": level_db, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
+        "set": set_name, "noise_dbfs": noise_dbfs, "level_db": level_db, "band": band, "voices": [v if k == 1.0 else f"{v}@{k}" for v, k in voices or VOICES[set_name]], "n": n, "model_accuracy": round(sum(r["model_ok"] for r in rows) / n, 2),
         "rules_accuracy": round(sum(r["rules_ok"] for r in rows) / n, 2),
         "talk_over_rules_alone": sum(r["rules_talk_over"] for r in paused),
         "talk_over_combined": sum(r["combined_talk_over"] for r in paused), "paused": len(paused),
@@ -450,6 +451,7 @@ def print_table(runs: list[dict[str, Any]]) -> None:
         ("  turns ended after a second look", lambda r: f"{r.get('second_looks', '-')}/{r.get('turn_ends', '-')}"),
         ("speculative used / started", lambda r: f"{r['speculative']['used']}/{r['speculative']['started']}"),
         ("line noise dBFS / caller level dB", lambda r: f"{f(r.get('noise_dbfs'))} / {r.get('level_db', 0.0):g}"),
+        ("caller in the telephone band", lambda r: "yes" if r.get("band") else "no"),
         ("line echo dB / delay ms", lambda r: f"{f(r.get('echo_db'))} / {f(r.get('echo_delay_ms'))}"),
         ("load avg before -> after (1 min)", lambda r: f"{r['load_before'][0]} -> {r['load_after'][0]}"),
     ]
@@ -501,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.signals and args.echo_db is not None:
         p.error("--echo-db: --signals is offline, with no agent audio to echo")
     if args.signals:
-        result: Any = signals(args.set, args.config, voices, args.noise_dbfs, args.level_db)
+        result: Any = signals(args.set, args.config, voices, args.noise_dbfs, args.level_db, args.band)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     else:
         cfg = load_config(args.config)
