@@ -12,7 +12,14 @@ from ipc.audio import ulaw_decode
 from voicecall.sim.speech import utterance
 from voicecall.sim.turn_callers import line
 from workers.config import VadConfig
-from workers.stt.endpointing import Endpointer, Event, required_silence_ms, second_look_prob, wants_second_look
+from workers.stt.endpointing import (
+    Endpointer,
+    Event,
+    required_silence_ms,
+    second_look_prob,
+    second_look_reading,
+    wants_second_look,
+)
 from workers.stt.smart_turn import SmartTurn, log_mel, model_path, upsample_8k
 from workers.stt.turn_checks import TurnCheck, TurnChecks
 from workers.stt.vad import silero_onnx_path
@@ -108,6 +115,23 @@ def test_a_second_look_replaces_the_transcript_and_counts_the_model_only_on_a_cl
     assert wants_second_look(cfg, "What time is it?", cfg.silence_ms_question_disputed)
     assert wants_second_look(cfg, "I'd like to book a checkup", cfg.silence_ms)
     assert not wants_second_look(VadConfig(second_look_ms=0), "I was hoping that", cfg.silence_ms_max)
+
+
+def test_a_second_look_that_only_closes_what_trailed_off_keeps_the_first_reading() -> None:
+    """Through the telephone band, "...but I am too..." (P 0.01) became "...but I am too." (P 0.08)
+    300 ms into the pause and was talked over at 400 ms: the silence closed it, not the caller. A
+    look that hears other words, or closes with a question mark, is taken as before."""
+    cfg = VadConfig()
+    ep = Endpointer(cfg, 32)
+    ep.set_text("My turn was already April, but I am too...")
+    ep.set_turn_prob(0.014)
+    assert ep.required_ms == cfg.silence_ms_max
+    ep.take_second_look("My turn was already April, but I am too.", 0.08)
+    assert ep.text.endswith("too...") and ep.turn_prob == 0.014 and ep.required_ms == cfg.silence_ms_max
+    assert second_look_reading("Can I bring my dog...", 0.2, "Can I bring my dog?", 0.9) == ("Can I bring my dog?", 0.9)
+    assert second_look_reading("I need a copy of,", 0.1, "I need a copy of it.", 0.6) == ("I need a copy of it.", 0.6)
+    assert second_look_reading("I'd like to book a checkup", 0.57, "I'd like to book a checkup.", 0.9) \
+        == ("I'd like to book a checkup.", 0.9)
 
 
 def test_the_turn_waits_for_a_second_look_that_is_out() -> None:

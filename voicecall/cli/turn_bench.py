@@ -362,7 +362,7 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
         Completeness,
         completeness,
         required_silence_ms,
-        second_look_prob,
+        second_look_reading,
         wants_second_look,
     )
     from workers.stt.smart_turn import SmartTurn
@@ -396,7 +396,8 @@ def signals(set_name: str, config: str, voices: list[tuple[str, float]] | None =
             cut2 = (at[0] if at else ln.speech_end_ms) + look
             look_text = engine.transcribe(mulaw_to_16k(mulaw[max(0, ln.speech_start_ms - cfg.prefix_padding_ms) * 8: cut2 * 8])).text
             look_prob = model.probability_8k(ulaw_decode(mulaw[: cut2 * 8]))
-            combined = max(look, required_silence_ms(cfg, look_text, second_look_prob(look_text, look_prob, prob)))
+            weighed, weighed_prob = second_look_reading(text, prob, look_text, look_prob)
+            combined = max(look, required_silence_ms(cfg, weighed, weighed_prob))
         rows.append({"kind": ln.kind, "voice": ln.voice, "text": text, "p_complete": round(prob, 3), "check_ms": round(ms, 1),
                      "pause_ms": pause if not done else None, "pause_no": nth or None,
                      "avg_logprob": round(heard.avg_logprob, 2),

@@ -30,7 +30,8 @@ model has not answered, the transcript rules decide alone (a loaded machine make
 short wait: `wants_second_look`) is judged again on the audio up to then (`take_second_look`):
 with ~300 ms of silence heard, Whisper hears the end of the last word ("...speak with" becomes
 "...speak with?", "...a checkup" becomes "...a checkup for") and the model is surer either way.
-The new transcript replaces the first; the model's new answer counts only where Whisper closed
+The new transcript replaces the first (unless it only closed what the first heard trail off:
+`second_look_reading`); the model's new answer counts only where Whisper closed
 the sentence (`second_look_prob`): given that much silence the model leans to "complete" on a
 clause cut at a pause too. While that look is out the turn does not end (`hold_ms`, at most
 `second_look_wait_ms` past it): its answer may make the wait longer. A caller who talks for
@@ -99,6 +100,10 @@ _BEFORE_END = _DETERMINERS | _SUBJECTS | frozenset(
 WORD = re.compile(r"[a-z0-9']+")
 
 
+#: Marks Whisper ends a transcript with when the voice trails off.
+_TRAIL_MARKS = ("...", "…", ",", "-", ";", ":")
+
+
 class Completeness(Enum):
     COMPLETE = "complete"
     NEUTRAL = "neutral"
@@ -122,7 +127,7 @@ def completeness(text: str) -> Completeness:
         return Completeness.INCOMPLETE  # digits (or a month) may be part of a number or date being dictated
     if last in _ORDINALS and not question and len(words) > 1 and words[-2] in _BEFORE_DAY:
         return Completeness.INCOMPLETE  # "the fourth," of a date; "Are you open on the fourth?" asks
-    if stripped.endswith(("...", "…", ",", "-", ";", ":")):
+    if stripped.endswith(_TRAIL_MARKS):
         return Completeness.INCOMPLETE
     if last in TRAILING_WORDS and not _ends_question(stripped, words) and words[-2:] != ["thank", "you"]:
         return Completeness.INCOMPLETE
@@ -209,6 +214,21 @@ def second_look_prob(text: str, prob: float | None, first_prob: float | None) ->
     if prob is not None and closed(text):
         return prob
     return first_prob
+
+
+def second_look_reading(first_text: str | None, first_prob: float | None, text: str,
+                        prob: float | None) -> tuple[str, float | None]:
+    """The transcript and model answer the end rule weighs after the second look: the look's
+    (`second_look_prob`), unless it only closed with a "." what the first heard trail off (the
+    same words, "..." or "," before): the silence since made Whisper close it, not the caller
+    ("...but I am too..." then "...but I am too." at P 0.08, offline through the telephone band:
+    talked over at 400 ms). The first reading then stands."""
+    if first_text is not None and _stripped(first_text).endswith(_TRAIL_MARKS):
+        now = _stripped(text)
+        if now.endswith(".") and not now.endswith(_TRAIL_MARKS) \
+                and WORD.findall(now.lower()) == WORD.findall(_stripped(first_text).lower()):
+            return first_text, first_prob
+    return text, second_look_prob(text, prob, first_prob)
 
 
 def wants_second_look(cfg: VadConfig, text: str, required_ms: int) -> bool:
@@ -335,8 +355,8 @@ class Endpointer:
 
     def take_second_look(self, text: str, prob: float | None) -> None:
         """The speech so far judged again later in the pause (`second_look_ms`): its transcript
-        replaces the first; the model's answer as `second_look_prob` says."""
-        self.turn_prob = second_look_prob(text, prob, self.turn_prob)
+        replaces the first, and the model's answer counts, as `second_look_reading` says."""
+        text, self.turn_prob = second_look_reading(self.text, self.turn_prob, text, prob)
         self.set_text(text)
 
     def _update(self) -> None:
