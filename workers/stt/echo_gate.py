@@ -171,10 +171,10 @@ def _piecewise_fit(x: np.ndarray, r: np.ndarray, k: int, span: int) -> tuple[flo
         return None
     search = PIECE_SEARCH_MS * SAMPLE_RATE // 1000
     bounds = [*range(0, n - piece // 2, piece), n]  # a remainder under half a stretch joins the last
+    lags = range(max(0, k - search), min(span, k + search) + 1)
     resid, taps, first = 0.0, np.zeros(0), 0
     for s0, s1 in zip(bounds[:-1], bounds[1:], strict=True):
         seg = x[s0:s1]
-        lags = range(max(0, k - search), min(span, k + search) + 1)
         score = [abs(float(seg @ r[s0 + j : s1 + j])) / np.sqrt(float(r[s0 + j : s1 + j] @ r[s0 + j : s1 + j]) + 1e-9)
                  for j in lags]
         kj = lags[int(np.argmax(score))]
