@@ -114,6 +114,11 @@ def test_no_words_is_fillers_or_whispers_own_silence_rule() -> None:
     assert not said("Wait, is that on Tuesday?", 0.2, -1.6)  # unsure of the words, but it heard speech
     assert said("And mm", 0.35, -1.82)  # an "mm-hmm" it could only guess at
     assert not said("Hold on.", 0.3, -0.7)  # a short interruption it is sure of
+    # ... or unsure of, when it holds a word that stops the agent or asks (call.interruption_words):
+    # "Pardon?" in Piper's voice under line noise came back "pardon" at -1.72
+    for short in ("pardon", "again", "Wait?", "How it was"):
+        assert not said(short, 0.3, -1.7), short
+    assert said("Uh-oh.", 0.3, -1.7) and said("Pardon", 0.8, -1.7)  # ... Whisper's own silence rule still holds
     for hum in ("M.H.M.", "M-H-N", "MMMM.", "M.M.", "Mhm, mm."):  # an "mm-hmm" spelled out, sure of it or not
         assert said(hum, 0.1, -0.5), hum
     for words in ("Mm, no.", "M.H.M. Wait.", "NHS?", "Hm, what?"):

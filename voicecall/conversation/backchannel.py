@@ -9,7 +9,8 @@
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
                  (none in the text, only fillers such as "ah ah ah" (call.fillers) or a hum spelled
                  out ("M.H.M."), a few words
-                 Whisper scores as a guess (call.no_words_guess_logprob), or text Whisper rates
+                 Whisper scores as a guess (call.no_words_guess_logprob; none of them a word that
+                 stops or asks, call.interruption_words), or text Whisper rates
                  no-speech and scores low: call.no_words_prob, call.no_words_logprob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
@@ -67,13 +68,14 @@ def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
 
 def holds_no_words(msg: TurnEnded | SpeculativeFinal, text: str, cfg: Any) -> bool:
     """True when the caller's sound carried no words: only fillers or a hum spelled out, a few words
-    Whisper scores as a guess, or (Whisper's own rule for a silent segment) rated no-speech with a
+    Whisper scores as a guess (none a word that stops or asks: call.interruption_words), or (Whisper's own rule for a silent segment) rated no-speech with a
     text it is unsure of."""
     words = _WORDS.findall(text.lower().replace("-", " "))
     fillers = {f.lower() for f in cfg.fillers}
     if all(w in fillers or _HUM.fullmatch(w) for w in words):
         return True
-    if len(words) <= cfg.backchannel_max_words and msg.avg_logprob < cfg.no_words_guess_logprob:
+    if len(words) <= cfg.backchannel_max_words and msg.avg_logprob < cfg.no_words_guess_logprob \
+            and not {w.lower() for w in cfg.interruption_words}.intersection(words):
         return True
     return msg.no_speech_prob >= cfg.no_words_prob and msg.avg_logprob < cfg.no_words_logprob
 
