@@ -39,11 +39,12 @@ def test_all_problems_reported_at_once() -> None:
 def test_semantic_checks() -> None:
     with pytest.raises(ConfigError) as err:
         config_from_toml('[ipc]\naudio_in_ring_bytes = 100000\n[llm]\nbackend = "vllm"\nend_call_match_threshold = 0.3\n'
-                         '[stt.vad]\nsilence_ms_question_disputed = 1500\nsilence_ms_unpunctuated = 300\n'
+                         '[stt.vad]\nsilence_ms_question_disputed = 1500\nsilence_ms_unpunctuated = 300\nsilence_ms_question = 500\n'
                          'second_look_ms = 40\n')
     assert "$.ipc.audio_in_ring_bytes: expected a power of two, got 100000" in err.value.problems
     assert any("$.stt.vad" in p and "silence_ms_question_disputed" in p and "1500" in p for p in err.value.problems)
     assert any("$.stt.vad" in p and "silence_ms_unpunctuated" in p and "300" in p for p in err.value.problems)
+    assert any("$.stt.vad" in p and "silence_ms_question <=" in p and "500" in p for p in err.value.problems)
     assert any("$.stt.vad.second_look_ms" in p and "40" in p for p in err.value.problems)
     assert any("$.llm.model" in p for p in err.value.problems)
     assert any("$.llm.end_call_match_threshold" in p and "0.3" in p for p in err.value.problems)

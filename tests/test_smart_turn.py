@@ -72,7 +72,11 @@ def test_a_question_the_model_is_sure_is_unfinished_gets_a_middle_wait() -> None
     assert cfg.silence_ms < cfg.silence_ms_question_disputed < cfg.silence_ms_incomplete
     assert required_silence_ms(cfg, "I have a question about my bill.", sure_not) == cfg.silence_ms_incomplete
     assert required_silence_ms(cfg, "Can I reschedule to?", sure_not) == cfg.silence_ms_max  # trails: a "?" does not help
-    assert required_silence_ms(cfg, "What time is it?", 0.3) == cfg.silence_ms  # unsure: as any finished sentence
+    # unsure: a question Whisper heard asked ends sooner than a sentence (it closes any fragment with ".")
+    assert required_silence_ms(cfg, "What time is it?", 0.3) == cfg.silence_ms_question
+    assert required_silence_ms(cfg, "I have a question about my bill.", 0.3) == cfg.silence_ms
+    assert cfg.silence_ms_confident <= cfg.silence_ms_question < cfg.silence_ms
+    assert required_silence_ms(cfg, "Can I reschedule to?", 0.3) == cfg.silence_ms_incomplete  # trails
 
 
 def test_bare_words_the_model_is_unsure_of_wait_as_a_clause_cut_at_a_pause() -> None:

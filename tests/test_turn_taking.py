@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 HOURS = ("We're open Monday to Friday from eight in the morning to six in the evening, and on Saturday "
          "from nine to one. We're closed on Sundays and public holidays.")
 
-STRETCHED = {"silence_ms_confident": 1000, "silence_ms": 1000, "silence_ms_neutral": 1000,
+STRETCHED = {"silence_ms_confident": 1000, "silence_ms_question": 1000, "silence_ms": 1000, "silence_ms_neutral": 1000,
              "silence_ms_unpunctuated": 1000, "silence_ms_question_disputed": 1000,
              "silence_ms_incomplete": 1400, "silence_ms_max": 2000, "speculative_max_silence_ms": 1000}
 

@@ -409,6 +409,9 @@ def _semantic_problems(cfg: Config) -> list[str]:
     if not vad.silence_ms_neutral <= vad.silence_ms_unpunctuated <= vad.silence_ms_max:
         problems.append("$.stt.vad: expected silence_ms_neutral <= silence_ms_unpunctuated <= silence_ms_max, "
                         f"got {vad.silence_ms_unpunctuated}")
+    if not vad.silence_ms_confident <= vad.silence_ms_question <= vad.silence_ms:
+        problems.append("$.stt.vad: expected silence_ms_confident <= silence_ms_question <= silence_ms, "
+                        f"got {vad.silence_ms_question}")
     if not vad.silence_ms <= vad.silence_ms_question_disputed <= vad.silence_ms_incomplete:
         problems.append("$.stt.vad: expected silence_ms <= silence_ms_question_disputed <= silence_ms_incomplete, "
                         f"got {vad.silence_ms_question_disputed}")

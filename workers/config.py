@@ -77,6 +77,13 @@ class VadConfig(_Section):
     #: and the model is unsure (or off). Piper's own comma pauses measured 270-400 ms, and Whisper
     #: writes "afternoon." for a clause cut at a comma, so 300 split such sentences into two turns.
     silence_ms: NonNegative = 400
+    #: Silence (ms) that ends a turn when the transcript is a question ("?", not trailing) and the
+    #: model is unsure (between the two probabilities). Whisper writes "?" only for what sounded
+    #: asked, not for a fragment; Smart Turn doubts many complete questions on phone audio (P 0.05-0.5
+    #: for 37 of 261 offline, in seven voices). Offline no pause more was talked over than at
+    #: `silence_ms` (the five such pauses were 0.7-1 s, past either wait), and the natural pauses
+    #: inside the lines where a "?" and a doubting model met were 170 and 260 ms of quiet.
+    silence_ms_question: NonNegative = 250
     #: Silence (ms) that ends a turn when the transcript has no clear ending either way.
     silence_ms_neutral: NonNegative = 500
     #: Silence (ms) that ends a turn when the transcript is three words or more with no closing

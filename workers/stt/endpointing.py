@@ -15,7 +15,7 @@ Smart Turn model's P(turn complete) from the sound of the last 8 s (workers/stt/
 
     text / model        P >= complete_prob    in between            P < incomplete_prob   off / failed
     finished sentence    silence_ms_confident  silence_ms            silence_ms_incomplete silence_ms
-     ... a question      silence_ms_confident  silence_ms            s..._question_disputed silence_ms
+     ... a question      silence_ms_confident  silence_ms_question   s..._question_disputed silence_ms
     no clear ending      silence_ms            silence_ms_neutral    silence_ms_incomplete silence_ms_neutral
      ... 3+ bare words   silence_ms            s..._unpunctuated     silence_ms_incomplete silence_ms_neutral
     trails off           silence_ms_incomplete silence_ms_incomplete silence_ms_max        silence_ms_incomplete
@@ -199,7 +199,9 @@ def required_silence_ms(cfg: VadConfig, text: str | None, turn_prob: float | Non
         question = said is Completeness.COMPLETE and _stripped(text).endswith("?")
         return cfg.silence_ms_question_disputed if question else cfg.silence_ms_incomplete
     if said is Completeness.COMPLETE:
-        return cfg.silence_ms_confident if sure_done else cfg.silence_ms
+        if sure_done:
+            return cfg.silence_ms_confident
+        return cfg.silence_ms_question if _stripped(text).endswith("?") else cfg.silence_ms
     if sure_done:
         return cfg.silence_ms
     return cfg.silence_ms_unpunctuated if unpunctuated(text) else cfg.silence_ms_neutral
