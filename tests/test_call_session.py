@@ -344,6 +344,25 @@ def test_a_backchannel_resumes_at_the_callers_pause_not_at_the_end_of_their_turn
     _run(scenario)
 
 
+def test_a_start_broken_off_resumes_the_answer_when_the_turn_ends_not_at_its_pause() -> None:
+    """ "I'd be..." (an espeak "I see." as tiny.en heard it, unsure of it): it trails, so at its
+    pause the caller may be going on; when the turn ends with nothing more there is nothing to
+    answer, and the answer resumes with no new LLM turn."""
+    async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
+        await _held_over_sentence_one(session, port, far)
+        played_before = len(port.played)
+        await _caller_paused(far, "I'd be...", logprob=-1.17)
+        assert len(port.played) == played_before  # trails: not resumed at the pause
+        far.emit("stt", msgspec.structs.replace(_turn_ended(2, "I'd be..."), no_speech_prob=0.34, avg_logprob=-1.17),
+                 1, 2)
+        await _settle(far)
+        assert len(port.played) == played_before + 1
+        assert not [m for w in ("llm", "tts") for m in far.requests(w) if isinstance(m, (Cancel, Generate))]
+        assert session._backchannel.resumed == 1 and session.conversation.entries[-1].role == "user"
+
+    _run(scenario)
+
+
 def test_a_caller_going_on_after_an_okay_is_stopped_again_and_answered() -> None:
     async def scenario(session: CallSession, port: FakePort, far: FarEnd) -> None:
         await _held_over_sentence_one(session, port, far)

@@ -119,6 +119,10 @@ def test_no_words_is_fillers_or_whispers_own_silence_rule() -> None:
     for short in ("pardon", "again", "Wait?", "How it was"):
         assert not said(short, 0.3, -1.7), short
     assert said("Uh-oh.", 0.3, -1.7) and said("Pardon", 0.8, -1.7)  # ... Whisper's own silence rule still holds
+    # a start broken off that Whisper is unsure of: nothing to answer; one it is sure of is a caller
+    assert said("I'd be...", 0.34, -1.17) and said("And then...", 0.26, -1.17)
+    for words in ("My number is...", "Wait...", "I was going to ask..."):
+        assert not said(words, 0.3, -0.4 if words.startswith("My") else -1.2), words
     for hum in ("M.H.M.", "M-H-N", "MMMM.", "M.M.", "Mhm, mm."):  # an "mm-hmm" spelled out, sure of it or not
         assert said(hum, 0.1, -0.5), hum
     for words in ("Mm, no.", "M.H.M. Wait.", "NHS?", "Hm, what?"):

@@ -208,6 +208,9 @@ class CallConfig(_Section):
     #: 0.6 and logprob_threshold -1.0). Either alone misjudges: a cough comes back as "I'm going to
     #: go to the next" at no-speech 0.71, while "Actually, can I talk to a person?" in a synthetic
     #: voice scored 0.72; the made-up text is what scores low. 1.0 = trust the text alone.
+    #: `no_words_logprob` also judges a start broken off: at most `backchannel_max_words` words
+    #: (none of `interruption_words`) ending "..." and scored below it hold no words ("I'd be..."
+    #: for an espeak "I see." at -1.17; offline 6 of 42 missed backchannels, no interruption more).
     no_words_prob: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.6
     no_words_logprob: Annotated[float, msgspec.Meta(le=0.0)] = -1.0
     #: A short sound (at most `backchannel_max_words` words, none of `interruption_words`) whose text

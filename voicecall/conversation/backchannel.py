@@ -8,10 +8,11 @@
              went on) stops it again at once, and the turn is judged when it ends, as below
       TurnEnded: a backchannel ("uh-huh", "okay", "I see"; call.backchannels) or no words at all
                  (none in the text, only fillers such as "ah ah ah" (call.fillers) or a hum spelled
-                 out ("M.H.M."), a few words
-                 Whisper scores as a guess (call.no_words_guess_logprob; none of them a word that
-                 stops or asks, call.interruption_words), or text Whisper rates
-                 no-speech and scores low: call.no_words_prob, call.no_words_logprob)
+                 out ("M.H.M."), a few words Whisper scores as a guess
+                 (call.no_words_guess_logprob) or heard broken off ("I'd be...") and is unsure of
+                 (call.no_words_logprob), none of them a word that stops or asks
+                 (call.interruption_words), or text Whisper rates no-speech and scores low:
+                 call.no_words_prob, call.no_words_logprob)
           -> the reply resumes from the start of the sentence the caller stopped hearing;
              recorded as an event, not as a caller turn; no new LLM turn
       TurnEnded: more words, begun before the answer was heard or within call.went_on_window_ms
@@ -67,16 +68,22 @@ def is_backchannel(text: str, phrases: list[str], max_words: int) -> bool:
 
 
 def holds_no_words(msg: TurnEnded | SpeculativeFinal, text: str, cfg: Any) -> bool:
-    """True when the caller's sound carried no words: only fillers or a hum spelled out, a few words
-    Whisper scores as a guess (none a word that stops or asks: call.interruption_words), or (Whisper's own rule for a silent segment) rated no-speech with a
+    """True when the caller's sound carried no words: only fillers or a hum spelled out; a few words
+    (none a word that stops or asks: call.interruption_words) Whisper scores as a guess, or heard
+    broken off and is unsure of; or (Whisper's own rule for a silent segment) rated no-speech with a
     text it is unsure of."""
     words = _WORDS.findall(text.lower().replace("-", " "))
     fillers = {f.lower() for f in cfg.fillers}
     if all(w in fillers or _HUM.fullmatch(w) for w in words):
         return True
-    if len(words) <= cfg.backchannel_max_words and msg.avg_logprob < cfg.no_words_guess_logprob \
-            and not {w.lower() for w in cfg.interruption_words}.intersection(words):
-        return True
+    if len(words) <= cfg.backchannel_max_words and not {w.lower() for w in cfg.interruption_words}.intersection(words):
+        if msg.avg_logprob < cfg.no_words_guess_logprob:
+            return True
+        # A start broken off ("I'd be..." for an espeak "I see.", "And then..." for an "mm-hmm") that
+        # the caller never went on with: by the turn's end (a trailing text waits the long silence)
+        # there is nothing to answer. Only when Whisper is unsure of it: "My number is..." is a caller.
+        if text.strip().endswith(("...", "…")) and msg.avg_logprob < cfg.no_words_logprob:
+            return True
     return msg.no_speech_prob >= cfg.no_words_prob and msg.avg_logprob < cfg.no_words_logprob
 
 
