@@ -120,11 +120,13 @@ def test_a_pause_still_waiting_is_judged_again_and_a_caller_who_goes_on_after_it
     """The model made sure every turn is unfinished, so each pause waits long and gets its second
     look (a new transcript and model check on the audio up to 300 ms into it): the question's turn
     ends after it, and a caller who goes on after it is still one turn, nothing of the first
-    half's look reported late. The transcript-only waits are long here: a model answer slower than
-    them (a loaded CI box) would let the turn end on the transcript alone, as it should in service."""
+    half's look reported late. Every other wait is long here: a model answer slower than the
+    transcript-only wait (a loaded box: over 800 ms once, beside the rest of the suite) would let
+    the turn end on the transcript alone, as it should in service, and a P landing between the
+    two probabilities would take the question's short wait."""
     vad = VadConfig(turn_incomplete_prob=0.999, turn_complete_prob=0.9999, second_look_ms=300,
-                    silence_ms=800, silence_ms_neutral=800, silence_ms_question_disputed=1500,
-                    silence_ms_incomplete=1500)
+                    silence_ms_confident=1400, silence_ms_question=1400, silence_ms=1400, silence_ms_neutral=1400,
+                    silence_ms_question_disputed=1500, silence_ms_incomplete=1500)
     h = WorkerHarness("stt-look", TARGET, SttConfig(vad=vad), SttEvent)
     h.start(120)
     try:
