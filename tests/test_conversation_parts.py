@@ -95,6 +95,8 @@ def test_backchannels_are_a_few_listed_words_only() -> None:
     assert not is_backchannel("Okay, okay, wait.", list(BACKCHANNELS), 3)
     assert is_backchannel("Makes sense.", list(BACKCHANNELS), 3) and is_backchannel("Yup, got it.", list(BACKCHANNELS), 3)
     assert is_backchannel("Okay, sounds good.", list(BACKCHANNELS), 3)
+    for heard in ("ID.", "I.E.", "i-d", "I T."):  # tiny.en's spellings of an espeak "I see."
+        assert is_backchannel(heard, list(BACKCHANNELS), 3), heard
     for interruption in ("No.", "Wait.", "Stop.", "Actually, no.", "Sorry?", "Great, but when?"):
         assert not is_backchannel(interruption, list(BACKCHANNELS), 3), interruption
 

@@ -135,6 +135,9 @@ BACKCHANNELS = (
     "right", "sure", "i see", "got it", "alright", "all right", "uh", "um", "oh", "thanks", "thank you",
     # tiny.en's spellings of "uh-huh" and "mm-hmm" (a soak: "Uh-huh, okay." heard "Aha, okay." 37 times of 93)
     "aha", "ah-ha", "mm-hm", "uh-hum",
+    # ... and of an espeak "I see." (12 of its 13 misses offline in 6 voices, and live: "ID.", "I.E.",
+    # "i-d", "I.B.", "I T."); no interruption came back as one
+    "id", "i d", "i e", "i b", "i t",
     # acknowledgements a caller says to let the agent go on (Vocode's backchannel patterns, Vapi's
     # acknowledgementPhrases): never "no", "stop", "wait", "actually", which mean the opposite
     "yup", "mmhmm", "uhhuh", "gotcha", "understood", "i understand", "makes sense", "sounds good",
